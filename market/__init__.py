@@ -1,0 +1,1 @@
+"""Bars, the seven features, windows, synthetic data and CSV loading (numpy only, no torch)."""

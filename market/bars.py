@@ -1,0 +1,80 @@
+"""OHLCV bars as columnar numpy arrays, and the one validation every entry point applies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class BarDataError(ValueError):
+    """Bars that break the OHLCV contract; the message names the bar (or file line) and the problem."""
+
+
+@dataclass(frozen=True)
+class Bars:
+    """A time-ordered series of bars. `time` is milliseconds since the Unix epoch (UTC)."""
+
+    time: np.ndarray  # int64 ms
+    open: np.ndarray  # float64
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+
+    @classmethod
+    def from_arrays(cls, time, open, high, low, close, volume) -> "Bars":
+        """Build bars from any array-likes of equal length (copied into int64/float64)."""
+        arrays = [np.asarray(time, dtype=np.int64)] + [
+            np.asarray(a, dtype=np.float64) for a in (open, high, low, close, volume)
+        ]
+        lengths = {a.shape for a in arrays}
+        if len(lengths) != 1 or arrays[0].ndim != 1:
+            raise BarDataError(f"bar columns must be 1-D and of equal length, got shapes {sorted(lengths)}")
+        return cls(*arrays)
+
+    def __len__(self) -> int:
+        return int(self.close.shape[0])
+
+    def __getitem__(self, index: slice) -> "Bars":
+        """A slice of the series (views, no copies)."""
+        if not isinstance(index, slice):
+            raise TypeError("Bars supports slicing only")
+        return Bars(*(getattr(self, f)[index] for f in ("time", "open", "high", "low", "close", "volume")))
+
+
+def validate_bars(bars: Bars, *, min_bars: int = 1, names: list[str] | None = None) -> None:
+    """Raise BarDataError for the first bar that breaks the contract.
+
+    `names[i]` says how to refer to bar i in the message (a CSV loader passes file lines);
+    by default bars are named by their 0-based index.
+    """
+    n = len(bars)
+    if n < min_bars:
+        raise BarDataError(f"need at least {min_bars} bars, got {n}")
+    o, h, l, c, v, t = bars.open, bars.high, bars.low, bars.close, bars.volume, bars.time
+
+    def name(i: int) -> str:
+        return names[i] if names is not None else f"bar {i}"
+
+    checks = (
+        (~(np.isfinite(o) & np.isfinite(h) & np.isfinite(l) & np.isfinite(c) & np.isfinite(v)),
+         lambda i: f"non-finite value (open={o[i]}, high={h[i]}, low={l[i]}, close={c[i]}, volume={v[i]})"),
+        (~((o > 0) & (h > 0) & (l > 0) & (c > 0)),
+         lambda i: f"prices must be positive (open={o[i]}, high={h[i]}, low={l[i]}, close={c[i]})"),
+        (h < l, lambda i: f"high {h[i]} is below low {l[i]}"),
+        ((o < l) | (o > h), lambda i: f"open {o[i]} is outside [low {l[i]}, high {h[i]}]"),
+        ((c < l) | (c > h), lambda i: f"close {c[i]} is outside [low {l[i]}, high {h[i]}]"),
+        (v < 0, lambda i: f"negative volume {v[i]}"),
+    )
+    first: tuple[int, str] | None = None
+    for bad, describe in checks:
+        idx = np.flatnonzero(bad)
+        if idx.size and (first is None or idx[0] < first[0]):
+            first = (int(idx[0]), describe(int(idx[0])))
+    back = np.flatnonzero(t[1:] <= t[:-1])
+    if back.size and (first is None or back[0] + 1 < first[0]):
+        i = int(back[0]) + 1
+        first = (i, f"time {t[i]} ms is not after the previous bar's {t[i - 1]} ms (bars out of time order)")
+    if first is not None:
+        raise BarDataError(f"{name(first[0])}: {first[1]}")

@@ -1,0 +1,1 @@
+"""One module per `tactical` command; each exposes add_parser(subparsers)."""

@@ -1,0 +1,328 @@
+"""Typed, validated configuration.
+
+The packaged YAML (configs/tactical_marl_v1.yaml) is the single source of defaults; a user's
+file is merged over it, so it may hold only the keys it changes. Loading checks every key
+against the dataclasses below: an unknown key or a wrong type raises ConfigError naming it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from configs import DEFAULT_CONFIG_PATH
+
+AGENT_NAMES = ("fvg", "momentum", "entry")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the offending key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureConfig:
+    window: int
+    fvg_max_age: int
+    level_scale: float
+    level_clip: float
+    momentum_period: int
+    momentum_scale: float
+    momentum_clip: float
+    volume_window: int
+    volume_ratio_cap: float
+
+    def check(self, at: str) -> None:
+        _positive(at, self, "window", "fvg_max_age", "level_scale", "level_clip", "momentum_period",
+                  "momentum_scale", "momentum_clip", "volume_window", "volume_ratio_cap")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    hidden_dim: int
+    conv_channels: list[int]
+    kernel_size: int
+    pooled_steps: int
+    critic_hidden_dims: list[int]
+    critic_heads: int
+    dropout: float
+    temperature_init: float
+    init_seed: int
+    focus: dict[str, list[float]]
+
+    def check(self, at: str) -> None:
+        _positive(at, self, "hidden_dim", "kernel_size", "pooled_steps", "critic_heads", "temperature_init")
+        if len(self.conv_channels) != 2:
+            raise ConfigError(f"{at}.conv_channels: expected two channel counts, got {self.conv_channels}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"{at}.dropout: must be in [0, 1), got {self.dropout}")
+        _agent_keys(f"{at}.focus", self.focus)
+        for name, weights in self.focus.items():
+            if len(weights) != 7 or min(weights) < 0 or abs(sum(weights) - 1.0) > 1e-6:
+                raise ConfigError(f"{at}.focus.{name}: expected 7 non-negative weights summing to 1, got {weights}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    learning_rate: float
+    gamma: float
+    gae_lambda: float
+    clip_epsilon: float
+    clip_value_loss: bool
+    entropy_coef_start: float
+    entropy_coef_end: float
+    value_loss_coef: float
+    max_grad_norm: float
+    normalize_advantages: bool
+    value_normalization: bool
+    num_envs: int
+    episode_length: int
+    epochs: int
+    minibatch_size: int
+    prioritized_sampling: bool
+    priority_alpha: float
+    priority_beta: float
+    target_kl: float
+    updates: int
+    seed: int
+    reward_scale: float
+    transaction_cost: float
+    synthetic_bars: int
+    synthetic_seed: int
+    holdout_fraction: float
+    torch_threads: int
+
+    def check(self, at: str) -> None:
+        _positive(at, self, "learning_rate", "clip_epsilon", "max_grad_norm", "num_envs", "episode_length",
+                  "epochs", "minibatch_size", "updates", "reward_scale", "synthetic_bars", "torch_threads")
+        for key in ("gamma", "gae_lambda"):
+            if not 0.0 < getattr(self, key) <= 1.0:
+                raise ConfigError(f"{at}.{key}: must be in (0, 1], got {getattr(self, key)}")
+        for key in ("priority_alpha", "priority_beta"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"{at}.{key}: must be in [0, 1], got {getattr(self, key)}")
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise ConfigError(f"{at}.holdout_fraction: must be in [0, 1), got {self.holdout_fraction}")
+        for key in ("entropy_coef_start", "entropy_coef_end", "value_loss_coef", "target_kl", "transaction_cost"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{at}.{key}: must be >= 0, got {getattr(self, key)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class AggregationConfig:
+    weights: dict[str, float]
+    min_confidence: float
+    min_agents: int
+
+    def check(self, at: str) -> None:
+        _agent_keys(f"{at}.weights", self.weights)
+        if min(self.weights.values()) < 0 or sum(self.weights.values()) <= 0:
+            raise ConfigError(f"{at}.weights: must be non-negative with a positive sum, got {self.weights}")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ConfigError(f"{at}.min_confidence: must be in [0, 1], got {self.min_confidence}")
+        if not 1 <= self.min_agents <= len(AGENT_NAMES):
+            raise ConfigError(f"{at}.min_agents: must be between 1 and {len(AGENT_NAMES)}, got {self.min_agents}")
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentEndpoint:
+    port: int
+    core: int
+
+    def check(self, at: str) -> None:
+        _port(f"{at}.port", self.port, allow_zero=True)
+        if self.core < -1:
+            raise ConfigError(f"{at}.core: a CPU index, or -1 for round-robin, got {self.core}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingConfig:
+    host: str
+    coordinator_port: int
+    agents: dict[str, AgentEndpoint]
+    deadline_ms: float
+    max_batch: int
+    max_message_bytes: int
+    versions_kept: int
+    admin_token: str
+    tls_cert: str
+    tls_key: str
+    tls_ca: str
+    audit_flush_ms: float
+
+    def check(self, at: str) -> None:
+        _port(f"{at}.coordinator_port", self.coordinator_port, allow_zero=True)
+        _agent_keys(f"{at}.agents", self.agents)
+        _positive(at, self, "deadline_ms", "max_batch", "max_message_bytes", "versions_kept", "audit_flush_ms")
+        tls = [bool(self.tls_cert), bool(self.tls_key), bool(self.tls_ca)]
+        if any(tls) and not all(tls):
+            raise ConfigError(f"{at}.tls_cert/tls_key/tls_ca: set all three for TLS, or none")
+
+
+@dataclasses.dataclass(frozen=True)
+class PathsConfig:
+    model_store: str
+    agent_store: str
+    coordinator_state: str
+    audit_log: str
+    study_storage: str
+    metrics: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    features: FeatureConfig
+    model: ModelConfig
+    training: TrainingConfig
+    aggregation: AggregationConfig
+    serving: ServingConfig
+    paths: PathsConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict form, as YAML would hold it."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **sections: Mapping[str, Any]) -> "Config":
+        """A copy with some keys changed, validated: `cfg.replace(training={"updates": 3})`."""
+        return config_from_dict(_deep_merge(self.to_dict(), sections))
+
+
+def _positive(at: str, section: Any, *keys: str) -> None:
+    for key in keys:
+        if getattr(section, key) <= 0:
+            raise ConfigError(f"{at}.{key}: must be > 0, got {getattr(section, key)}")
+
+
+def _port(at: str, port: int, *, allow_zero: bool) -> None:
+    if not (0 if allow_zero else 1) <= port <= 65535:
+        raise ConfigError(f"{at}: not a TCP port: {port}")
+
+
+def _agent_keys(at: str, mapping: Mapping[str, Any]) -> None:
+    if set(mapping) != set(AGENT_NAMES):
+        raise ConfigError(f"{at}: expected exactly the agents {list(AGENT_NAMES)}, got {sorted(mapping)}")
+
+
+def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _convert(value: Any, hint: Any, at: str) -> Any:
+    """Check `value` against a type hint and convert it (ints are accepted where floats are)."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{at}: expected a mapping, got {type(value).__name__}")
+        return _build(hint, value, at)
+    if origin is dict:
+        key_type, value_type = typing.get_args(hint)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{at}: expected a mapping, got {type(value).__name__}")
+        return {_convert(k, key_type, f"{at}"): _convert(v, value_type, f"{at}.{k}") for k, v in value.items()}
+    if origin is list:
+        (item_type,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{at}: expected a list, got {type(value).__name__} {value!r}")
+        return [_convert(v, item_type, f"{at}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _convert(value, option, at)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{at}: {value!r} matches none of {hint}")
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{at}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{at}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{at}: expected true or false, got {type(value).__name__} {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{at}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint} at {at}")
+
+
+def _build(cls: type, data: Mapping[str, Any], at: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    prefix = f"{at}." if at else ""
+    unknown = set(data) - set(hints)
+    if unknown:
+        raise ConfigError(f"unknown config key '{prefix}{sorted(unknown)[0]}' (known: {', '.join(hints)})")
+    missing = [k for k in hints if k not in data]
+    if missing:
+        raise ConfigError(f"missing config key '{prefix}{missing[0]}'")
+    section = cls(**{k: _convert(data[k], hints[k], f"{prefix}{k}") for k in hints})
+    if hasattr(section, "check"):
+        section.check(at)
+    return section
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Config:
+    """Validate a complete configuration mapping (for example a parsed YAML file)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
+    return _build(Config, data, "")
+
+
+@functools.cache
+def _default_dict() -> dict[str, Any]:
+    with open(DEFAULT_CONFIG_PATH, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def default_config() -> Config:
+    """The packaged defaults."""
+    return config_from_dict(_default_dict())
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Load `path` merged over the packaged defaults, then `overrides`; validate everything.
+
+    `overrides` is a nested mapping, e.g. {"training": {"updates": 3}}, as CLI flags produce.
+    """
+    data = copy.deepcopy(_default_dict())
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                user = yaml.safe_load(f)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if user is not None:
+            if not isinstance(user, Mapping):
+                raise ConfigError(f"config file {path}: expected a mapping of sections at the top level")
+            data = _deep_merge(data, user)
+    if overrides:
+        data = _deep_merge(data, overrides)
+    return config_from_dict(data)
+
+
+def as_config(config: Config | Mapping[str, Any] | str | Path | None) -> Config:
+    """Accept a Config, a parsed YAML mapping (merged over the defaults), a path, or None (defaults)."""
+    if isinstance(config, Config):
+        return config
+    if config is None or isinstance(config, (str, Path)):
+        return load_config(config)
+    return config_from_dict(_deep_merge(_default_dict(), config))

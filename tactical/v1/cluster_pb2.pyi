@@ -1,0 +1,92 @@
+from tactical.v1 import agent_pb2 as _agent_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AgentStatus(_message.Message):
+    __slots__ = ("agent", "address", "connected", "info", "error")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    address: str
+    connected: bool
+    info: _agent_pb2.AgentInfo
+    error: str
+    def __init__(self, agent: _Optional[str] = ..., address: _Optional[str] = ..., connected: _Optional[bool] = ..., info: _Optional[_Union[_agent_pb2.AgentInfo, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ClusterStatus(_message.Message):
+    __slots__ = ("active_version", "serving", "agents", "decisions", "degraded_decisions", "p50_ms", "p99_ms", "pid", "uptime_s")
+    ACTIVE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    P50_MS_FIELD_NUMBER: _ClassVar[int]
+    P99_MS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_S_FIELD_NUMBER: _ClassVar[int]
+    active_version: int
+    serving: bool
+    agents: _containers.RepeatedCompositeFieldContainer[AgentStatus]
+    decisions: int
+    degraded_decisions: int
+    p50_ms: float
+    p99_ms: float
+    pid: int
+    uptime_s: float
+    def __init__(self, active_version: _Optional[int] = ..., serving: _Optional[bool] = ..., agents: _Optional[_Iterable[_Union[AgentStatus, _Mapping]]] = ..., decisions: _Optional[int] = ..., degraded_decisions: _Optional[int] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., pid: _Optional[int] = ..., uptime_s: _Optional[float] = ...) -> None: ...
+
+class ActivateRequest(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
+class RollbackRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ActivationResult(_message.Message):
+    __slots__ = ("active_version", "previous_version")
+    ACTIVE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    active_version: int
+    previous_version: int
+    def __init__(self, active_version: _Optional[int] = ..., previous_version: _Optional[int] = ...) -> None: ...
+
+class ListVersionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AgentVersions(_message.Message):
+    __slots__ = ("agent", "loaded_versions", "stored_versions", "error")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    LOADED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    STORED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    loaded_versions: _containers.RepeatedScalarFieldContainer[int]
+    stored_versions: _containers.RepeatedScalarFieldContainer[int]
+    error: str
+    def __init__(self, agent: _Optional[str] = ..., loaded_versions: _Optional[_Iterable[int]] = ..., stored_versions: _Optional[_Iterable[int]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class VersionList(_message.Message):
+    __slots__ = ("active_version", "history", "agents")
+    ACTIVE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    active_version: int
+    history: _containers.RepeatedScalarFieldContainer[int]
+    agents: _containers.RepeatedCompositeFieldContainer[AgentVersions]
+    def __init__(self, active_version: _Optional[int] = ..., history: _Optional[_Iterable[int]] = ..., agents: _Optional[_Iterable[_Union[AgentVersions, _Mapping]]] = ...) -> None: ...

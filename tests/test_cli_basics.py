@@ -1,0 +1,46 @@
+"""The `tactical` console script: help, the features command, and one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+TACTICAL = [sys.executable, "-m", "tactical.cli"]
+
+
+def run(*args, cwd=None):
+    return subprocess.run([*TACTICAL, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "tactical"
+    assert script.exists(), "pip install -e . should put the `tactical` script beside the interpreter"
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "COMMAND" in out.stdout
+
+
+def test_features_on_synthetic_bars_and_saved_matrix(tmp_path):
+    out_file = tmp_path / "f.npy"
+    res = run("features", "--synthetic", "5000", "--seed", "3", "--out", str(out_file))
+    assert res.returncode == 0, res.stderr
+    assert "5,000 bars" in res.stdout and "fvg_bullish_active" in res.stdout
+    assert np.load(out_file).shape == (5000, 7)
+
+
+def test_bad_csv_is_one_readable_line_and_exit_2(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time,open,high,low,close,volume\n2024-01-01T00:00:00Z,1,0.5,2,1,1\n")
+    res = run("features", "--csv", str(bad))
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "line 2" in lines[0] and "high 0.5 is below low 2.0" in lines[0]
+
+
+def test_bad_config_is_named(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("features:\n  windw: 60\n")
+    res = run("features", "--synthetic", "100", "--config", str(cfg))
+    assert res.returncode == 2 and "unknown config key 'features.windw'" in res.stderr
