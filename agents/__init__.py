@@ -1,0 +1,1 @@
+"""Agents: the actor network (torch), its ONNX artifact, and the agent server (no torch)."""

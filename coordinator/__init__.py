@@ -1,0 +1,1 @@
+"""The coordinator: validation, fan-out to the agents, aggregation, answers (grpc.aio)."""

@@ -1,0 +1,71 @@
+"""The one aggregation rule, shared by serving (coordinator) and training (environment).
+
+Weighted mean of the voting agents' probability vectors (configured weights, renormalized
+over the agents that voted). The decision is the argmax, except Hold when:
+- fewer than `min_agents` agents voted (TOO_FEW_AGENTS),
+- the winning probability is under `min_confidence` (LOW_CONFIDENCE),
+- two actions tie for the top (TIE): balanced evidence means stay flat.
+Training applies the same function to one-hot vectors of the agents' sampled actions.
+Numpy only, vectorized over a batch of decisions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tactical.config import AGENT_NAMES, AggregationConfig
+
+SHORT, HOLD, LONG = 0, 1, 2
+ACTION_NAMES = ("short", "hold", "long")
+# Why a decision is Hold against its argmax (0: it is not).
+DECIDED, TOO_FEW_AGENTS, LOW_CONFIDENCE, TIE = 0, 1, 2, 3
+_TIE_TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    actions: np.ndarray  # (N,) int64 in {SHORT, HOLD, LONG}
+    combined: np.ndarray  # (N, 3) float64, rows sum to 1 (zeros when nobody voted)
+    confidence: np.ndarray  # (N,) the highest combined probability
+    hold_reason: np.ndarray  # (N,) DECIDED, TOO_FEW_AGENTS, LOW_CONFIDENCE or TIE
+
+
+@dataclass(frozen=True)
+class AggregationRule:
+    weights: np.ndarray  # (A,) per agent, in AGENT_NAMES order
+    min_confidence: float
+    min_agents: int
+
+    @classmethod
+    def from_config(cls, cfg: AggregationConfig) -> "AggregationRule":
+        return cls(np.array([cfg.weights[name] for name in AGENT_NAMES], dtype=np.float64), cfg.min_confidence,
+                   cfg.min_agents)
+
+    def __call__(self, probabilities: np.ndarray, voted: np.ndarray | None = None) -> Aggregate:
+        """probabilities (N, A, 3); voted (N, A) bool, which agents answered (default: all)."""
+        probs = np.asarray(probabilities, dtype=np.float64)
+        n, a, _ = probs.shape
+        voted = np.ones((n, a), dtype=bool) if voted is None else np.asarray(voted, dtype=bool)
+        w = self.weights[None, :] * voted
+        total = w.sum(axis=1, keepdims=True)
+        combined = np.einsum("na,nak->nk", w, probs) / np.where(total > 0, total, 1.0)
+        confidence = combined.max(axis=1)
+        top = combined >= confidence[:, None] - _TIE_TOLERANCE
+        reason = np.full(n, DECIDED, dtype=np.int64)
+        reason[top.sum(axis=1) > 1] = TIE
+        reason[confidence < self.min_confidence] = LOW_CONFIDENCE
+        reason[voted.sum(axis=1) < self.min_agents] = TOO_FEW_AGENTS
+        actions = np.where(reason == DECIDED, combined.argmax(axis=1), HOLD)
+        return Aggregate(actions, combined, confidence, reason)
+
+    def vote(self, actions: np.ndarray) -> np.ndarray:
+        """The team's action from each agent's discrete action, actions (N, A) -> (N,)."""
+        one_hot = np.eye(3)[np.asarray(actions)]
+        return self(one_hot).actions
+
+
+def position(actions: np.ndarray) -> np.ndarray:
+    """Position in {-1, 0, +1} for actions in {SHORT, HOLD, LONG}."""
+    return np.asarray(actions) - 1

@@ -1,0 +1,1 @@
+"""The centralized critic of MAPPO (torch)."""

@@ -1,0 +1,77 @@
+"""Checkpoints: identical outputs after a round trip, and mismatches that say what differs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tactical.config import default_config
+from training.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from training.system import TacticalMARLSystem
+
+
+def model(seed=0, cfg=None):
+    torch.manual_seed(seed)
+    return TacticalMARLSystem(cfg).eval()
+
+
+def test_round_trip_gives_identical_outputs_and_restores_the_optimizer(tmp_path):
+    original = model(seed=1)
+    optimizer = torch.optim.Adam(original.parameters(), lr=1e-3)
+    original.train()
+    loss = sum(o["value"].sum() for o in original(torch.randn(4, 60, 7))["agents"].values())
+    loss.backward()
+    optimizer.step()
+    original.eval()
+    path = save_checkpoint(tmp_path / "c.pt", original, version=7, optimizer=optimizer, metrics={"reward": 1.5})
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary left behind
+
+    other = model(seed=2)
+    other_opt = torch.optim.Adam(other.parameters(), lr=1e-3)
+    loaded, payload = load_checkpoint(path, other, other_opt)
+    x = torch.randn(6, 60, 7)
+    with torch.no_grad():
+        a, b = original(x, deterministic=True), loaded(x, deterministic=True)
+    for name in a["agents"]:
+        torch.testing.assert_close(a["agents"][name]["probabilities"], b["agents"][name]["probabilities"], rtol=0, atol=0)
+    torch.testing.assert_close(a["critic"], b["critic"], rtol=0, atol=0)
+    assert payload["version"] == 7 and payload["metrics"] == {"reward": 1.5}
+    s1, s2 = optimizer.state_dict()["state"], other_opt.state_dict()["state"]
+    assert s1.keys() == s2.keys()
+    torch.testing.assert_close(s1[0]["exp_avg"], s2[0]["exp_avg"])
+
+
+def test_load_without_a_model_builds_one_from_the_saved_config(tmp_path):
+    cfg = default_config().replace(model={"hidden_dim": 64})
+    save_checkpoint(tmp_path / "c.pt", model(cfg=cfg))
+    loaded, _ = load_checkpoint(tmp_path / "c.pt")
+    assert loaded.config.model.hidden_dim == 64
+
+
+def test_feature_schema_mismatch_names_the_setting(tmp_path):
+    save_checkpoint(tmp_path / "c.pt", model())
+    other = TacticalMARLSystem(default_config().replace(features={"momentum_scale": 50.0}))
+    with pytest.raises(CheckpointError, match="other features: momentum_scale: checkpoint 100.0 vs model 50.0"):
+        load_checkpoint(tmp_path / "c.pt", other)
+
+
+def test_architecture_mismatch_names_the_parameters(tmp_path):
+    save_checkpoint(tmp_path / "c.pt", model())
+    other = TacticalMARLSystem(hidden_dim=64)
+    with pytest.raises(CheckpointError, match="another architecture") as err:
+        load_checkpoint(tmp_path / "c.pt", other)
+    assert "actors.entry.mlp.0.weight: checkpoint [128, 1024] vs model [64, 1024]" in str(err.value)
+
+
+def test_corrupt_and_foreign_files_are_refused(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, model())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        read_checkpoint(path)
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="is not a tactical-checkpoint/1 checkpoint"):
+        read_checkpoint(tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        read_checkpoint(tmp_path / "missing.pt")

@@ -1,0 +1,1 @@
+"""Training: the system module, checkpoints, the PettingZoo environment, MAPPO, tuning."""

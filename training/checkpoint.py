@@ -1,0 +1,101 @@
+"""Checkpoints of the whole system: weights, optimizer state, config, version, feature schema, metrics.
+
+One file, written atomically. Loading checks the feature schema and the architecture
+against the model it is loaded into and says exactly what differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from market.features import FEATURE_NAMES
+from tactical.atomic import atomic_write_bytes
+from tactical.config import Config, config_from_dict
+from training.system import TacticalMARLSystem
+
+FORMAT = "tactical-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded into this model; the message says what differs."""
+
+
+def feature_schema(cfg: Config) -> dict[str, Any]:
+    """What a model's inputs mean: the feature names and every setting that shapes their values."""
+    return {"names": list(FEATURE_NAMES), **dataclasses.asdict(cfg.features)}
+
+
+def _architecture(model: TacticalMARLSystem) -> dict[str, list[int]]:
+    return {name: list(t.shape) for name, t in model.state_dict().items()}
+
+
+def checkpoint_bytes(model: TacticalMARLSystem, *, version: int = 0, optimizer: torch.optim.Optimizer | None = None,
+                     metrics: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> bytes:
+    """The checkpoint as bytes (what save_checkpoint writes, and what a model store version holds)."""
+    payload = {
+        "format": FORMAT,
+        "version": int(version),
+        "config": model.config.to_dict(),
+        "feature_schema": feature_schema(model.config),
+        "architecture": _architecture(model),
+        "model_state": model.state_dict(),
+        "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
+        "metrics": metrics or {},
+        "extra": extra or {},
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return buf.getvalue()
+
+
+def save_checkpoint(path: str | Path, model: TacticalMARLSystem, **kwargs: Any) -> Path:
+    """Write a checkpoint atomically (see checkpoint_bytes for the keyword arguments)."""
+    atomic_write_bytes(path, checkpoint_bytes(model, **kwargs))
+    return Path(path)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw checkpoint payload (tensors and plain data only: loaded with weights_only)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"no checkpoint at {path}") from None
+    except Exception as exc:  # torch raises several types for corrupt files
+        raise CheckpointError(f"{path} is not a readable checkpoint: {str(exc).splitlines()[0][:200]}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a {FORMAT} checkpoint")
+    return payload
+
+
+def _differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    keys = sorted(set(saved) | set(current))
+    return [f"{k}: checkpoint {saved.get(k, '(absent)')} vs model {current.get(k, '(absent)')}"
+            for k in keys if saved.get(k) != current.get(k)]
+
+
+def load_checkpoint(path: str | Path, model: TacticalMARLSystem | None = None,
+                    optimizer: torch.optim.Optimizer | None = None) -> tuple[TacticalMARLSystem, dict[str, Any]]:
+    """Load weights (and optimizer state) into `model`, or into a new model built from the saved config.
+
+    Returns the model and the payload (version, metrics, config...). Raises CheckpointError
+    naming the differences when the feature schema or the architecture does not match.
+    """
+    payload = read_checkpoint(path)
+    if model is None:
+        model = TacticalMARLSystem(config_from_dict(payload["config"]))
+    diffs = _differences(payload["feature_schema"], feature_schema(model.config))
+    if diffs:
+        raise CheckpointError(f"{path} was trained on other features: " + "; ".join(diffs))
+    diffs = _differences(payload["architecture"], _architecture(model))
+    if diffs:
+        shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+        raise CheckpointError(f"{path} holds another architecture: {shown}")
+    model.load_state_dict(payload["model_state"])
+    if optimizer is not None and payload["optimizer_state"] is not None:
+        optimizer.load_state_dict(payload["optimizer_state"])
+    return model, payload

@@ -1,0 +1,74 @@
+"""Publish a system as a model-store version: three ONNX artifacts, the checkpoint, version.json."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents.export import export_artifact
+from agents.model_store import CHECKPOINT_FILE, VERSION_FILE, ModelStore, artifact_names
+from tactical.config import Config
+from training.checkpoint import checkpoint_bytes
+from training.system import TacticalMARLSystem
+
+log = logging.getLogger(__name__)
+
+
+def version_files(model: TacticalMARLSystem, version: int, *, source: str,
+                  optimizer: torch.optim.Optimizer | None = None,
+                  metrics: dict[str, Any] | None = None) -> dict[str, bytes]:
+    """Every file of a version directory, in memory."""
+    files: dict[str, bytes] = {}
+    manifests = {}
+    for name, actor in model.actors.items():
+        blob, manifest = export_artifact(actor, version)
+        blob_name, manifest_name = artifact_names(name)
+        files[blob_name] = blob
+        files[manifest_name] = manifest.to_json().encode()
+        manifests[name] = manifest.sha256
+    files[CHECKPOINT_FILE] = checkpoint_bytes(model, version=version, optimizer=optimizer, metrics=metrics)
+    info = {"version": version, "source": source, "sha256": manifests, "metrics": metrics or {},
+            "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")}
+    files[VERSION_FILE] = json.dumps(info, indent=2, sort_keys=True).encode()
+    return files
+
+
+def publish(store: ModelStore, model: TacticalMARLSystem, *, source: str, version: int | None = None,
+            optimizer: torch.optim.Optimizer | None = None, metrics: dict[str, Any] | None = None) -> int:
+    """Write `model` as a new version (the next free number unless given); return the version."""
+    while True:
+        v = version if version is not None else max((store.latest() or 0) + 1, 1)
+        try:
+            store.write_version(v, version_files(model, v, source=source, optimizer=optimizer, metrics=metrics))
+            return v
+        except FileExistsError:
+            if version is not None:
+                raise
+            # another writer took that number: take the next one
+
+
+def default_model(cfg: Config) -> TacticalMARLSystem:
+    """The embedded default: a freshly initialized model, seeded by model.init_seed."""
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.model.init_seed)
+        return TacticalMARLSystem(cfg).eval()
+
+
+def ensure_default_version(store_root: str | Path, cfg: Config) -> int | None:
+    """Give an empty model store version 0, the embedded default; return 0 if written, else None."""
+    store = ModelStore(store_root)
+    store.sweep()
+    if store.versions():
+        return None
+    source = f"embedded default: freshly initialized, seed {cfg.model.init_seed}, untrained"
+    try:
+        publish(store, default_model(cfg), source=source, version=0)
+    except FileExistsError:
+        return None  # another process wrote it first
+    log.warning("model store %s was empty: wrote version 0 (%s)", store.root, source)
+    return 0
