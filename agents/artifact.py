@@ -15,13 +15,14 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from market.features import FEATURE_NAMES, N_FEATURES
+from tactical.errors import UserError
 
 FORMAT = "tactical-actor-onnx/1"
 INPUT_NAME = "windows"
 OUTPUT_NAMES = ("probabilities", "value")
 
 
-class ArtifactError(ValueError):
+class ArtifactError(UserError, ValueError):
     """An artifact that must not be served; the message says what is wrong with it."""
 
 

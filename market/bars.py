@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tactical.errors import UserError
 
-class BarDataError(ValueError):
+
+class BarDataError(UserError, ValueError):
     """Bars that break the OHLCV contract; the message names the bar (or file line) and the problem."""
 
 

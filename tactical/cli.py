@@ -12,13 +12,14 @@ import sys
 from collections.abc import Sequence
 
 from tactical import __version__
+from tactical.errors import UserError
 
 # Command name -> module under tactical.commands; the order is the order of `tactical --help`.
-COMMANDS = ("features",)
+COMMANDS = ("up", "health", "status", "decide", "agent", "coordinator", "features")
 
 
-class CliError(Exception):
-    """An error to report as one readable line with exit code 2."""
+class CliError(UserError):
+    """A bad command line; reported as one readable line with exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,19 +43,28 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
                              "(default: the packaged file alone)")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from market.bars import BarDataError
-    from tactical.config import ConfigError
+def add_target_option(parser: argparse.ArgumentParser) -> None:
+    """The --target flag of commands that call a running coordinator."""
+    parser.add_argument("--target", metavar="HOST:PORT", default=None,
+                        help="the coordinator (default: 127.0.0.1 or serving.host, at serving.coordinator_port)")
 
+
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except (CliError, ConfigError, BarDataError) as exc:
+    except UserError as exc:
         print(f"tactical {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"tactical {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        grpc = sys.modules.get("grpc")
+        if grpc is not None and isinstance(exc, grpc.RpcError):  # a failed call: its status is the message
+            print(f"tactical {args.command}: error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

@@ -19,11 +19,12 @@ from typing import Any
 import yaml
 
 from configs import DEFAULT_CONFIG_PATH
+from tactical.errors import UserError
 
 AGENT_NAMES = ("fvg", "momentum", "entry")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration that cannot be used; the message names the offending key."""
 
 
@@ -38,6 +39,16 @@ class FeatureConfig:
     momentum_clip: float
     volume_window: int
     volume_ratio_cap: float
+
+    @property
+    def warmup_bars(self) -> int:
+        """Bars of history before a window's first bar that its features depend on."""
+        return max(self.fvg_max_age + 2, self.volume_window, self.momentum_period)
+
+    @property
+    def min_bars(self) -> int:
+        """Bars needed to compute one exact window from raw bars."""
+        return self.window + self.warmup_bars
 
     def check(self, at: str) -> None:
         _positive(at, self, "window", "fvg_max_age", "level_scale", "level_clip", "momentum_period",
@@ -149,6 +160,8 @@ class ServingConfig:
     agents: dict[str, AgentEndpoint]
     deadline_ms: float
     max_batch: int
+    max_in_flight: int
+    max_bars: int
     max_message_bytes: int
     versions_kept: int
     admin_token: str
@@ -157,10 +170,17 @@ class ServingConfig:
     tls_ca: str
     audit_flush_ms: float
 
+    @property
+    def local_coordinator(self) -> str:
+        """Where a client on this machine reaches the coordinator by default."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"{host}:{self.coordinator_port}"
+
     def check(self, at: str) -> None:
         _port(f"{at}.coordinator_port", self.coordinator_port, allow_zero=True)
         _agent_keys(f"{at}.agents", self.agents)
-        _positive(at, self, "deadline_ms", "max_batch", "max_message_bytes", "versions_kept", "audit_flush_ms")
+        _positive(at, self, "deadline_ms", "max_batch", "max_in_flight", "max_bars",
+                  "max_message_bytes", "versions_kept", "audit_flush_ms")
         tls = [bool(self.tls_cert), bool(self.tls_key), bool(self.tls_ca)]
         if any(tls) and not all(tls):
             raise ConfigError(f"{at}.tls_cert/tls_key/tls_ca: set all three for TLS, or none")
@@ -172,6 +192,7 @@ class PathsConfig:
     agent_store: str
     coordinator_state: str
     audit_log: str
+    admin_token_file: str
     study_storage: str
     metrics: str
 

@@ -16,12 +16,13 @@ import torch
 from market.features import FEATURE_NAMES
 from tactical.atomic import atomic_write_bytes
 from tactical.config import Config, config_from_dict
+from tactical.errors import UserError
 from training.system import TacticalMARLSystem
 
 FORMAT = "tactical-checkpoint/1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be loaded into this model; the message says what differs."""
 
 

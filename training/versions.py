@@ -72,3 +72,21 @@ def ensure_default_version(store_root: str | Path, cfg: Config) -> int | None:
         return None  # another process wrote it first
     log.warning("model store %s was empty: wrote version 0 (%s)", store.root, source)
     return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m training.versions --ensure-default STORE`: what the launcher runs in a child process."""
+    import argparse
+
+    from tactical.config import load_config
+
+    parser = argparse.ArgumentParser(description="Write the embedded default (version 0) into an empty model store.")
+    parser.add_argument("--ensure-default", metavar="STORE", required=True, help="model store directory")
+    parser.add_argument("--config", metavar="YAML", default=None, help="configuration file (model section)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    ensure_default_version(args.ensure_default, load_config(args.config))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""The coordinator's connection to one agent: a long-lived ActStream that batches windows in flight.
+
+Why a stream: one message each way per batch, no per-call setup (measured 0.25-0.3 ms less
+per decision than a unary call). Why batching: when several decisions are in flight, their
+windows go to the agent as one message and one forward pass, so the messages per decision fall
+as load rises. A lone window is sent at once; windows wait only while `max_in_flight` messages
+are already outstanding on the stream.
+
+When the stream breaks (agent killed, restarting), every waiting window fails at once with
+AgentUnavailable, submissions fail fast while disconnected, and the link reconnects by itself
+as soon as the agent is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from tactical.config import ServingConfig
+from tactical.rpc import aio_channel
+from tactical.v1 import agent_pb2, agent_pb2_grpc, common_pb2
+
+log = logging.getLogger(__name__)
+INFO_TIMEOUT_S = 1.0
+
+
+class AgentUnavailable(ConnectionError):
+    """The agent cannot be reached right now."""
+
+
+class AgentRejected(RuntimeError):
+    """The agent answered with an error (for example an unknown model version)."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class AgentAnswer:
+    probabilities: np.ndarray  # (3,) float32
+    value: float
+    version: int
+    received: float  # time.perf_counter() when the answer arrived
+
+
+class AgentLink:
+    def __init__(self, name: str, address: str, cfg: ServingConfig, window: int, n_features: int):
+        self.name, self.address = name, address
+        self.window, self.n_features = window, n_features
+        self.max_batch, self.max_in_flight = cfg.max_batch, cfg.max_in_flight
+        self.channel = aio_channel(address, cfg)
+        self.stub = agent_pb2_grpc.AgentServiceStub(self.channel)
+        self.connected = False
+        self.last_error = "not connected yet"
+        self.info: agent_pb2.AgentInfo | None = None
+        self.messages_sent = 0
+        self.windows_sent = 0
+        self._pending: list[tuple[int, bytes, asyncio.Future]] = []
+        self._in_flight: dict[int, list[asyncio.Future]] = {}
+        self._wake = asyncio.Event()
+        self._seq = 0
+        self._task: asyncio.Task | None = None
+        self.on_connect = None  # optional coroutine function, called after each (re)connection
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._supervise(), name=f"link-{self.name}")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.channel.close()
+
+    def submit(self, version: int, window: bytes) -> asyncio.Future:
+        """A future for this window's AgentAnswer; fails with AgentUnavailable or AgentRejected."""
+        future = asyncio.get_running_loop().create_future()
+        if not self.connected:
+            future.set_exception(AgentUnavailable(self.last_error))
+        else:
+            self._pending.append((version, window, future))
+            self._wake.set()
+        return future
+
+    async def refresh_info(self, timeout: float = INFO_TIMEOUT_S) -> agent_pb2.AgentInfo | None:
+        """Ask the agent what it holds; None (and last_error set) when it does not answer."""
+        try:
+            self.info = await self.stub.GetInfo(agent_pb2.GetInfoRequest(), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            self.info = None
+            if not self.connected:
+                self.last_error = f"unavailable: {exc.details() or exc.code().name}"
+        return self.info
+
+    def holds(self, version: int) -> bool:
+        return self.connected and self.info is not None and version in self.info.loaded_versions
+
+    async def _supervise(self) -> None:
+        while True:
+            call = None
+            try:
+                await self.channel.channel_ready()
+                call = self.stub.ActStream()
+                self.connected = True
+                log.info("connected to agent %s at %s", self.name, self.address)
+                await self.refresh_info()
+                if self.on_connect is not None:
+                    await self.on_connect()
+                reader = asyncio.ensure_future(self._read(call))
+                writer = asyncio.ensure_future(self._write(call))
+                try:
+                    done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        task.result()
+                finally:
+                    for task in (reader, writer):
+                        task.cancel()
+                    await asyncio.gather(reader, writer, return_exceptions=True)
+            except asyncio.CancelledError:
+                self._fail_all(AgentUnavailable("coordinator shutting down"))
+                raise
+            except (grpc.aio.AioRpcError, AgentUnavailable) as exc:
+                detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+                self.last_error = f"unavailable: {detail}"
+            except Exception as exc:  # never let one agent's failure stop the link
+                log.exception("agent %s link failed", self.name)
+                self.last_error = f"link error: {exc}"
+            finally:
+                if call is not None:
+                    call.cancel()
+            if self.connected:
+                log.warning("lost agent %s (%s); reconnecting", self.name, self.last_error)
+            self.connected = False
+            self.info = None
+            self._fail_all(AgentUnavailable(self.last_error))
+            await asyncio.sleep(0.05)
+
+    def _fail_all(self, exc: Exception) -> None:
+        futures = [f for _, _, f in self._pending] + [f for fs in self._in_flight.values() for f in fs]
+        self._pending.clear()
+        self._in_flight.clear()
+        for f in futures:
+            if not f.done():
+                f.set_exception(exc)
+
+    async def _write(self, call) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending and len(self._in_flight) < self.max_in_flight:
+                version = self._pending[0][0]
+                take = 0
+                while take < len(self._pending) and take < self.max_batch and self._pending[take][0] == version:
+                    take += 1
+                batch, self._pending = self._pending[:take], self._pending[take:]
+                live = [(w, f) for _, w, f in batch if not f.done()]  # skip windows whose decision gave up
+                if not live:
+                    continue
+                self._seq += 1
+                self._in_flight[self._seq] = [f for _, f in live]
+                request = agent_pb2.ActRequest(
+                    seq=self._seq, model_version=version,
+                    windows=common_pb2.WindowBatch(data=b"".join(w for w, _ in live), count=len(live),
+                                                   bars=self.window, features=self.n_features))
+                self.messages_sent += 1
+                self.windows_sent += len(live)
+                await call.write(request)
+
+    async def _read(self, call) -> None:
+        while True:
+            response = await call.read()
+            received = time.perf_counter()
+            if response is grpc.aio.EOF:
+                raise AgentUnavailable("the agent closed the stream")
+            futures = self._in_flight.pop(response.seq, None)
+            self._wake.set()  # room for another message in flight
+            if futures is None:
+                continue
+            if response.error.code:
+                exc = AgentRejected(response.error.code, response.error.message)
+                for f in futures:
+                    if not f.done():
+                        f.set_exception(exc)
+                continue
+            probs = np.frombuffer(response.probabilities, dtype="<f4").reshape(-1, 3)
+            values = np.frombuffer(response.values, dtype="<f4")
+            if len(probs) != len(futures) or len(values) != len(futures):
+                exc = AgentRejected(13, f"agent answered {len(probs)} windows for {len(futures)}")
+                for f in futures:
+                    if not f.done():
+                        f.set_exception(exc)
+                continue
+            for i, f in enumerate(futures):
+                if not f.done():
+                    f.set_result(AgentAnswer(probs[i], float(values[i]), response.model_version, received))

@@ -1,0 +1,212 @@
+"""The local cluster: three agent processes and a coordinator on this machine, supervised.
+
+Each agent is pinned to a core (round-robin over the cores this process may use when the
+config says -1). Children run in their own session, so Ctrl-C reaches only the launcher,
+which then stops them in order: the coordinator first (NOT_SERVING, drain, flush the audit
+log), then the agents. A child that dies is restarted on the same port. Children are asked
+by the kernel to exit if the launcher itself is killed (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tactical.client import health_status
+from tactical.config import AGENT_NAMES, Config
+from tactical.errors import UserError
+from tactical.rpc import sync_channel
+
+log = logging.getLogger(__name__)
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+_PR_SET_PDEATHSIG = 1
+
+
+class LaunchError(UserError, RuntimeError):
+    """The cluster could not be started; the message names the process and why."""
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def tactical_command(*args: str) -> list[str]:
+    """argv that runs `tactical ARGS` with this interpreter (works without the console script on PATH)."""
+    return [sys.executable, "-m", "tactical.cli", *args]
+
+
+def ensure_model_store(model_store: str | Path, config_path: str | None) -> None:
+    """Give an empty model store version 0 (the seeded default), in a child process: torch stays out of ours."""
+    from agents.model_store import ModelStore
+
+    if ModelStore(model_store).versions():
+        return
+    argv = [sys.executable, "-m", "training.versions", "--ensure-default", str(model_store)]
+    if config_path:
+        argv += ["--config", str(config_path)]
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise LaunchError(f"could not write the default model version into {model_store}: "
+                          f"{result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'unknown error'}")
+
+
+def assign_cores(cfg: Config) -> dict[str, int]:
+    """Each agent's core: the configured one, else round-robin over the cores available here."""
+    available = sorted(os.sched_getaffinity(0))
+    cores, i = {}, 0
+    for name in AGENT_NAMES:
+        configured = cfg.serving.agents[name].core
+        if configured >= 0:
+            cores[name] = configured
+        else:
+            cores[name] = available[i % len(available)]
+            i += 1
+    return cores
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]  # tactical arguments without --port
+    port: int
+    address: str = ""
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    next_restart: float = 0.0
+    backoff: float = 0.5
+    history: list[float] = field(default_factory=list)
+
+    def spawn(self) -> None:
+        self.proc = subprocess.Popen(tactical_command(*self.args, "--port", str(self.port)), stdout=subprocess.PIPE,
+                                     stdin=subprocess.DEVNULL, text=True, start_new_session=True,
+                                     preexec_fn=_die_with_parent)
+
+    def wait_listening(self, timeout: float = READY_TIMEOUT_S) -> str:
+        """Read the child's {"listening": ...} line; return its address."""
+        assert self.proc is not None and self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            while time.monotonic() < deadline:
+                if sel.select(timeout=0.2):
+                    line = self.proc.stdout.readline()
+                    if line:
+                        try:
+                            self.address = json.loads(line)["listening"]
+                        except (ValueError, KeyError):
+                            continue
+                        self.port = int(self.address.rsplit(":", 1)[1])
+                        return self.address
+                if self.proc.poll() is not None:
+                    raise LaunchError(f"{self.name} exited with code {self.proc.returncode} before listening "
+                                      f"(see its log above)")
+        raise LaunchError(f"{self.name} did not start listening within {timeout:.0f} s")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def terminate(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        if not self.alive():
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop within %.0f s: killing it", self.name, timeout)
+            self.proc.kill()
+            self.proc.wait()
+
+
+class LocalCluster:
+    def __init__(self, cfg: Config, config_path: str | None, *, restart: bool = True):
+        self.cfg = cfg
+        self.config_path = config_path
+        self.restart = restart
+        self.host = cfg.serving.host
+        common = ["--config", config_path] if config_path else []
+        self.cores = assign_cores(cfg)
+        self.agents = [Child(f"agent {name}", ["agent", "--name", name, "--core", str(self.cores[name]),
+                                                "--host", self.host, *common], cfg.serving.agents[name].port)
+                       for name in AGENT_NAMES]
+        self.coordinator: Child | None = None
+        self._common = common
+
+    @property
+    def children(self) -> list[Child]:
+        return self.agents + ([self.coordinator] if self.coordinator else [])
+
+    def start(self, ready_timeout: float = READY_TIMEOUT_S) -> None:
+        """Start everything and wait until every process reports SERVING."""
+        ensure_model_store(self.cfg.paths.model_store, self.config_path)
+        try:
+            for child in self.agents:
+                child.spawn()
+            for child in self.agents:
+                child.wait_listening(ready_timeout)
+            agents = ",".join(f"{name}={child.address}" for name, child in zip(AGENT_NAMES, self.agents))
+            self.coordinator = Child("coordinator", ["coordinator", "--host", self.host, "--agents", agents,
+                                                     *self._common], self.cfg.serving.coordinator_port)
+            self.coordinator.spawn()
+            self.coordinator.wait_listening(ready_timeout)
+            self.wait_serving(ready_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_serving(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for child in self.children:
+            with sync_channel(child.address, self.cfg.serving) as channel:
+                while (status := health_status(channel, 1.0)) != "SERVING":
+                    if not child.alive():
+                        raise LaunchError(f"{child.name} exited with code {child.proc.returncode}")
+                    if time.monotonic() > deadline:
+                        raise LaunchError(f"{child.name} at {child.address} is {status} after {timeout:.0f} s")
+                    time.sleep(0.1)
+
+    def supervise_once(self) -> list[str]:
+        """Restart children that died (with backoff); return what happened."""
+        events = []
+        now = time.monotonic()
+        for child in self.children:
+            if child.alive() or not self.restart:
+                continue
+            if child.next_restart == 0.0:
+                code = child.proc.returncode if child.proc else None
+                child.history = [t for t in child.history if now - t < 60] + [now]
+                child.backoff = 0.5 * 2 ** min(len(child.history) - 1, 5)
+                child.next_restart = now + child.backoff
+                events.append(f"{child.name} exited (code {code}); restarting in {child.backoff:.1f} s")
+            elif now >= child.next_restart:
+                child.spawn()
+                try:
+                    child.wait_listening()
+                    child.restarts += 1
+                    events.append(f"{child.name} restarted on {child.address} (restart {child.restarts})")
+                except LaunchError as exc:
+                    events.append(f"{child.name} failed to restart: {exc}")
+                child.next_restart = 0.0
+        return events
+
+    def stop(self) -> None:
+        """Coordinator first (it drains and flushes), then the agents."""
+        if self.coordinator is not None:
+            self.coordinator.terminate()
+        for child in self.agents:
+            if child.alive():
+                child.proc.send_signal(signal.SIGTERM)
+        for child in self.agents:
+            child.terminate()
+        for child in self.children:
+            if child.proc is not None and child.proc.stdout is not None:
+                child.proc.stdout.close()

@@ -1,0 +1,91 @@
+"""Conversions between numpy arrays and the wire messages, with the validation every server applies.
+
+Windows travel as little-endian float32 bytes with their shape. Decoding checks the shape
+and every value and raises WireError (a ValueError) whose message names the problem, for the
+servers to return as INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from market.bars import Bars
+from market.features import FEATURE_NAMES, N_FEATURES
+from tactical.errors import UserError
+from tactical.v1 import common_pb2
+
+F32 = np.dtype("<f4")
+ACTIONS = (common_pb2.ACTION_SHORT, common_pb2.ACTION_HOLD, common_pb2.ACTION_LONG)  # index = network output
+ACTION_LABELS = {common_pb2.ACTION_SHORT: "Short", common_pb2.ACTION_HOLD: "Hold", common_pb2.ACTION_LONG: "Long",
+                 common_pb2.ACTION_UNSPECIFIED: "-"}
+
+
+class WireError(UserError, ValueError):
+    """A message that breaks the contract; the text names the problem."""
+
+
+def encode_window(window: np.ndarray) -> common_pb2.Window:
+    w = np.ascontiguousarray(window, dtype=F32)
+    if w.ndim != 2:
+        raise WireError(f"a window is 2-D (bars, features), got shape {w.shape}")
+    return common_pb2.Window(data=w.tobytes(), bars=w.shape[0], features=w.shape[1])
+
+
+def encode_batch(windows: np.ndarray) -> common_pb2.WindowBatch:
+    w = np.ascontiguousarray(windows, dtype=F32)
+    return common_pb2.WindowBatch(data=w.tobytes(), count=w.shape[0], bars=w.shape[1], features=w.shape[2])
+
+
+def _check_finite(values: np.ndarray, what: str) -> None:
+    """values: (count, bars, features)."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        i, bar, feature = (int(x) for x in np.argwhere(bad)[0])
+        prefix = f"window {i} " if values.shape[0] > 1 else ""
+        raise WireError(f"{what}{prefix}holds {values[i, bar, feature]} at bar {bar}, feature {feature} "
+                        f"({FEATURE_NAMES[feature] if feature < len(FEATURE_NAMES) else '?'}); values must be finite")
+
+
+def _decode(data: bytes, count: int, bars: int, features: int, window: int, what: str) -> np.ndarray:
+    if not data and not bars and not features:
+        raise WireError(f"{what}is empty")
+    if (bars, features) != (window, N_FEATURES):
+        raise WireError(f"{what}must be {window} bars x {N_FEATURES} features, got {bars} x {features}")
+    need = count * bars * features * F32.itemsize
+    if len(data) != need:
+        raise WireError(f"{what}data is {len(data)} bytes; {count} x {bars} x {features} float32 needs {need}")
+    values = np.frombuffer(data, dtype=F32).reshape(count, bars, features)
+    _check_finite(values, what)
+    return values
+
+
+def decode_window(msg: common_pb2.Window, window: int) -> np.ndarray:
+    """(window, 7) float32 read-only view of the message's bytes."""
+    return _decode(msg.data, 1, msg.bars, msg.features, window, "window ")[0]
+
+
+def decode_batch(msg: common_pb2.WindowBatch, window: int, max_count: int) -> np.ndarray:
+    """(count, window, 7) float32 read-only view of the message's bytes."""
+    if not 1 <= msg.count <= max_count:
+        raise WireError(f"a batch holds 1 to {max_count} windows, got {msg.count}")
+    return _decode(msg.data, msg.count, msg.bars, msg.features, window, "batch ")
+
+
+def encode_bars(bars: Bars) -> common_pb2.BarSeries:
+    return common_pb2.BarSeries(bars=[
+        common_pb2.Bar(time_ms=t, open=o, high=h, low=l, close=c, volume=v)
+        for t, o, h, l, c, v in zip(bars.time.tolist(), bars.open.tolist(), bars.high.tolist(), bars.low.tolist(),
+                                    bars.close.tolist(), bars.volume.tolist())])
+
+
+def decode_bars(msg: common_pb2.BarSeries) -> Bars:
+    """Bars as arrays (not yet validated: call market.bars.validate_bars)."""
+    n = len(msg.bars)
+    time = np.fromiter((b.time_ms for b in msg.bars), dtype=np.int64, count=n)
+    cols = np.fromiter((x for b in msg.bars for x in (b.open, b.high, b.low, b.close, b.volume)), dtype=np.float64,
+                       count=5 * n).reshape(n, 5)
+    return Bars(time, cols[:, 0], cols[:, 1], cols[:, 2], cols[:, 3], cols[:, 4])
+
+
+def action_label(action: int) -> str:
+    return ACTION_LABELS.get(action, "?")
