@@ -1,0 +1,93 @@
+"""Helpers for tests that run the real cluster: configs on free ports under tmp, start and stop."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from agents.model_store import ModelStore
+from tactical.config import AGENT_NAMES, load_config
+from tactical.launcher import LocalCluster
+from training.system import TacticalMARLSystem
+from training.versions import ensure_default_version, publish
+
+
+def write_config(tmp: Path, **serving) -> Path:
+    """A config file with every port 0 (free ports) and every path under `tmp`."""
+    data = {
+        "serving": {"coordinator_port": 0, "agents": {name: {"port": 0} for name in AGENT_NAMES}, **serving},
+        "paths": {"model_store": str(tmp / "models"), "agent_store": str(tmp / "agents"),
+                  "coordinator_state": str(tmp / "coordinator"), "audit_log": str(tmp / "audit.sqlite"),
+                  "admin_token_file": str(tmp / "admin.token"), "study_storage": str(tmp / "optuna.sqlite"),
+                  "metrics": str(tmp / "metrics.jsonl")},
+    }
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def opinionated_model(seed: int) -> TacticalMARLSystem:
+    """A model whose agents hold clear, different opinions (so votes and versions are distinguishable)."""
+    torch.manual_seed(seed)
+    model = TacticalMARLSystem().eval()
+    with torch.no_grad():
+        for actor in model.actors.values():
+            actor.policy_head.weight.normal_(0, 0.3)
+            actor.policy_head.bias.normal_(0, 1.0)
+    return model
+
+
+def prepare_store(tmp: Path, config_path: Path, trained_versions: int = 1) -> ModelStore:
+    """Version 0 (default) plus `trained_versions` opinionated versions."""
+    cfg = load_config(config_path)
+    ensure_default_version(cfg.paths.model_store, cfg)
+    store = ModelStore(cfg.paths.model_store)
+    for i in range(trained_versions):
+        publish(store, opinionated_model(100 + i), source="test")
+    return store
+
+
+@contextlib.contextmanager
+def running_cluster(config_path: Path, *, restart: bool = True, supervise: bool = False):
+    """A started LocalCluster, stopped at the end; with `supervise`, a thread restarts dead children."""
+    cluster = LocalCluster(load_config(config_path), str(config_path), restart=restart)
+    cluster.start()
+    stop = threading.Event()
+    events: list[str] = []
+
+    def loop():
+        while not stop.is_set():
+            events.extend(cluster.supervise_once())
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=loop, daemon=True) if supervise else None
+    if thread:
+        thread.start()
+    cluster.events = events
+    try:
+        yield cluster
+    finally:
+        stop.set()
+        if thread:
+            thread.join()
+        cluster.stop()
+
+
+def random_window(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, size=(60, 7)).astype(np.float32)
+
+
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
