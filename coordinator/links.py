@@ -6,9 +6,9 @@ windows go to the agent as one message and one forward pass, so the messages per
 as load rises. A lone window is sent at once; windows wait only while `max_in_flight` messages
 are already outstanding on the stream.
 
-When the stream breaks (agent killed, restarting), every waiting window fails at once with
-AgentUnavailable, submissions fail fast while disconnected, and the link reconnects by itself
-as soon as the agent is back.
+When the stream breaks (agent killed, restarting), every waiting window fails at once (its
+decision marks the agent unavailable), submissions fail fast while disconnected, and the link
+reconnects by itself as soon as the agent is back.
 """
 
 from __future__ import annotations
@@ -33,20 +33,43 @@ class AgentUnavailable(ConnectionError):
     """The agent cannot be reached right now."""
 
 
-class AgentRejected(RuntimeError):
-    """The agent answered with an error (for example an unknown model version)."""
-
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
-
-
 @dataclass(frozen=True)
 class AgentAnswer:
     probabilities: np.ndarray  # (3,) float32
     value: float
     version: int
     received: float  # time.perf_counter() when the answer arrived
+
+
+class Fanout:
+    """One decision's answers from the agents; `done` resolves when all have answered or failed.
+
+    One future per decision instead of one per agent plus asyncio.wait: the fan-out is on the
+    hot path, and this halves its bookkeeping.
+    """
+
+    __slots__ = ("answers", "errors", "remaining", "done")
+
+    def __init__(self, agents: int, loop: asyncio.AbstractEventLoop):
+        self.answers: list[AgentAnswer | None] = [None] * agents
+        self.errors: list[str] = [""] * agents
+        self.remaining = agents
+        self.done = loop.create_future()
+
+    def answer(self, index: int, answer: AgentAnswer) -> None:
+        if self.answers[index] is None and not self.errors[index]:
+            self.answers[index] = answer
+            self._count()
+
+    def fail(self, index: int, error: str) -> None:
+        if self.answers[index] is None and not self.errors[index]:
+            self.errors[index] = error
+            self._count()
+
+    def _count(self) -> None:
+        self.remaining -= 1
+        if self.remaining == 0 and not self.done.done():
+            self.done.set_result(None)
 
 
 class AgentLink:
@@ -61,8 +84,8 @@ class AgentLink:
         self.info: agent_pb2.AgentInfo | None = None
         self.messages_sent = 0
         self.windows_sent = 0
-        self._pending: list[tuple[int, bytes, asyncio.Future]] = []
-        self._in_flight: dict[int, list[asyncio.Future]] = {}
+        self._pending: list[tuple[int, bytes, Fanout, int]] = []
+        self._in_flight: dict[int, list[tuple[Fanout, int]]] = {}
         self._wake = asyncio.Event()
         self._seq = 0
         self._task: asyncio.Task | None = None
@@ -77,15 +100,13 @@ class AgentLink:
             await asyncio.gather(self._task, return_exceptions=True)
         await self.channel.close()
 
-    def submit(self, version: int, window: bytes) -> asyncio.Future:
-        """A future for this window's AgentAnswer; fails with AgentUnavailable or AgentRejected."""
-        future = asyncio.get_running_loop().create_future()
+    def submit(self, version: int, window: bytes, fanout: Fanout, index: int) -> None:
+        """Send this window; its answer or failure lands in slot `index` of `fanout`."""
         if not self.connected:
-            future.set_exception(AgentUnavailable(self.last_error))
+            fanout.fail(index, self.last_error)
         else:
-            self._pending.append((version, window, future))
+            self._pending.append((version, window, fanout, index))
             self._wake.set()
-        return future
 
     async def refresh_info(self, timeout: float = INFO_TIMEOUT_S) -> agent_pb2.AgentInfo | None:
         """Ask the agent what it holds; None (and last_error set) when it does not answer."""
@@ -122,7 +143,7 @@ class AgentLink:
                         task.cancel()
                     await asyncio.gather(reader, writer, return_exceptions=True)
             except asyncio.CancelledError:
-                self._fail_all(AgentUnavailable("coordinator shutting down"))
+                self._fail_all("coordinator shutting down")
                 raise
             except (grpc.aio.AioRpcError, AgentUnavailable) as exc:
                 detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
@@ -137,16 +158,15 @@ class AgentLink:
                 log.warning("lost agent %s (%s); reconnecting", self.name, self.last_error)
             self.connected = False
             self.info = None
-            self._fail_all(AgentUnavailable(self.last_error))
+            self._fail_all(self.last_error)
             await asyncio.sleep(0.05)
 
-    def _fail_all(self, exc: Exception) -> None:
-        futures = [f for _, _, f in self._pending] + [f for fs in self._in_flight.values() for f in fs]
+    def _fail_all(self, error: str) -> None:
+        slots = [(f, i) for _, _, f, i in self._pending] + [slot for slots in self._in_flight.values() for slot in slots]
         self._pending.clear()
         self._in_flight.clear()
-        for f in futures:
-            if not f.done():
-                f.set_exception(exc)
+        for fanout, index in slots:
+            fanout.fail(index, error)
 
     async def _write(self, call) -> None:
         while True:
@@ -158,14 +178,14 @@ class AgentLink:
                 while take < len(self._pending) and take < self.max_batch and self._pending[take][0] == version:
                     take += 1
                 batch, self._pending = self._pending[:take], self._pending[take:]
-                live = [(w, f) for _, w, f in batch if not f.done()]  # skip windows whose decision gave up
+                live = [item for item in batch if not item[2].done.done()]  # skip decisions that gave up
                 if not live:
                     continue
                 self._seq += 1
-                self._in_flight[self._seq] = [f for _, f in live]
+                self._in_flight[self._seq] = [(f, i) for _, _, f, i in live]
                 request = agent_pb2.ActRequest(
                     seq=self._seq, model_version=version,
-                    windows=common_pb2.WindowBatch(data=b"".join(w for w, _ in live), count=len(live),
+                    windows=common_pb2.WindowBatch(data=b"".join(w for _, w, _, _ in live), count=len(live),
                                                    bars=self.window, features=self.n_features))
                 self.messages_sent += 1
                 self.windows_sent += len(live)
@@ -177,24 +197,16 @@ class AgentLink:
             received = time.perf_counter()
             if response is grpc.aio.EOF:
                 raise AgentUnavailable("the agent closed the stream")
-            futures = self._in_flight.pop(response.seq, None)
+            slots = self._in_flight.pop(response.seq, None)
             self._wake.set()  # room for another message in flight
-            if futures is None:
-                continue
-            if response.error.code:
-                exc = AgentRejected(response.error.code, response.error.message)
-                for f in futures:
-                    if not f.done():
-                        f.set_exception(exc)
+            if slots is None:
                 continue
             probs = np.frombuffer(response.probabilities, dtype="<f4").reshape(-1, 3)
-            values = np.frombuffer(response.values, dtype="<f4")
-            if len(probs) != len(futures) or len(values) != len(futures):
-                exc = AgentRejected(13, f"agent answered {len(probs)} windows for {len(futures)}")
-                for f in futures:
-                    if not f.done():
-                        f.set_exception(exc)
+            values = np.frombuffer(response.values, dtype="<f4").tolist()
+            if response.error.code or len(probs) != len(slots) or len(values) != len(slots):
+                error = response.error.message or f"agent answered {len(probs)} windows for {len(slots)}"
+                for fanout, index in slots:
+                    fanout.fail(index, error)
                 continue
-            for i, f in enumerate(futures):
-                if not f.done():
-                    f.set_result(AgentAnswer(probs[i], float(values[i]), response.model_version, received))
+            for k, (fanout, index) in enumerate(slots):
+                fanout.answer(index, AgentAnswer(probs[k], values[k], response.model_version, received))

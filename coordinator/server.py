@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from coordinator.aggregation import TIE, LOW_CONFIDENCE, TOO_FEW_AGENTS, AggregationRule
 from coordinator.audit import AuditLog
 from coordinator.inputs import RequestDecoder
-from coordinator.links import AgentAnswer, AgentLink, AgentRejected, AgentUnavailable
+from coordinator.links import AgentAnswer, AgentLink, Fanout
 from coordinator.state import ActiveVersionState
 from market.bars import BarDataError
 from market.features import N_FEATURES
@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 5.0
 MONITOR_INTERVAL_S = 1.0
 DECISION_SERVICE = decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name
+
+
+def _expire(done: asyncio.Future) -> None:
+    if not done.done():
+        done.set_result(None)
 
 
 def _percentile(values, q: float) -> float:
@@ -76,25 +81,21 @@ class Engine:
         if version is None:
             return self._finish(request_id, start, window, bar_time, 0, [None] * len(self.links),
                                 ["no model version is active yet"] * len(self.links), [0.0] * len(self.links))
-        futures = [link.submit(version, window) for link in self.links.values()]
-        await asyncio.wait(futures, timeout=self.deadline_s)
-        answers: list[AgentAnswer | None] = []
-        errors: list[str] = []
-        latencies: list[float] = []
-        for future in futures:
-            answer, error = None, ""
-            if not future.done():
-                future.cancel()
-                error = f"deadline exceeded after {self.cfg.serving.deadline_ms:g} ms"
-            elif (exc := future.exception()) is not None:
-                error = str(exc) if isinstance(exc, (AgentUnavailable, AgentRejected)) else f"error: {exc!r}"
-            elif future.result().version != version:
-                error = f"answered with version {future.result().version} instead of {version}"
-            else:
-                answer = future.result()
-            answers.append(answer)
-            errors.append(error)
-            latencies.append((answer.received - start) * 1e3 if answer else 0.0)
+        loop = asyncio.get_running_loop()
+        fanout = Fanout(len(self.links), loop)
+        for index, link in enumerate(self.links.values()):
+            link.submit(version, window, fanout, index)
+        if fanout.remaining:
+            timer = loop.call_later(self.deadline_s, _expire, fanout.done)
+            await fanout.done
+            timer.cancel()
+        answers, errors = fanout.answers, fanout.errors
+        for i, answer in enumerate(answers):
+            if answer is None and not errors[i]:
+                errors[i] = f"deadline exceeded after {self.cfg.serving.deadline_ms:g} ms"
+            elif answer is not None and answer.version != version:
+                answers[i], errors[i] = None, f"answered with version {answer.version} instead of {version}"
+        latencies = [(a.received - start) * 1e3 if a else 0.0 for a in answers]
         return self._finish(request_id, start, window, bar_time, version, answers, errors, latencies)
 
     def _finish(self, request_id: str, start: float, window: bytes, bar_time: int, version: int,

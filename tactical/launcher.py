@@ -76,8 +76,10 @@ def assign_cores(cfg: Config) -> dict[str, int]:
 
 @dataclass
 class Child:
+    """One supervised server process; `command` is its argv without `--port`."""
+
     name: str
-    args: list[str]  # tactical arguments without --port
+    command: list[str]
     port: int
     address: str = ""
     proc: subprocess.Popen | None = None
@@ -87,7 +89,7 @@ class Child:
     history: list[float] = field(default_factory=list)
 
     def spawn(self) -> None:
-        self.proc = subprocess.Popen(tactical_command(*self.args, "--port", str(self.port)), stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([*self.command, "--port", str(self.port)], stdout=subprocess.PIPE,
                                      stdin=subprocess.DEVNULL, text=True, start_new_session=True,
                                      preexec_fn=_die_with_parent)
 
@@ -135,8 +137,9 @@ class LocalCluster:
         self.host = cfg.serving.host
         common = ["--config", config_path] if config_path else []
         self.cores = assign_cores(cfg)
-        self.agents = [Child(f"agent {name}", ["agent", "--name", name, "--core", str(self.cores[name]),
-                                                "--host", self.host, *common], cfg.serving.agents[name].port)
+        self.agents = [Child(f"agent {name}", tactical_command("agent", "--name", name, "--core",
+                                                               str(self.cores[name]), "--host", self.host, *common),
+                             cfg.serving.agents[name].port)
                        for name in AGENT_NAMES]
         self.coordinator: Child | None = None
         self._common = common
@@ -154,8 +157,9 @@ class LocalCluster:
             for child in self.agents:
                 child.wait_listening(ready_timeout)
             agents = ",".join(f"{name}={child.address}" for name, child in zip(AGENT_NAMES, self.agents))
-            self.coordinator = Child("coordinator", ["coordinator", "--host", self.host, "--agents", agents,
-                                                     *self._common], self.cfg.serving.coordinator_port)
+            self.coordinator = Child("coordinator", tactical_command("coordinator", "--host", self.host, "--agents",
+                                                                     agents, *self._common),
+                                     self.cfg.serving.coordinator_port)
             self.coordinator.spawn()
             self.coordinator.wait_listening(ready_timeout)
             self.wait_serving(ready_timeout)

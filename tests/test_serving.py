@@ -260,7 +260,7 @@ def test_coordinator_started_before_its_agents(tmp_path):
     """NOT_SERVING until the agents appear, then SERVING, without a restart."""
     import socket
 
-    from tactical.launcher import Child
+    from tactical.launcher import Child, tactical_command
 
     config_path = write_config(tmp_path)
     prepare_store(tmp_path, config_path)
@@ -270,8 +270,9 @@ def test_coordinator_started_before_its_agents(tmp_path):
             s.bind(("127.0.0.1", 0))
             ports.append(s.getsockname()[1])
     agents_arg = ",".join(f"{n}=127.0.0.1:{p}" for n, p in zip(AGENT_NAMES, ports))
-    coordinator = Child("coordinator", ["coordinator", "--agents", agents_arg, "--config", str(config_path)], 0)
-    agents = [Child(f"agent {n}", ["agent", "--name", n, "--config", str(config_path)], p)
+    coordinator = Child("coordinator", tactical_command("coordinator", "--agents", agents_arg, "--config",
+                                                        str(config_path)), 0)
+    agents = [Child(f"agent {n}", tactical_command("agent", "--name", n, "--config", str(config_path)), p)
               for n, p in zip(AGENT_NAMES, ports)]
     cfg = load_config(config_path)
     try:
@@ -282,7 +283,7 @@ def test_coordinator_started_before_its_agents(tmp_path):
             for agent in agents:
                 agent.spawn()
             wait_for(lambda: client.health() == "SERVING")
-            assert client.decide(window=random_window(8)).votes[0].ok
+            wait_for(lambda: all(v.ok for v in client.decide(window=random_window(8)).votes))
     finally:
         for child in [coordinator, *agents]:
             child.terminate()
