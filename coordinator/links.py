@@ -72,9 +72,38 @@ class Fanout:
             self.done.set_result(None)
 
 
+class ArrivalForecast:
+    """Which client streams are about to send: answered less than `window_s` ago, next request not yet in.
+
+    A closed-loop client sends its next window right after an answer, so its request is known
+    to be on its way. Links linger for those (never for anyone else, and at most `linger_s`),
+    which makes batches bigger under load and costs a lone client nothing.
+    """
+
+    def __init__(self, window_s: float = 0.001, linger_s: float = 0.0005):
+        self.window_s = window_s
+        self.linger_s = linger_s
+        self._answered: dict[int, float] = {}
+
+    def answered(self, stream: int) -> None:
+        self._answered[stream] = time.perf_counter()
+
+    def arrived(self, stream: int) -> None:
+        self._answered.pop(stream, None)
+
+    def expected(self) -> int:
+        cutoff = time.perf_counter() - self.window_s
+        stale = [k for k, t in self._answered.items() if t < cutoff]
+        for k in stale:
+            del self._answered[k]
+        return len(self._answered)
+
+
 class AgentLink:
-    def __init__(self, name: str, address: str, cfg: ServingConfig, window: int, n_features: int):
+    def __init__(self, name: str, address: str, cfg: ServingConfig, window: int, n_features: int,
+                 forecast: ArrivalForecast | None = None):
         self.name, self.address = name, address
+        self.forecast = forecast
         self.window, self.n_features = window, n_features
         self.max_batch, self.max_in_flight = cfg.max_batch, cfg.max_in_flight
         self.channel = aio_channel(address, cfg)
@@ -85,6 +114,7 @@ class AgentLink:
         self.messages_sent = 0
         self.windows_sent = 0
         self._pending: list[tuple[int, bytes, Fanout, int]] = []
+        self._pending_since = 0.0
         self._in_flight: dict[int, list[tuple[Fanout, int]]] = {}
         self._wake = asyncio.Event()
         self._seq = 0
@@ -105,6 +135,8 @@ class AgentLink:
         if not self.connected:
             fanout.fail(index, self.last_error)
         else:
+            if not self._pending:
+                self._pending_since = time.perf_counter()
             self._pending.append((version, window, fanout, index))
             self._wake.set()
 
@@ -171,13 +203,23 @@ class AgentLink:
     async def _write(self, call) -> None:
         while True:
             await self._wake.wait()
+            await asyncio.sleep(0)  # one more loop turn: windows already arriving join this batch
             self._wake.clear()
             while self._pending and len(self._in_flight) < self.max_in_flight:
+                linger = self._linger()
+                if linger > 0:
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), linger)
+                    except TimeoutError:
+                        pass
+                    self._wake.clear()
+                    continue
                 version = self._pending[0][0]
                 take = 0
                 while take < len(self._pending) and take < self.max_batch and self._pending[take][0] == version:
                     take += 1
                 batch, self._pending = self._pending[:take], self._pending[take:]
+                self._pending_since = time.perf_counter()
                 live = [item for item in batch if not item[2].done.done()]  # skip decisions that gave up
                 if not live:
                     continue
@@ -190,6 +232,12 @@ class AgentLink:
                 self.messages_sent += 1
                 self.windows_sent += len(live)
                 await call.write(request)
+
+    def _linger(self) -> float:
+        """Seconds to wait for windows known to be on their way (0: send now)."""
+        if self.forecast is None or len(self._pending) >= self.max_batch or not self.forecast.expected():
+            return 0.0
+        return max(0.0, self._pending_since + self.forecast.linger_s - time.perf_counter())
 
     async def _read(self, call) -> None:
         while True:

@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from coordinator.aggregation import TIE, LOW_CONFIDENCE, TOO_FEW_AGENTS, AggregationRule
 from coordinator.audit import AuditLog
 from coordinator.inputs import RequestDecoder
-from coordinator.links import AgentAnswer, AgentLink, Fanout
+from coordinator.links import AgentAnswer, AgentLink, ArrivalForecast, Fanout
 from coordinator.state import ActiveVersionState
 from market.bars import BarDataError
 from market.features import N_FEATURES
@@ -52,8 +52,10 @@ def _percentile(values, q: float) -> float:
 class Engine:
     """Shared state of the coordinator's services: links, active version, rule, counters."""
 
-    def __init__(self, cfg: Config, links: dict[str, AgentLink], state: ActiveVersionState, audit: AuditLog | None):
+    def __init__(self, cfg: Config, links: dict[str, AgentLink], state: ActiveVersionState, audit: AuditLog | None,
+                 forecast: ArrivalForecast):
         self.cfg = cfg
+        self.forecast = forecast
         self.links = links
         self.state = state
         self.audit = audit
@@ -172,12 +174,20 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
     async def DecideStream(self, request_iterator, context):
-        async for request in request_iterator:
-            try:
-                yield await self.engine.decide(request)
-            except (WireError, BarDataError) as exc:
-                yield decision_pb2.Decision(request_id=request.request_id[:64], error=common_pb2.Error(
-                    code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=str(exc)))
+        stream = id(context)
+        forecast = self.engine.forecast
+        try:
+            async for request in request_iterator:
+                forecast.arrived(stream)
+                try:
+                    decision = await self.engine.decide(request)
+                except (WireError, BarDataError) as exc:
+                    decision = decision_pb2.Decision(request_id=request.request_id[:64], error=common_pb2.Error(
+                        code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=str(exc)))
+                forecast.answered(stream)
+                yield decision
+        finally:
+            forecast.arrived(stream)
 
 
 class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
@@ -266,10 +276,12 @@ async def start_coordinator(cfg: Config, *, host: str, port: int, agents: dict[s
     unknown = set(agents) ^ set(AGENT_NAMES)
     if unknown:
         raise ValueError(f"the coordinator needs exactly the agents {list(AGENT_NAMES)}, got {sorted(agents)}")
-    links = {name: AgentLink(name, agents[name], cfg.serving, cfg.features.window, N_FEATURES) for name in AGENT_NAMES}
+    forecast = ArrivalForecast()
+    links = {name: AgentLink(name, agents[name], cfg.serving, cfg.features.window, N_FEATURES, forecast)
+             for name in AGENT_NAMES}
     state = ActiveVersionState(state_dir)
     audit = AuditLog(audit_path, cfg.serving.audit_flush_ms) if audit_path else None
-    engine = Engine(cfg, links, state, audit)
+    engine = Engine(cfg, links, state, audit, forecast)
     server = grpc.aio.server(options=server_options(cfg.serving))
     health = health_aio.HealthServicer()
 

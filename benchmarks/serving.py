@@ -1,0 +1,187 @@
+"""Serving benchmark: the real cluster against the floor, latency, throughput and memory.
+
+    python benchmarks/serving.py [--seconds 5]
+
+One run, side by side:
+- floor: the real coordinator fanning out to three trivial agent servers that answer without
+  inference (same protocol, same batching);
+- real: `tactical up`'s cluster (three ONNX Runtime agents and the coordinator, audit log on);
+each with one client (unary, then one stream) and 8 and 32 concurrent streams (closed loop:
+a client sends its next window when the previous decision arrives). Then the resident memory
+of each real serving process. The client runs on the same two cores as the servers.
+
+Targets (issue 4): one client streaming p50 <= 1.4 ms, p99 <= 2.5 ms; unary p50 <= 1.8 ms,
+p99 <= 3.5 ms; real p50 within 1.3x of the floor; >= 5,000 decisions/s with 32 streams at
+p99 < 10 ms; the four serving processes together < 512 MB resident.
+
+`python benchmarks/serving.py --trivial-agent NAME --port P` runs one trivial agent (used by the floor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SCENARIOS = [("unary", 1), ("stream", 1), ("stream", 8), ("stream", 32)]
+
+
+async def serve_trivial_agent(name: str, port: int) -> None:
+    """An agent server with the real protocol that answers uniform probabilities without a model."""
+    import grpc
+    import numpy as np
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_health.v1.health import aio as health_aio
+
+    from tactical.rpc import announce_listening, on_shutdown_signals
+    from tactical.v1 import agent_pb2, agent_pb2_grpc
+
+    class Trivial(agent_pb2_grpc.AgentServiceServicer):
+        def answer(self, request):
+            n = request.windows.count
+            np.frombuffer(request.windows.data, dtype="<f4")  # decode, as the real agent does
+            return agent_pb2.ActResponse(seq=request.seq, model_version=request.model_version,
+                                         probabilities=np.full((n, 3), 1 / 3, dtype="<f4").tobytes(),
+                                         values=np.zeros(n, dtype="<f4").tobytes())
+
+        async def Act(self, request, context):
+            return self.answer(request)
+
+        async def ActStream(self, request_iterator, context):
+            async for request in request_iterator:
+                yield self.answer(request)
+
+        async def GetInfo(self, request, context):
+            return agent_pb2.AgentInfo(agent=name, loaded_versions=[0], stored_versions=[0])
+
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    agent_pb2_grpc.add_AgentServiceServicer_to_server(Trivial(), server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    await health.set("", health_pb2.HealthCheckResponse.SERVING)
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    announce_listening(f"127.0.0.1:{bound}")
+    stop = asyncio.Event()
+    on_shutdown_signals(asyncio.get_running_loop(), stop.set)
+    await stop.wait()
+    await server.stop(1)
+
+
+def rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(target: str, cfg, seconds: float) -> dict:
+    from tactical.loadgen import run_load
+
+    results = {}
+    for mode, streams in SCENARIOS:
+        r = asyncio.run(run_load(target, cfg.serving, streams=streams, seconds=seconds, mode=mode))
+        if r.errors:
+            raise SystemExit(f"{mode} x{streams}: {len(r.errors)} failed calls, first: {r.errors[0]}")
+        results[(mode, streams)] = r
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per scenario (default 5)")
+    parser.add_argument("--trivial-agent", metavar="NAME", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.trivial_agent:
+        asyncio.run(serve_trivial_agent(args.trivial_agent, args.port))
+        return
+
+    import yaml
+
+    from tactical.client import TacticalClient
+    from tactical.config import AGENT_NAMES, load_config
+    from tactical.launcher import Child, LocalCluster, tactical_command
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        config_path = tmp / "config.yaml"
+        config_path.write_text(yaml.safe_dump({
+            "serving": {"coordinator_port": 0, "agents": {n: {"port": 0} for n in AGENT_NAMES}},
+            "paths": {k: str(tmp / v) for k, v in {
+                "model_store": "models", "agent_store": "agents", "coordinator_state": "coordinator",
+                "audit_log": "audit.sqlite", "admin_token_file": "admin.token", "study_storage": "optuna.sqlite",
+                "metrics": "metrics.jsonl"}.items()}}))
+        cfg = load_config(config_path)
+
+        print("floor: the coordinator with three trivial agents ...", file=sys.stderr)
+        trivial = [Child(f"trivial {n}", [sys.executable, __file__, "--trivial-agent", n], 0) for n in AGENT_NAMES]
+        coordinator = Child("coordinator", [], 0)
+        try:
+            for child in trivial:
+                child.spawn()
+                child.wait_listening()
+            agents = ",".join(f"{n}={c.address}" for n, c in zip(AGENT_NAMES, trivial))
+            coordinator.command = tactical_command("coordinator", "--agents", agents, "--config", str(config_path),
+                                                   "--state", str(tmp / "floor"),
+                                                   "--audit", str(tmp / "floor-audit.sqlite"))
+            coordinator.spawn()
+            coordinator.wait_listening()
+            with TacticalClient(coordinator.address, cfg) as client:
+                deadline = time.monotonic() + 30
+                while client.health() != "SERVING":
+                    if time.monotonic() > deadline:
+                        raise SystemExit("the floor coordinator never became SERVING")
+                    time.sleep(0.1)
+            floor = measure(coordinator.address, cfg, args.seconds)
+        finally:
+            for child in [coordinator, *trivial]:
+                child.terminate()
+
+        print("real: tactical up's cluster ...", file=sys.stderr)
+        cluster = LocalCluster(cfg, str(config_path))
+        cluster.start()
+        try:
+            real = measure(cluster.coordinator.address, cfg, args.seconds)
+            memory = {child.name: rss_mb(child.proc.pid) for child in cluster.children}
+        finally:
+            cluster.stop()
+
+    print(f"{'scenario':<22}{'floor/s':>9}{'floor p50':>10}{'floor p99':>10}{'real/s':>9}{'real p50':>10}"
+          f"{'real p99':>10}{'p50 ratio':>10}")
+    for key in floor:
+        f, r = floor[key], real[key]
+        name = f"{key[0]}, {key[1]} client{'s' if key[1] > 1 else ''}"
+        print(f"{name:<22}{f.rate:>9,.0f}{f.percentile(50):>9.2f}m{f.percentile(99):>9.2f}m{r.rate:>9,.0f}"
+              f"{r.percentile(50):>9.2f}m{r.percentile(99):>9.2f}m{r.percentile(50) / f.percentile(50):>10.2f}")
+    print("(latencies in ms, measured by the client from send to answer)")
+    print()
+    print(f"{'process':<18}{'resident MB':>12}")
+    for name, mb in memory.items():
+        print(f"{name:<18}{mb:>12.1f}")
+    total = sum(memory.values())
+    print(f"{'total':<18}{total:>12.1f}")
+    print()
+    s1, u1, s32 = real[("stream", 1)], real[("unary", 1)], real[("stream", 32)]
+    ratio = s1.percentile(50) / floor[("stream", 1)].percentile(50)
+    checks = [
+        ("one client streaming p50 (ms)", s1.percentile(50), "<= 1.4", s1.percentile(50) <= 1.4),
+        ("one client streaming p99 (ms)", s1.percentile(99), "<= 2.5", s1.percentile(99) <= 2.5),
+        ("one client unary p50 (ms)", u1.percentile(50), "<= 1.8", u1.percentile(50) <= 1.8),
+        ("one client unary p99 (ms)", u1.percentile(99), "<= 3.5", u1.percentile(99) <= 3.5),
+        ("streaming p50 over the floor's", ratio, "<= 1.3", ratio <= 1.3),
+        ("32 streams, decisions/s", s32.rate, ">= 5000", s32.rate >= 5000),
+        ("32 streams, p99 (ms)", s32.percentile(99), "< 10", s32.percentile(99) < 10),
+        ("four serving processes (MB resident)", total, "< 512", total < 512),
+    ]
+    print(f"{'target':<40}{'measured':>10}{'goal':>10}{'ok':>5}")
+    for name, value, goal, ok in checks:
+        print(f"{name:<40}{value:>10.2f}{goal:>10}{'yes' if ok else 'NO':>5}")
+
+
+if __name__ == "__main__":
+    main()
