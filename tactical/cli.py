@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -15,7 +16,8 @@ from tactical import __version__
 from tactical.errors import UserError
 
 # Command name -> module under tactical.commands; the order is the order of `tactical --help`.
-COMMANDS = ("up", "health", "status", "decide", "agent", "coordinator", "features")
+COMMANDS = ("up", "health", "status", "decide", "rollout", "rollback", "versions", "audit", "agent", "coordinator",
+            "features")
 
 
 class CliError(UserError):
@@ -49,6 +51,17 @@ def add_target_option(parser: argparse.ArgumentParser) -> None:
                         help="the coordinator (default: 127.0.0.1 or serving.host, at serving.coordinator_port)")
 
 
+def cluster_admin_token(cfg) -> str:
+    """The admin token for calls to a cluster, or a CliError saying where to put one."""
+    from tactical.rpc import ADMIN_TOKEN_ENV, admin_token
+
+    token = admin_token(cfg)
+    if not token:
+        raise CliError(f"no admin token: set ${ADMIN_TOKEN_ENV} or serving.admin_token, or run where the cluster "
+                       f"keeps {cfg.paths.admin_token_file}")
+    return token
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -59,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"tactical {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as exc:
         grpc = sys.modules.get("grpc")
         if grpc is not None and isinstance(exc, grpc.RpcError):  # a failed call: its status is the message

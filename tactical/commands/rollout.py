@@ -1,0 +1,59 @@
+"""`tactical rollout`: stage a model version on every agent of a running cluster, then activate it."""
+
+from __future__ import annotations
+
+import argparse
+
+from tactical.cli import CliError, add_config_option, add_target_option, cluster_admin_token
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("rollout", help="stage a model version on every agent, then activate it",
+                       description="Upload a version's ONNX artifacts to the three agents (each verifies checksum, "
+                                   "model, signature and a probe inference before keeping it), then tell the "
+                                   "coordinator to switch every decision to it at once. If any agent refuses, "
+                                   "nothing is activated and the command exits 1 naming the agent and the reason. "
+                                   "Needs the admin token ($TACTICAL_ADMIN_TOKEN, serving.admin_token or "
+                                   "paths.admin_token_file).")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--version", type=int, help="a version of the model store (paths.model_store)")
+    src.add_argument("--checkpoint", metavar="FILE",
+                     help="a training checkpoint: published as a new model-store version, then rolled out")
+    src.add_argument("--latest", action="store_true", help="the newest version of the model store")
+    add_target_option(p)
+    add_config_option(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from agents.model_store import ModelStore
+    from tactical.client import TacticalClient
+    from tactical.config import load_config
+    from tactical.rollout import RolloutError, rollout
+
+    cfg = load_config(args.config)
+    store = ModelStore(cfg.paths.model_store)
+    token = cluster_admin_token(cfg)
+    if args.checkpoint:
+        from training.checkpoint import load_checkpoint
+        from training.versions import publish
+
+        model, payload = load_checkpoint(args.checkpoint)
+        version = publish(store, model, source=f"checkpoint {args.checkpoint}", metrics=payload["metrics"])
+        print(f"published {args.checkpoint} as version {version} in {store.root}")
+    elif args.latest:
+        version = store.latest()
+        if version is None:
+            raise CliError(f"the model store {store.root} holds no versions")
+    else:
+        version = args.version
+    target = args.target or cfg.serving.local_coordinator
+    with TacticalClient(target, cfg, admin_token=token) as client:
+        try:
+            result = rollout(client, store, version, cfg, token)
+        except RolloutError as exc:
+            print(f"tactical rollout: {exc}")
+            return 1
+    staged = ", ".join(f"{name} ({'already held' if already else 'staged'})" for name, already in result.staged.items())
+    print(f"version {result.version} active (was {result.previous}) after {result.seconds:.2f} s; agents: {staged}")
+    return 0

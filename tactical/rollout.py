@@ -1,0 +1,63 @@
+"""Roll a model-store version out to a running cluster: stage on every agent, then activate.
+
+Staging runs on the three agents at once. If any agent refuses or cannot be reached, nothing
+is activated and RolloutError names the agent and the reason; the serving version is untouched
+everywhere (a staged-but-inactive version is harmless). Activation is one call to the
+coordinator, which switches every decision to the new version at once.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+
+from agents.model_store import ModelStore
+from tactical.client import AgentClient, TacticalClient
+from tactical.config import AGENT_NAMES, Config
+from tactical.errors import UserError
+
+
+class RolloutError(UserError, RuntimeError):
+    """A rollout that did not happen; the message names the agent(s) and why."""
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    version: int
+    previous: int
+    staged: dict[str, bool]  # agent -> already held that version
+    seconds: float
+
+
+def rollout(client: TacticalClient, store: ModelStore, version: int, cfg: Config, token: str) -> RolloutResult:
+    """Stage `version` from `store` on every agent the coordinator knows, then activate it."""
+    start = time.perf_counter()
+    if version not in store.versions():
+        raise RolloutError(f"version {version} is not in the model store {store.root} "
+                           f"(it has {store.versions() or 'no versions'})")
+    artifacts = {name: store.read_artifact(version, name) for name in AGENT_NAMES}
+    addresses = {a.agent: a.address for a in client.status().agents}
+
+    def stage(name: str) -> tuple[str, bool | str]:
+        blob, manifest = artifacts[name]
+        try:
+            with AgentClient(addresses[name], cfg, admin_token=token) as agent:
+                result = agent.stage(name, version, blob, manifest.to_json(), manifest.sha256)
+            return name, result.already_staged
+        except grpc.RpcError as exc:
+            return name, f"{exc.code().name}: {exc.details()}"
+
+    with ThreadPoolExecutor(len(AGENT_NAMES)) as pool:
+        outcomes = dict(pool.map(stage, AGENT_NAMES))
+    failed = {name: why for name, why in outcomes.items() if isinstance(why, str)}
+    if failed:
+        detail = "; ".join(f"agent {name} at {addresses[name]}: {why}" for name, why in failed.items())
+        raise RolloutError(f"staging version {version} failed, nothing was activated: {detail}")
+    try:
+        result = client.activate(version)
+    except grpc.RpcError as exc:
+        raise RolloutError(f"activating version {version} failed: {exc.code().name}: {exc.details()}") from None
+    return RolloutResult(version, result.previous_version, outcomes, time.perf_counter() - start)
