@@ -79,6 +79,23 @@ def running_cluster(config_path: Path, *, restart: bool = True, supervise: bool 
         cluster.stop()
 
 
+def reserved_port() -> int:
+    """A free port below the kernel's ephemeral range, so no outgoing connection can take it before use."""
+    import random
+    import socket
+
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(100):
+        port = random.randint(20_000, low - 1)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port found")
+
+
 def random_window(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-1, 1, size=(60, 7)).astype(np.float32)
 

@@ -21,7 +21,7 @@ from tactical.config import AGENT_NAMES, load_config
 from tactical.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from tactical.wire import encode_batch, encode_window
 
-from cluster_helpers import prepare_store, random_window, running_cluster, wait_for, write_config
+from cluster_helpers import prepare_store, random_window, reserved_port, running_cluster, wait_for, write_config
 
 
 @pytest.fixture(scope="module")
@@ -258,17 +258,11 @@ def test_too_few_agents_means_hold_with_the_reason(tmp_path):
 
 def test_coordinator_started_before_its_agents(tmp_path):
     """NOT_SERVING until the agents appear, then SERVING, without a restart."""
-    import socket
-
     from tactical.launcher import Child, tactical_command
 
     config_path = write_config(tmp_path)
     prepare_store(tmp_path, config_path)
-    ports = []
-    for _ in AGENT_NAMES:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
+    ports = [reserved_port() for _ in AGENT_NAMES]
     agents_arg = ",".join(f"{n}=127.0.0.1:{p}" for n, p in zip(AGENT_NAMES, ports))
     coordinator = Child("coordinator", tactical_command("coordinator", "--agents", agents_arg, "--config",
                                                         str(config_path)), 0)
