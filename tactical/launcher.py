@@ -3,13 +3,12 @@
 Each agent is pinned to a core (round-robin over the cores this process may use when the
 config says -1). Children run in their own session, so Ctrl-C reaches only the launcher,
 which then stops them in order: the coordinator first (NOT_SERVING, drain, flush the audit
-log), then the agents. A child that dies is restarted on the same port. Children are asked
-by the kernel to exit if the launcher itself is killed (PR_SET_PDEATHSIG).
+log), then the agents. A child that dies is restarted on the same port. Children get
+$TACTICAL_LAUNCHER_PID and ask the kernel to stop them if the launcher itself is killed.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
@@ -24,20 +23,15 @@ from pathlib import Path
 from tactical.client import health_status
 from tactical.config import AGENT_NAMES, Config
 from tactical.errors import UserError
-from tactical.rpc import sync_channel
+from tactical.rpc import LAUNCHER_PID_ENV, sync_channel
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
-_PR_SET_PDEATHSIG = 1
 
 
 class LaunchError(UserError, RuntimeError):
     """The cluster could not be started; the message names the process and why."""
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def tactical_command(*args: str) -> list[str]:
@@ -85,13 +79,13 @@ class Child:
     proc: subprocess.Popen | None = None
     restarts: int = 0
     next_restart: float = 0.0
-    backoff: float = 0.5
+    backoff: float = 0.1
     history: list[float] = field(default_factory=list)
 
     def spawn(self) -> None:
+        env = {**os.environ, LAUNCHER_PID_ENV: str(os.getpid())}
         self.proc = subprocess.Popen([*self.command, "--port", str(self.port)], stdout=subprocess.PIPE,
-                                     stdin=subprocess.DEVNULL, text=True, start_new_session=True,
-                                     preexec_fn=_die_with_parent)
+                                     stdin=subprocess.DEVNULL, text=True, start_new_session=True, env=env)
 
     def wait_listening(self, timeout: float = READY_TIMEOUT_S) -> str:
         """Read the child's {"listening": ...} line; return its address."""
@@ -188,7 +182,7 @@ class LocalCluster:
             if child.next_restart == 0.0:
                 code = child.proc.returncode if child.proc else None
                 child.history = [t for t in child.history if now - t < 60] + [now]
-                child.backoff = 0.5 * 2 ** min(len(child.history) - 1, 5)
+                child.backoff = 0.1 * 2 ** min(len(child.history) - 1, 6)  # 0.1 s, then up to 6.4 s when crash-looping
                 child.next_restart = now + child.backoff
                 events.append(f"{child.name} exited (code {code}); restarting in {child.backoff:.1f} s")
             elif now >= child.next_restart:

@@ -24,6 +24,8 @@ from tactical.config import Config, ServingConfig
 from tactical.errors import UserError
 
 ADMIN_TOKEN_HEADER = "x-tactical-admin-token"
+LAUNCHER_PID_ENV = "TACTICAL_LAUNCHER_PID"
+_PR_SET_PDEATHSIG = 1
 ADMIN_TOKEN_ENV = "TACTICAL_ADMIN_TOKEN"
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ def channel_options(cfg: ServingConfig) -> list[tuple[str, int]]:
         ("grpc.max_send_message_length", cfg.max_message_bytes),
         ("grpc.initial_reconnect_backoff_ms", 100),
         ("grpc.min_reconnect_backoff_ms", 100),
-        ("grpc.max_reconnect_backoff_ms", 1000),
+        ("grpc.max_reconnect_backoff_ms", 500),
         ("grpc.keepalive_time_ms", 10_000),
         ("grpc.keepalive_timeout_ms", 5_000),
     ]
@@ -155,6 +157,18 @@ def on_shutdown_signals(loop: asyncio.AbstractEventLoop, callback: Callable[[], 
     """Run `callback` on SIGINT or SIGTERM (graceful shutdown)."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, callback)
+
+
+def follow_launcher() -> None:
+    """Started by `tactical up`: have the kernel send SIGTERM if the launcher dies (Linux prctl)."""
+    launcher = os.environ.get(LAUNCHER_PID_ENV)
+    if not launcher:
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(launcher):  # the launcher died before we got here
+        raise ServeError("the launcher that started this process is gone")
 
 
 def pin_to_core(core: int) -> int:

@@ -36,8 +36,9 @@ def run(args: argparse.Namespace) -> int:
     from agents.server import run_agent
     from tactical.config import load_config
     from tactical.launcher import ensure_model_store
-    from tactical.rpc import admin_token, setup_logging
+    from tactical.rpc import admin_token, follow_launcher, setup_logging
 
+    follow_launcher()
     cfg = load_config(args.config)
     setup_logging(f"agent {args.name}")
     endpoint = cfg.serving.agents[args.name]

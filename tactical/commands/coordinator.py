@@ -21,7 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--state", default=None, help="directory of the active-version state (overrides "
                                                  "paths.coordinator_state)")
     p.add_argument("--audit", default=None, help="audit log SQLite file (overrides paths.audit_log)")
-    p.add_argument("--no-audit", action="store_true", help="do not keep an audit log")
+    p.add_argument("--no-audit", action="store_true",
+                   help="do not keep an audit log (also when paths.audit_log is empty)")
     add_config_option(p)
     p.set_defaults(handler=run)
 
@@ -43,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
 
     from coordinator.server import run_coordinator
     from tactical.config import load_config
-    from tactical.rpc import admin_token, setup_logging
+    from tactical.rpc import admin_token, follow_launcher, setup_logging
 
+    follow_launcher()
     cfg = load_config(args.config)
     setup_logging("coordinator")
     if args.agents:
@@ -56,5 +58,5 @@ def run(args: argparse.Namespace) -> int:
         port=cfg.serving.coordinator_port if args.port is None else args.port, agents=agents,
         state_dir=args.state or cfg.paths.coordinator_state,
         admin_token=admin_token(cfg, create=True),
-        audit_path=None if args.no_audit else (args.audit or cfg.paths.audit_log)))
+        audit_path=None if args.no_audit else (args.audit or cfg.paths.audit_log or None)))
     return 0
