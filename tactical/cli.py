@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from tactical import __version__
 
 # Command name -> module under tactical.commands; the order is the order of `tactical --help`.
-COMMANDS = ("features",)
+COMMANDS = ("features", "train", "tune")
 
 
 class CliError(Exception):

@@ -67,16 +67,19 @@ class TacticalMAPPOTrainer:
 
     config: a Config, a parsed YAML mapping (merged over the packaged defaults), or a YAML path.
     bars: the series to train on (default: the config's synthetic series); its last
-    training.holdout_fraction is held out for `evaluate()`. Under torch.distributed each rank
-    collects its own rollouts and gradients are averaged; rank 0 logs.
+    training.holdout_fraction is held out for `evaluate()`. progress: a tqdm bar; log_metrics:
+    append per-update records to paths.metrics. Under torch.distributed each rank collects its
+    own rollouts and gradients are averaged; rank 0 logs.
     """
 
     def __init__(self, config: Config | Mapping[str, Any] | str | Path | None = None, *, bars: Bars | None = None,
-                 series: TradingSeries | None = None, progress: bool = True):
+                 series: TradingSeries | None = None, progress: bool = True, log_metrics: bool = True):
         self.config = cfg = as_config(config)
         t = cfg.training
         self.dist = DistContext.current()
         self.progress = progress and self.dist.is_main
+        self.progress_label = "training"
+        self.log_metrics = log_metrics and self.dist.is_main
         torch.set_num_threads(t.torch_threads)
 
         torch.manual_seed(t.seed)  # identical initial weights on every rank
@@ -114,10 +117,10 @@ class TacticalMAPPOTrainer:
         t = self.config.training
         updates = t.updates if updates is None else updates
         schedule_end = self.updates_done + updates  # the entropy coefficient reaches its end value here
-        metrics = MetricsLog(self.config.paths.metrics) if self.dist.is_main else None
+        metrics = MetricsLog(self.config.paths.metrics) if self.log_metrics else None
         if self.next_obs is None:
             self.next_obs = self.envs.reset(seed=self.rank_seed)
-        bar = tqdm(total=updates, desc="training", unit="update", disable=not self.progress, dynamic_ncols=True)
+        bar = tqdm(total=updates, desc=self.progress_label, unit="update", disable=not self.progress, dynamic_ncols=True)
         try:
             for _ in range(updates):
                 started = time.perf_counter()
