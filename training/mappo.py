@@ -48,6 +48,18 @@ RANK_SEED_STRIDE = 10_007  # rank r collects rollouts with seed + r * stride
 ADAM_EPS = 1e-5
 
 
+def priority_sampling(advantages: torch.Tensor, alpha: float, beta: float) -> tuple[np.ndarray, torch.Tensor]:
+    """Sampling probabilities P(i) = p_i / sum p, p_i = |A_i|^alpha, and importance weights (N P(i))^-beta / max.
+
+    The weights undo the bias of sampling high-advantage steps more often (fully at beta = 1);
+    dividing by the largest keeps every weight <= 1, so they only ever scale a loss down.
+    """
+    priorities = advantages.detach().abs().double().pow(alpha) + 1e-6
+    probabilities = priorities / priorities.sum()
+    weights = (advantages.numel() * probabilities).pow(-beta)
+    return probabilities.numpy(), (weights / weights.max()).float()
+
+
 @dataclass
 class Rollout:
     """One rollout, time-major (T steps, n envs)."""
@@ -233,13 +245,9 @@ class TacticalMAPPOTrainer:
 
         # prioritized minibatch sampling: P(i) ~ |A_i|^alpha, importance weights (N * P(i))^-beta / max
         if t.prioritized_sampling:
-            priorities = b_advantages.abs().double().pow(t.priority_alpha) + 1e-6
-            probabilities = (priorities / priorities.sum()).numpy()
-            weights = torch.from_numpy(batch * probabilities).pow(-t.priority_beta)
-            b_weights = (weights / weights.max()).float()
+            probabilities, b_weights = priority_sampling(b_advantages, t.priority_alpha, t.priority_beta)
         else:
-            probabilities = None
-            b_weights = torch.ones(batch)
+            probabilities, b_weights = None, torch.ones(batch)
 
         progress = self.updates_done / max(schedule_end - 1, 1)
         entropy_coef = t.entropy_coef_start + (t.entropy_coef_end - t.entropy_coef_start) * min(progress, 1.0)
