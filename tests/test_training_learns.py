@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from coordinator.aggregation import AggregationRule
-from market.synthetic import TREND_DOWN, TREND_UP, SyntheticParams, generate
+from market.synthetic import SyntheticParams, generate
 from tactical.config import default_config
-from training.evaluation import model_positions, score_positions
+from training.evaluation import model_positions, oracle_positions, score_positions
 from training.mappo import TacticalMAPPOTrainer
 from training.series import HOLDOUT
 
@@ -34,9 +34,8 @@ def test_short_run_beats_hold_and_random_on_held_out_bars(tmp_path):
     scores = trainer.evaluate()
 
     first, last = trainer.series.decision_bars(HOLDOUT)
-    regime_next = market.regimes[first + 1:last + 2]  # the regime of the return each decision earns
-    oracle_positions = np.where(regime_next == TREND_UP, 1, np.where(regime_next == TREND_DOWN, -1, 0))
-    oracle = score_positions(oracle_positions, trainer.series, cfg).total_reward
+    oracle_pos = oracle_positions(market.regimes, trainer.series)
+    oracle = score_positions(oracle_pos, trainer.series, cfg).total_reward
     model, hold, rand = (scores[k].total_reward for k in ("model", "hold", "random"))
     report = (f"model {model:+.1f}, hold {hold:+.1f}, random {rand:+.1f}, oracle {oracle:+.1f}, "
               f"untrained {before.total_reward:+.1f}")
@@ -50,6 +49,6 @@ def test_short_run_beats_hold_and_random_on_held_out_bars(tmp_path):
     # both directions: it follows the trends, not one side's drift
     assert scores["model"].long_share > 0.15 and scores["model"].short_share > 0.15, report
     served = model_positions(trainer.model, trainer.series, AggregationRule.from_config(cfg.aggregation))
-    trend = oracle_positions != 0
-    agreement = np.mean(served[trend] == oracle_positions[trend])
+    trend = oracle_pos != 0
+    agreement = np.mean(served[trend] == oracle_pos[trend])
     assert agreement > 0.6, f"{report}, agreement with the trend {agreement:.0%}"

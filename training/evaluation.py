@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from coordinator.aggregation import AggregationRule, position
+from market.synthetic import TREND_DOWN, TREND_UP
 from tactical.config import AGENT_NAMES, Config
 from training.env import step_reward, team_positions
 from training.series import HOLDOUT, TradingSeries
@@ -68,6 +69,17 @@ def model_positions(model: TacticalMARLSystem, series: TradingSeries, rule: Aggr
 def random_positions(rng: np.random.Generator, rule: AggregationRule, bars: int) -> np.ndarray:
     """Uniformly random votes of the three agents, aggregated like the environment does."""
     return team_positions(rule, rng.integers(0, 3, size=(bars, len(AGENT_NAMES))))
+
+
+def oracle_positions(regimes: np.ndarray, series: TradingSeries, part: str = HOLDOUT) -> np.ndarray:
+    """The yardstick on synthetic data: long in up-trends, short in down-trends, flat otherwise.
+
+    It knows the regime of the return each decision earns (the bar after the decision), which
+    no policy can; its score is what the planted edge is worth at these costs.
+    """
+    first, last = series.decision_bars(part)
+    earned = np.asarray(regimes)[first + 1:last + 2]
+    return np.where(earned == TREND_UP, 1, np.where(earned == TREND_DOWN, -1, 0))
 
 
 def evaluate_holdout(model: TacticalMARLSystem, series: TradingSeries, cfg: Config, *, seed: int = 0,
