@@ -14,9 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+# This script shares its name with the `training` package: take its own directory off the path,
+# so that `python benchmarks/training.py` imports the package, not itself.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 CARD_STEPS = 19_200
 CARD_UPDATE_MS = 156.8

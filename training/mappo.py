@@ -132,7 +132,8 @@ class TacticalMAPPOTrainer:
         metrics = MetricsLog(self.config.paths.metrics) if self.log_metrics else None
         if self.next_obs is None:
             self.next_obs = self.envs.reset(seed=self.rank_seed)
-        bar = tqdm(total=updates, desc=self.progress_label, unit="update", disable=not self.progress, dynamic_ncols=True)
+        bar = tqdm(total=updates, desc=self.progress_label, unit="update", disable=not self.progress,
+                   dynamic_ncols=True)
         try:
             for _ in range(updates):
                 started = time.perf_counter()
@@ -322,10 +323,9 @@ class TacticalMAPPOTrainer:
                 break
         self.model.eval()
 
-        with torch.no_grad():
-            values = self.value_norm.denormalize(b_values)
-            var_returns = b_returns.var()
-            explained_variance = float("nan") if var_returns == 0 else float(1 - (b_returns - values).var() / var_returns)
+        # explained variance of the critic's rollout values: returns - values is exactly the advantage
+        var_returns = b_returns.var()
+        explained_variance = float("nan") if var_returns == 0 else float(1 - b_advantages.var() / var_returns)
         return {**{k: v / count for k, v in sums.items()}, "explained_variance": explained_variance,
                 "entropy_coef": entropy_coef, "epochs": epochs_run}
 

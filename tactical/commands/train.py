@@ -23,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="train on the bars of this CSV file (overrides the synthetic series of "
                         "training.synthetic_bars / training.synthetic_seed)")
     p.add_argument("--updates", type=int, metavar="N", help="number of updates (overrides training.updates)")
-    p.add_argument("--seed", type=int, metavar="S", help="seed of weights, rollouts and sampling (overrides training.seed)")
+    p.add_argument("--seed", type=int, metavar="S",
+                   help="seed of weights, rollouts and sampling (overrides training.seed)")
     p.add_argument("--resume", metavar="CKPT",
                    help="continue from a checkpoint file or a model-store version directory (weights, optimizer, "
                         "value normalizer, update count)")
