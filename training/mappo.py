@@ -260,7 +260,7 @@ class TacticalMAPPOTrainer:
         epochs_run = 0
 
         self.model.critic.train()  # dropout in the critic; actors stay in eval mode (see the module docstring)
-        for epoch in range(t.epochs):
+        for _ in range(t.epochs):
             if probabilities is None:
                 order = self.minibatch_rng.permutation(batch)
             else:
@@ -274,8 +274,8 @@ class TacticalMAPPOTrainer:
                             "clip_fraction": 0.0}
                 for i, actor in enumerate(self.model.actors.values()):
                     logits, actor_value = actor(mb_obs)
-                    dist = torch.distributions.Categorical(logits=logits)
-                    new_logprob = dist.log_prob(b_actions[mb, i])
+                    policy = torch.distributions.Categorical(logits=logits)
+                    new_logprob = policy.log_prob(b_actions[mb, i])
                     log_ratio = new_logprob - b_logprobs[mb, i]
                     ratio = log_ratio.exp()
                     with torch.no_grad():
@@ -287,7 +287,7 @@ class TacticalMAPPOTrainer:
                     pg_loss1 = -mb_adv * ratio
                     pg_loss2 = -mb_adv * torch.clamp(ratio, 1 - t.clip_epsilon, 1 + t.clip_epsilon)
                     pg_loss = (mb_w * torch.max(pg_loss1, pg_loss2)).mean()
-                    entropy = dist.entropy().mean()
+                    entropy = policy.entropy().mean()
                     # auxiliary: the actor's own value head learns the same standardized returns
                     actor_value_loss = 0.5 * (mb_w * (actor_value - mb_targets) ** 2).mean()
                     loss = loss + pg_loss - entropy_coef * entropy + t.value_loss_coef * actor_value_loss
