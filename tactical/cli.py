@@ -16,8 +16,8 @@ from tactical import __version__
 from tactical.errors import UserError
 
 # Command name -> module under tactical.commands; the order is the order of `tactical --help`.
-COMMANDS = ("up", "health", "status", "decide", "rollout", "rollback", "versions", "audit", "agent", "coordinator",
-            "features")
+COMMANDS = ("up", "health", "status", "decide", "train", "tune", "rollout", "rollback", "versions", "audit", "agent",
+            "coordinator", "features")
 
 
 class CliError(UserError):
@@ -84,4 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, so commands and main() share one tactical.cli (and its CliError).
+    from tactical.cli import main as cli_main
+
+    sys.exit(cli_main())

@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 
 def version_files(model: TacticalMARLSystem, version: int, *, source: str,
                   optimizer: torch.optim.Optimizer | None = None,
-                  metrics: dict[str, Any] | None = None) -> dict[str, bytes]:
-    """Every file of a version directory, in memory."""
+                  metrics: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> dict[str, bytes]:
+    """Every file of a version directory, in memory; `extra` goes into the checkpoint (trainer state)."""
     files: dict[str, bytes] = {}
     manifests = {}
     for name, actor in model.actors.items():
@@ -31,7 +31,8 @@ def version_files(model: TacticalMARLSystem, version: int, *, source: str,
         files[blob_name] = blob
         files[manifest_name] = manifest.to_json().encode()
         manifests[name] = manifest.sha256
-    files[CHECKPOINT_FILE] = checkpoint_bytes(model, version=version, optimizer=optimizer, metrics=metrics)
+    files[CHECKPOINT_FILE] = checkpoint_bytes(model, version=version, optimizer=optimizer, metrics=metrics,
+                                              extra=extra)
     info = {"version": version, "source": source, "sha256": manifests, "metrics": metrics or {},
             "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")}
     files[VERSION_FILE] = json.dumps(info, indent=2, sort_keys=True).encode()
@@ -39,12 +40,14 @@ def version_files(model: TacticalMARLSystem, version: int, *, source: str,
 
 
 def publish(store: ModelStore, model: TacticalMARLSystem, *, source: str, version: int | None = None,
-            optimizer: torch.optim.Optimizer | None = None, metrics: dict[str, Any] | None = None) -> int:
+            optimizer: torch.optim.Optimizer | None = None, metrics: dict[str, Any] | None = None,
+            extra: dict[str, Any] | None = None) -> int:
     """Write `model` as a new version (the next free number unless given); return the version."""
     while True:
         v = version if version is not None else max((store.latest() or 0) + 1, 1)
         try:
-            store.write_version(v, version_files(model, v, source=source, optimizer=optimizer, metrics=metrics))
+            store.write_version(v, version_files(model, v, source=source, optimizer=optimizer, metrics=metrics,
+                                                 extra=extra))
             return v
         except FileExistsError:
             if version is not None:

@@ -1,0 +1,94 @@
+"""`tactical train`: MAPPO training that publishes model-store versions, on one process or N ranks."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from tactical.cli import CliError, add_config_option
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train the agents with MAPPO and publish model versions",
+        description="Train the three agents and the centralized critic with MAPPO on a bar series (synthetic by "
+                    "default), showing progress and logging per-update metrics to paths.metrics. Publishes a new "
+                    "model-store version (three ONNX artifacts + checkpoint) every --save-every updates and at the "
+                    "end; Ctrl-C stops after the current update and publishes. Data-parallel with --nproc N, or "
+                    "under torchrun: torchrun --nproc_per_node N -m tactical.cli train ...",
+    )
+    add_config_option(p)
+    p.add_argument("--data", metavar="CSV",
+                   help="train on the bars of this CSV file (overrides the synthetic series of "
+                        "training.synthetic_bars / training.synthetic_seed)")
+    p.add_argument("--updates", type=int, metavar="N", help="number of updates (overrides training.updates)")
+    p.add_argument("--seed", type=int, metavar="S",
+                   help="seed of weights, rollouts and sampling (overrides training.seed)")
+    p.add_argument("--resume", metavar="CKPT",
+                   help="continue from a checkpoint file or a model-store version directory (weights, optimizer, "
+                        "value normalizer, update count)")
+    p.add_argument("--save-every", type=int, default=0, metavar="N",
+                   help="also publish a version every N updates (default 0: only at the end)")
+    p.add_argument("--store", metavar="DIR", help="model store to publish into (overrides paths.model_store)")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train data-parallel on N local processes (gloo on 127.0.0.1; default 1)")
+    p.set_defaults(handler=run)
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    training: dict = {}
+    if args.updates is not None:
+        training["updates"] = args.updates
+    if args.seed is not None:
+        training["seed"] = args.seed
+    return {"training": training, **({"paths": {"model_store": args.store}} if args.store else {})}
+
+
+def run(args: argparse.Namespace) -> int:
+    from tactical.config import load_config
+
+    if args.updates is not None and args.updates < 1:
+        raise CliError(f"--updates must be at least 1, got {args.updates}")
+    if args.save_every < 0:
+        raise CliError(f"--save-every must be >= 0, got {args.save_every}")
+    if args.nproc < 1:
+        raise CliError(f"--nproc must be at least 1, got {args.nproc}")
+    if args.resume and not Path(args.resume).exists():
+        raise CliError(f"--resume: no checkpoint at {args.resume}")
+    cfg = load_config(args.config, _overrides(args))
+    if args.data:
+        from market.csv_loader import load_bars_csv
+
+        load_bars_csv(args.data)  # fail here with one line, not in every rank
+    options = {"data": args.data, "updates": cfg.training.updates, "resume": args.resume,
+               "save_every": args.save_every}
+    from training.checkpoint import CheckpointError
+
+    try:
+        if args.nproc > 1:
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise CliError("--nproc cannot be combined with torchrun: torchrun already started the ranks")
+            from torch.multiprocessing import ProcessRaisedException
+
+            from training.distributed import launch
+
+            try:
+                launch(args.nproc, _rank_session, cfg.to_dict(), options)
+            except ProcessRaisedException as exc:
+                raise CliError(f"a training rank failed: {str(exc).strip().splitlines()[-1]}") from None
+        else:
+            from training.distributed import process_group
+            from training.session import run_session
+
+            with process_group():  # joins a torchrun job when started by torchrun, else a no-op
+                run_session(cfg.to_dict(), **options)
+    except CheckpointError as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+def _rank_session(config: dict, options: dict) -> None:
+    from training.session import run_session
+
+    run_session(config, **options)

@@ -1,0 +1,76 @@
+"""Data-parallel training: two ranks on this machine (gloo, 127.0.0.1) stay identical while learning
+from different rollouts; `python -m training --nproc 2` (= `tactical train --nproc 2`) publishes once,
+from rank 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+from agents.model_store import ModelStore
+from tactical.config import default_config
+from training.distributed import free_port
+from training.mappo import TacticalMAPPOTrainer
+from training.metrics_log import read_metrics
+
+SMALL = {"num_envs": 4, "episode_length": 16, "minibatch_size": 32, "epochs": 2, "synthetic_bars": 3000}
+
+RANK_SCRIPT = """
+import sys, torch
+from tactical.config import default_config
+from training.distributed import process_group
+from training.mappo import TacticalMAPPOTrainer
+out, small = sys.argv[1], eval(sys.argv[2])
+cfg = default_config().replace(training=small, paths={"metrics": out + "/metrics.jsonl"})
+with process_group() as ctx:  # joins through RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT, as under torchrun
+    trainer = TacticalMAPPOTrainer(cfg, progress=False)
+    trainer.train(2)
+    torch.save({"rank": ctx.rank, "world": ctx.world_size, "params": trainer.model.state_dict(),
+                "last_obs": torch.from_numpy(trainer.next_obs.copy()), "value_norm": trainer.value_norm.state_dict()},
+               f"{out}/rank{ctx.rank}.pt")
+"""
+
+
+def test_two_ranks_keep_identical_parameters_while_collecting_different_rollouts(tmp_path):
+    port = free_port()
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        procs.append(subprocess.Popen([sys.executable, "-c", RANK_SCRIPT, str(tmp_path), repr(SMALL)], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for p in procs:
+        _, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err[-2000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    assert (r0["rank"], r1["rank"], r0["world"]) == (0, 1, 2)
+    for key in r0["params"]:
+        torch.testing.assert_close(r0["params"][key], r1["params"][key], rtol=0, atol=0, msg=key)
+    assert r0["value_norm"] == r1["value_norm"]  # normalized over both ranks' returns
+    assert not torch.equal(r0["last_obs"], r1["last_obs"])  # each rank played its own episodes
+    assert [r["update"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2]  # rank 0 logs alone
+
+    # the gradients were averaged: rank 0's episodes trained alone (same seed, same bars) end elsewhere
+    single = TacticalMAPPOTrainer(default_config().replace(training=SMALL), progress=False, log_metrics=False)
+    single.train(2)
+    assert torch.equal(torch.from_numpy(single.next_obs), r0["last_obs"])
+    weight = "actors.momentum.policy_head.weight"
+    assert not torch.equal(single.model.state_dict()[weight], r0["params"][weight])
+
+
+def test_nproc_2_trains_and_rank_0_publishes_once(tmp_path):
+    config = tmp_path / "small.yaml"
+    config.write_text(json.dumps({"training": SMALL, "paths": {"model_store": str(tmp_path / "store"),
+                                                               "metrics": str(tmp_path / "metrics.jsonl")}}))
+    res = subprocess.run([sys.executable, "-m", "training", "--config", str(config), "--updates", "2",
+                          "--nproc", "2"], capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stderr[-2000:]
+    store = ModelStore(tmp_path / "store")
+    assert store.versions() == [1]
+    assert "2 rank(s)" in store.info(1)["source"]
+    assert [r["update"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2]
+    assert res.stdout.count("published version 1") == 1 and "trained updates 1-2" in res.stdout

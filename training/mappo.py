@@ -1,0 +1,380 @@
+"""MAPPO for the three tactical agents, with the centralized critic, in the style of CleanRL's ppo.py.
+
+One update, top to bottom:
+1. rollout: `num_envs` episodes of `episode_length` steps from the vectorized environment; each
+   agent samples its own action, the critic values the 420-dim state;
+2. GAE (gamma, lambda) on the team reward with the critic's denormalized values, bootstrapped
+   with the value of the window after the last step when an episode is truncated;
+3. value normalization: returns update a running mean/std, the critic regresses onto
+   standardized returns;
+4. `epochs` passes over shuffled minibatches (or minibatches drawn with probability
+   proportional to |advantage|^alpha, importance-weighted by (N * P)^-beta / max, the weights
+   multiplying the policy and value losses); per agent a clipped surrogate on the normalized
+   advantage and an entropy bonus whose coefficient decays linearly start -> end over the run;
+   a clipped value loss for the critic; each actor's own value head regresses onto the same
+   standardized returns (an auxiliary loss, so the value an agent serves means something);
+   gradients averaged over ranks, clipped per network, one Adam step;
+5. stats: episode reward, losses, entropy, approx KL, clip fraction, explained variance, steps/s.
+
+Dropout: the actors run in eval mode in rollouts and updates, so the probability ratio compares
+exactly the network that acted (and that is served); dropout regularizes the critic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from market.bars import Bars
+from tactical.config import AGENT_NAMES, Config, as_config
+from training import checkpoint as checkpoints
+from training.distributed import DistContext
+from training.env import VectorTradingEnv
+from training.evaluation import PolicyScore, evaluate_holdout
+from training.metrics_log import MetricsLog
+from training.series import HOLDOUT, TradingSeries
+from training.system import TacticalMARLSystem
+from training.value_norm import ValueNormalizer
+
+RANK_SEED_STRIDE = 10_007  # rank r collects rollouts with seed + r * stride
+ADAM_EPS = 1e-5
+
+
+def priority_sampling(advantages: torch.Tensor, alpha: float, beta: float) -> tuple[np.ndarray, torch.Tensor]:
+    """Sampling probabilities P(i) = p_i / sum p, p_i = |A_i|^alpha, and importance weights (N P(i))^-beta / max.
+
+    The weights undo the bias of sampling high-advantage steps more often (fully at beta = 1);
+    dividing by the largest keeps every weight <= 1, so they only ever scale a loss down.
+    """
+    priorities = advantages.detach().abs().double().pow(alpha) + 1e-6
+    probabilities = priorities / priorities.sum()
+    weights = (advantages.numel() * probabilities).pow(-beta)
+    return probabilities.numpy(), (weights / weights.max()).float()
+
+
+@dataclass
+class Rollout:
+    """One rollout, time-major (T steps, n envs)."""
+
+    obs: torch.Tensor  # (T, n, window, 7)
+    actions: torch.Tensor  # (T, n, agents) int64
+    logprobs: torch.Tensor  # (T, n, agents)
+    values: torch.Tensor  # (T, n) critic output (normalized scale)
+    next_values: torch.Tensor  # (T, n) critic output for the state after each step (normalized scale)
+    rewards: torch.Tensor  # (T, n)
+    dones: torch.Tensor  # (T, n) 1.0 where the episode ended with this step
+    episode_returns: list[float]
+
+
+class TacticalMAPPOTrainer:
+    """Trains a TacticalMARLSystem on the trading environment.
+
+    config: a Config, a parsed YAML mapping (merged over the packaged defaults), or a YAML path.
+    bars: the series to train on (default: the config's synthetic series); its last
+    training.holdout_fraction is held out for `evaluate()`. progress: a tqdm bar; log_metrics:
+    append per-update records to paths.metrics. Under torch.distributed each rank collects its
+    own rollouts and gradients are averaged; rank 0 logs.
+    """
+
+    def __init__(self, config: Config | Mapping[str, Any] | str | Path | None = None, *, bars: Bars | None = None,
+                 series: TradingSeries | None = None, progress: bool = True, log_metrics: bool = True):
+        self.config = cfg = as_config(config)
+        t = cfg.training
+        self.dist = DistContext.current()
+        self.progress = progress and self.dist.is_main
+        self.progress_label = "training"
+        self.log_metrics = log_metrics and self.dist.is_main
+        torch.set_num_threads(t.torch_threads)
+
+        torch.manual_seed(t.seed)  # identical initial weights on every rank
+        self.model = TacticalMARLSystem(cfg).eval()
+        self.dist.broadcast_module(self.model)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.learning_rate, eps=ADAM_EPS)
+        self.value_norm = ValueNormalizer(t.value_normalization)
+
+        self.rank_seed = t.seed + RANK_SEED_STRIDE * self.dist.rank
+        torch.manual_seed(self.rank_seed)  # critic dropout masks
+        self.action_generator = torch.Generator().manual_seed(self.rank_seed)
+        self.minibatch_rng = np.random.default_rng(self.rank_seed)
+        if series is None:
+            series = TradingSeries.from_bars(bars, cfg) if bars is not None else TradingSeries.synthetic(cfg)
+        self.series = series
+        self.envs = VectorTradingEnv(cfg, series, t.num_envs)
+        self.next_obs: np.ndarray | None = None  # the envs are reset when training starts
+
+        self.updates_done = 0  # over the model's whole life, restored by load_checkpoint
+        self.env_steps = 0
+        self.last_stats: dict[str, float] = {}
+        self._inference_s: list[float] = []
+        self._update_s: list[float] = []
+        self._rollout_s: list[float] = []
+
+    # ------------------------------------------------------------------ training loop
+    def train(self, updates: int | None = None,
+              callback: Callable[[int, dict[str, float]], bool | None] | None = None) -> dict[str, float]:
+        """Run `updates` updates (default training.updates); returns the last update's stats.
+
+        After each update, callback(update_index, stats) is called on every rank (update_index
+        counts from 1 over the model's life); returning False stops training after that
+        update, on every rank at once.
+        """
+        t = self.config.training
+        updates = t.updates if updates is None else updates
+        schedule_end = self.updates_done + updates  # the entropy coefficient reaches its end value here
+        metrics = MetricsLog(self.config.paths.metrics) if self.log_metrics else None
+        if self.next_obs is None:
+            self.next_obs = self.envs.reset(seed=self.rank_seed)
+        bar = tqdm(total=updates, desc=self.progress_label, unit="update", disable=not self.progress,
+                   dynamic_ncols=True)
+        try:
+            for _ in range(updates):
+                started = time.perf_counter()
+                rollout = self.collect_rollout()
+                collected = time.perf_counter()
+                advantages, returns = self.compute_advantages(rollout)
+                stats = self.optimize(rollout, advantages, returns, schedule_end)
+                finished = time.perf_counter()
+
+                self.updates_done += 1
+                steps = rollout.rewards.numel() * self.dist.world_size
+                self.env_steps += steps
+                self._rollout_s.append(collected - started)
+                self._update_s.append(finished - collected)
+                reward = self.dist.mean([float(np.mean(rollout.episode_returns)) if rollout.episode_returns
+                                         else 0.0])[0]
+                stats = {"update": self.updates_done, "episode_reward": reward, **stats,
+                         "steps_per_second": steps / (finished - started), "env_steps": self.env_steps,
+                         "rollout_seconds": collected - started, "update_seconds": finished - collected}
+                self.last_stats = stats
+                if metrics is not None:
+                    metrics.write(stats)
+                bar.update(1)
+                bar.set_postfix(reward=f"{reward:+.3f}", kl=f"{stats['approx_kl']:.4f}",
+                                ev=f"{stats['explained_variance']:.2f}", sps=f"{stats['steps_per_second']:.0f}")
+                go_on = callback(self.updates_done, stats) if callback is not None else True
+                if not self.dist.all_true(go_on is not False):
+                    break
+        finally:
+            bar.close()
+            self.model.eval()
+        return self.last_stats
+
+    # ------------------------------------------------------------------ 1. rollout
+    @torch.no_grad()
+    def collect_rollout(self) -> Rollout:
+        t = self.config.training
+        steps, n, agents = t.episode_length, t.num_envs, len(AGENT_NAMES)
+        window = self.config.features.window
+        obs = torch.zeros((steps, n, window, self.next_obs.shape[-1]))
+        actions = torch.zeros((steps, n, agents), dtype=torch.int64)
+        logprobs = torch.zeros((steps, n, agents))
+        values = torch.zeros((steps, n))
+        next_values = torch.zeros((steps, n))
+        rewards = torch.zeros((steps, n))
+        dones = torch.zeros((steps, n))
+        episode_returns: list[float] = []
+
+        self.model.eval()
+        for step in range(steps):
+            obs[step] = torch.from_numpy(self.next_obs)
+            started = time.perf_counter()
+            for i, actor in enumerate(self.model.actors.values()):
+                logits, _ = actor(obs[step])
+                action = torch.multinomial(torch.softmax(logits, -1), 1, generator=self.action_generator).squeeze(1)
+                actions[step, :, i] = action
+                logprobs[step, :, i] = torch.log_softmax(logits, -1).gather(1, action[:, None]).squeeze(1)
+            values[step] = self.model.critic(obs[step].flatten(1))
+            self._inference_s.append(time.perf_counter() - started)
+
+            result = self.envs.step(actions[step].numpy())
+            rewards[step] = torch.from_numpy(result.rewards)
+            dones[step] = torch.from_numpy(result.truncated.astype(np.float32))
+            episode_returns.extend(result.episode_returns.tolist())
+            if step > 0:
+                next_values[step - 1] = values[step]
+            if result.truncated.any():  # bootstrap a truncated episode from the window after its last step
+                ended = torch.from_numpy(np.flatnonzero(result.truncated))
+                next_values[step, ended] = self.model.critic(torch.from_numpy(result.final_observations).flatten(1))
+            self.next_obs = result.observations
+        # the last step's successor, for envs whose episode goes on into the next rollout
+        ongoing = dones[-1] == 0
+        if ongoing.any():
+            next_values[-1, ongoing] = self.model.critic(torch.from_numpy(self.next_obs).flatten(1))[ongoing]
+        return Rollout(obs, actions, logprobs, values, next_values, rewards, dones, episode_returns)
+
+    # ------------------------------------------------------------------ 2. GAE
+    def compute_advantages(self, r: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
+        """Generalized advantage estimates and returns, (T, n) each, in reward units."""
+        t = self.config.training
+        values = self.value_norm.denormalize(r.values)
+        next_values = self.value_norm.denormalize(r.next_values)
+        advantages = torch.zeros_like(r.rewards)
+        last_gae = torch.zeros(r.rewards.shape[1])
+        for step in reversed(range(r.rewards.shape[0])):
+            delta = r.rewards[step] + t.gamma * next_values[step] - values[step]
+            last_gae = delta + t.gamma * t.gae_lambda * (1.0 - r.dones[step]) * last_gae
+            advantages[step] = last_gae
+        return advantages, advantages + values
+
+    # ------------------------------------------------------------------ 3.-5. optimization
+    def optimize(self, r: Rollout, advantages: torch.Tensor, returns: torch.Tensor,
+                 schedule_end: int) -> dict[str, float]:
+        t = self.config.training
+        b_obs = r.obs.reshape(-1, *r.obs.shape[2:])
+        b_states = b_obs.flatten(1)
+        b_actions = r.actions.reshape(-1, r.actions.shape[-1])
+        b_logprobs = r.logprobs.reshape(-1, r.logprobs.shape[-1])
+        b_values = r.values.reshape(-1)  # normalized scale, as the critic predicted them
+        b_advantages = advantages.reshape(-1)
+        b_returns = returns.reshape(-1)
+        batch = b_advantages.numel()
+
+        # value normalization: update the running statistics, then regress onto standardized returns
+        self.value_norm.update(b_returns, self.dist)
+        b_targets = self.value_norm.normalize(b_returns)
+        b_norm_advantages = b_advantages
+        if t.normalize_advantages:
+            b_norm_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
+
+        # prioritized minibatch sampling: P(i) ~ |A_i|^alpha, importance weights (N * P(i))^-beta / max
+        if t.prioritized_sampling:
+            probabilities, b_weights = priority_sampling(b_advantages, t.priority_alpha, t.priority_beta)
+        else:
+            probabilities, b_weights = None, torch.ones(batch)
+
+        progress = self.updates_done / max(schedule_end - 1, 1)
+        entropy_coef = t.entropy_coef_start + (t.entropy_coef_end - t.entropy_coef_start) * min(progress, 1.0)
+        networks: list[nn.Module] = [*self.model.actors.values(), self.model.critic]
+        n_minibatches = max(1, batch // t.minibatch_size)
+        sums = {"policy_loss": 0.0, "value_loss": 0.0, "actor_value_loss": 0.0, "entropy": 0.0,
+                "approx_kl": 0.0, "clip_fraction": 0.0}
+        count = 0
+        epochs_run = 0
+
+        self.model.critic.train()  # dropout in the critic; actors stay in eval mode (see the module docstring)
+        for _ in range(t.epochs):
+            if probabilities is None:
+                order = self.minibatch_rng.permutation(batch)
+            else:
+                order = self.minibatch_rng.choice(batch, size=batch, replace=True, p=probabilities)
+            epoch_kl = 0.0
+            for mb in np.array_split(order, n_minibatches):
+                mb = torch.from_numpy(mb)
+                mb_obs, mb_adv, mb_w, mb_targets = b_obs[mb], b_norm_advantages[mb], b_weights[mb], b_targets[mb]
+                loss = torch.zeros(())
+                mb_stats = {"policy_loss": 0.0, "actor_value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0,
+                            "clip_fraction": 0.0}
+                for i, actor in enumerate(self.model.actors.values()):
+                    logits, actor_value = actor(mb_obs)
+                    policy = torch.distributions.Categorical(logits=logits)
+                    new_logprob = policy.log_prob(b_actions[mb, i])
+                    log_ratio = new_logprob - b_logprobs[mb, i]
+                    ratio = log_ratio.exp()
+                    with torch.no_grad():
+                        mb_stats["approx_kl"] += ((ratio - 1) - log_ratio).mean().item() / len(AGENT_NAMES)
+                        mb_stats["clip_fraction"] += (((ratio - 1.0).abs() > t.clip_epsilon).float().mean().item()
+                                                      / len(AGENT_NAMES))
+
+                    # clipped surrogate, per agent, on the shared team advantage
+                    pg_loss1 = -mb_adv * ratio
+                    pg_loss2 = -mb_adv * torch.clamp(ratio, 1 - t.clip_epsilon, 1 + t.clip_epsilon)
+                    pg_loss = (mb_w * torch.max(pg_loss1, pg_loss2)).mean()
+                    entropy = policy.entropy().mean()
+                    # auxiliary: the actor's own value head learns the same standardized returns
+                    actor_value_loss = 0.5 * (mb_w * (actor_value - mb_targets) ** 2).mean()
+                    loss = loss + pg_loss - entropy_coef * entropy + t.value_loss_coef * actor_value_loss
+                    mb_stats["policy_loss"] += pg_loss.item() / len(AGENT_NAMES)
+                    mb_stats["entropy"] += entropy.item() / len(AGENT_NAMES)
+                    mb_stats["actor_value_loss"] += actor_value_loss.item() / len(AGENT_NAMES)
+
+                # centralized critic: clipped value loss on the standardized scale
+                new_value = self.model.critic(b_states[mb])
+                v_loss_unclipped = (new_value - mb_targets) ** 2
+                if t.clip_value_loss:
+                    v_clipped = b_values[mb] + torch.clamp(new_value - b_values[mb], -t.clip_epsilon, t.clip_epsilon)
+                    v_loss_max = torch.max(v_loss_unclipped, (v_clipped - mb_targets) ** 2)
+                else:
+                    v_loss_max = v_loss_unclipped
+                v_loss = 0.5 * (mb_w * v_loss_max).mean()
+                loss = loss + t.value_loss_coef * v_loss
+
+                self.optimizer.zero_grad()
+                loss.backward()
+                self.dist.average_gradients(self.model.parameters())
+                for network in networks:
+                    nn.utils.clip_grad_norm_(network.parameters(), t.max_grad_norm)
+                self.optimizer.step()
+
+                for key, value in mb_stats.items():
+                    sums[key] += value
+                sums["value_loss"] += v_loss.item()
+                epoch_kl += mb_stats["approx_kl"] / n_minibatches
+                count += 1
+            epochs_run += 1
+            if t.target_kl > 0 and self.dist.mean([epoch_kl])[0] > t.target_kl:
+                break
+        self.model.eval()
+
+        # explained variance of the critic's rollout values: returns - values is exactly the advantage
+        var_returns = b_returns.var()
+        explained_variance = float("nan") if var_returns == 0 else float(1 - b_advantages.var() / var_returns)
+        return {**{k: v / count for k, v in sums.items()}, "explained_variance": explained_variance,
+                "entropy_coef": entropy_coef, "epochs": epochs_run}
+
+    # ------------------------------------------------------------------ checkpoints, evaluation, stats
+    def trainer_state(self) -> dict[str, Any]:
+        """What a checkpoint needs beyond weights and optimizer to resume: update count, value normalizer."""
+        return {"updates_done": self.updates_done, "env_steps": self.env_steps,
+                "value_norm": self.value_norm.state_dict()}
+
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Write weights, optimizer, value normalizer and progress to `path`, atomically."""
+        return checkpoints.save_checkpoint(path, self.model, version=self.updates_done, optimizer=self.optimizer,
+                                           metrics=self.last_stats, extra={"trainer": self.trainer_state()})
+
+    def load_checkpoint(self, path: str | Path) -> dict[str, Any]:
+        """Resume from a checkpoint file (or a model-store version directory holding checkpoint.pt).
+
+        Restores weights, optimizer and, when the checkpoint came from a trainer, the value
+        normalizer and update count. Returns the checkpoint payload.
+        """
+        path = Path(path)
+        if path.is_dir():
+            path = path / "checkpoint.pt"
+        _, payload = checkpoints.load_checkpoint(path, self.model, self.optimizer)
+        state = payload.get("extra", {}).get("trainer")
+        if state is not None:
+            self.updates_done = int(state["updates_done"])
+            self.env_steps = int(state["env_steps"])
+            self.value_norm.load_state_dict(state["value_norm"])
+        self.model.eval()
+        return payload
+
+    def evaluate(self, *, seed: int | None = None) -> dict[str, PolicyScore]:
+        """Scores on the held-out tail: the model (its served decision), always-Hold, and random votes."""
+        return evaluate_holdout(self.model, self.series, self.config,
+                                seed=self.config.training.seed if seed is None else seed, part=HOLDOUT)
+
+    def get_performance_stats(self) -> dict[str, float]:
+        """Timing so far: policy inference per rollout step (batch of num_envs), update and rollout time."""
+        inference = np.asarray(self._inference_s) * 1000
+        total = sum(self._rollout_s) + sum(self._update_s)
+        return {
+            "inference_ms_mean": float(inference.mean()) if inference.size else float("nan"),
+            "inference_ms_p99": float(np.percentile(inference, 99)) if inference.size else float("nan"),
+            "inference_batch": self.config.training.num_envs,
+            "update_ms_mean": float(np.mean(self._update_s) * 1000) if self._update_s else float("nan"),
+            "rollout_ms_mean": float(np.mean(self._rollout_s) * 1000) if self._rollout_s else float("nan"),
+            "steps_per_second": (len(self._rollout_s) * self.config.training.num_envs
+                                 * self.config.training.episode_length * self.dist.world_size / total
+                                 if total > 0 else float("nan")),
+            "updates": len(self._update_s),
+        }
