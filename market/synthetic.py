@@ -12,10 +12,14 @@ move. The same seed and parameters always give the same series.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from market.bars import Bars
+
+if TYPE_CHECKING:
+    from tactical.config import SyntheticConfig
 
 TREND_UP, TREND_DOWN, MEAN_REVERSION, VOL_BURST = range(4)
 REGIME_NAMES = ("trend_up", "trend_down", "mean_reversion", "volatility_burst")
@@ -94,3 +98,10 @@ def generate(n: int, seed: int = 0, params: SyntheticParams = SyntheticParams())
 def synthetic_bars(n: int, seed: int = 0, params: SyntheticParams = SyntheticParams()) -> Bars:
     """Just the bars of `generate`."""
     return generate(n, seed, params).bars
+
+
+def configured(cfg: "SyntheticConfig") -> SyntheticSeries:
+    """The series a config's `synthetic:` section describes (what train, tune and backtest use)."""
+    params = SyntheticParams(sigma=cfg.sigma, trend_drift=cfg.trend_drift, mean_reversion=cfg.mean_reversion,
+                             burst_vol=cfg.burst_vol, mean_duration=cfg.mean_duration)
+    return generate(cfg.bars, cfg.seed, params)

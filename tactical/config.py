@@ -105,14 +105,12 @@ class TrainingConfig:
     seed: int
     reward_scale: float
     transaction_cost: float
-    synthetic_bars: int
-    synthetic_seed: int
     holdout_fraction: float
     torch_threads: int
 
     def check(self, at: str) -> None:
         _positive(at, self, "learning_rate", "clip_epsilon", "max_grad_norm", "num_envs", "episode_length",
-                  "epochs", "minibatch_size", "updates", "reward_scale", "synthetic_bars", "torch_threads")
+                  "epochs", "minibatch_size", "updates", "reward_scale", "torch_threads")
         for key in ("gamma", "gae_lambda"):
             if not 0.0 < getattr(self, key) <= 1.0:
                 raise ConfigError(f"{at}.{key}: must be in (0, 1], got {getattr(self, key)}")
@@ -124,6 +122,20 @@ class TrainingConfig:
         for key in ("entropy_coef_start", "entropy_coef_end", "value_loss_coef", "target_kl", "transaction_cost"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{at}.{key}: must be >= 0, got {getattr(self, key)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticConfig:
+    bars: int
+    seed: int
+    sigma: float
+    trend_drift: float
+    mean_reversion: float
+    burst_vol: float
+    mean_duration: float
+
+    def check(self, at: str) -> None:
+        _positive(at, self, "bars", "sigma", "burst_vol", "mean_duration")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,6 +214,7 @@ class Config:
     features: FeatureConfig
     model: ModelConfig
     training: TrainingConfig
+    synthetic: SyntheticConfig
     aggregation: AggregationConfig
     serving: ServingConfig
     paths: PathsConfig

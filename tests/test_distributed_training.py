@@ -17,7 +17,7 @@ from training.distributed import free_port
 from training.mappo import TacticalMAPPOTrainer
 from training.metrics_log import read_metrics
 
-SMALL = {"num_envs": 4, "episode_length": 16, "minibatch_size": 32, "epochs": 2, "synthetic_bars": 3000}
+SMALL = {"num_envs": 4, "episode_length": 16, "minibatch_size": 32, "epochs": 2}
 
 RANK_SCRIPT = """
 import sys, torch
@@ -25,7 +25,7 @@ from tactical.config import default_config
 from training.distributed import process_group
 from training.mappo import TacticalMAPPOTrainer
 out, small = sys.argv[1], eval(sys.argv[2])
-cfg = default_config().replace(training=small, paths={"metrics": out + "/metrics.jsonl"})
+cfg = default_config().replace(training=small, synthetic={"bars": 3000}, paths={"metrics": out + "/metrics.jsonl"})
 with process_group() as ctx:  # joins through RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT, as under torchrun
     trainer = TacticalMAPPOTrainer(cfg, progress=False)
     trainer.train(2)
@@ -55,7 +55,8 @@ def test_two_ranks_keep_identical_parameters_while_collecting_different_rollouts
     assert [r["update"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2]  # rank 0 logs alone
 
     # the gradients were averaged: rank 0's episodes trained alone (same seed, same bars) end elsewhere
-    single = TacticalMAPPOTrainer(default_config().replace(training=SMALL), progress=False, log_metrics=False)
+    single = TacticalMAPPOTrainer(default_config().replace(training=SMALL, synthetic={"bars": 3000}), progress=False,
+                                  log_metrics=False)
     single.train(2)
     assert torch.equal(torch.from_numpy(single.next_obs), r0["last_obs"])
     weight = "actors.momentum.policy_head.weight"
@@ -64,7 +65,7 @@ def test_two_ranks_keep_identical_parameters_while_collecting_different_rollouts
 
 def test_nproc_2_trains_and_rank_0_publishes_once(tmp_path):
     config = tmp_path / "small.yaml"
-    config.write_text(json.dumps({"training": SMALL, "paths": {"model_store": str(tmp_path / "store"),
+    config.write_text(json.dumps({"training": SMALL, "synthetic": {"bars": 3000}, "paths": {"model_store": str(tmp_path / "store"),
                                                                "metrics": str(tmp_path / "metrics.jsonl")}}))
     res = subprocess.run([sys.executable, "-m", "training", "--config", str(config), "--updates", "2",
                           "--nproc", "2"], capture_output=True, text=True, timeout=180)

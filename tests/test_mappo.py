@@ -26,8 +26,8 @@ STAT_KEYS = {"update", "episode_reward", "policy_loss", "value_loss", "actor_val
 def small_config(tmp_path, **training):
     """A few-second config: 4 envs x 16 steps, 2 minibatches of 32, 2 epochs."""
     return default_config().replace(
-        training={"num_envs": 4, "episode_length": 16, "minibatch_size": 32, "epochs": 2, "synthetic_bars": 3000,
-                  **training},
+        training={"num_envs": 4, "episode_length": 16, "minibatch_size": 32, "epochs": 2, **training},
+        synthetic={"bars": 3000},
         paths={"metrics": str(tmp_path / "metrics.jsonl"), "model_store": str(tmp_path / "store")})
 
 

@@ -45,3 +45,16 @@ def test_momentum_predicts_the_next_return_in_trends():
     nxt = logc[6:] - logc[5:-1]
     trend = np.isin(s.regimes[6:], (TREND_UP, TREND_DOWN))
     assert np.mean(np.sign(past[trend]) * nxt[trend]) > 0
+
+
+def test_the_config_section_describes_the_default_market():
+    """configs/ and SyntheticParams agree, so library and CLI users get the same series."""
+    from market.synthetic import SyntheticParams, configured
+    from tactical.config import default_config
+
+    section = default_config().synthetic
+    defaults = SyntheticParams()
+    for name in ("sigma", "trend_drift", "mean_reversion", "burst_vol", "mean_duration"):
+        assert getattr(section, name) == getattr(defaults, name), name
+    series = configured(default_config().replace(synthetic={"bars": 500}).synthetic)
+    np.testing.assert_array_equal(series.bars.close, generate(500, seed=section.seed).bars.close)

@@ -25,7 +25,7 @@ from training.tuning import make_objective, run_study
 # Through tactical.cli.main as the console script does (`python -m tactical.cli` runs cli.py as __main__,
 # whose CliError is another class than the one commands raise: see the report of issue 5).
 TACTICAL = [sys.executable, "-c", "import sys; from tactical.cli import main; sys.exit(main())"]
-SMALL = {"num_envs": 4, "episode_length": 16, "minibatch_size": 32, "epochs": 1, "synthetic_bars": 3000}
+SMALL = {"num_envs": 4, "episode_length": 16, "minibatch_size": 32, "epochs": 1}
 
 
 def run(*args, timeout=180):
@@ -35,7 +35,7 @@ def run(*args, timeout=180):
 @pytest.fixture
 def small_config(tmp_path):
     path = tmp_path / "small.yaml"
-    path.write_text(yaml.safe_dump({"training": SMALL, "paths": {
+    path.write_text(yaml.safe_dump({"training": SMALL, "synthetic": {"bars": 3000}, "paths": {
         "model_store": str(tmp_path / "store"), "metrics": str(tmp_path / "metrics.jsonl"),
         "study_storage": str(tmp_path / "studies" / "optuna.sqlite")}}))
     return path
@@ -104,7 +104,7 @@ def test_train_errors_are_one_line_with_exit_2(tmp_path, small_config):
     bad = tmp_path / "bad.csv"
     bad.write_text("time,open,high,low,close,volume\n2024-01-01T00:00:00Z,1,0.5,2,1,1\n")
     other = tmp_path / "other.yaml"
-    other.write_text(yaml.safe_dump({"model": {"hidden_dim": 64}, "training": SMALL,
+    other.write_text(yaml.safe_dump({"model": {"hidden_dim": 64}, "training": SMALL, "synthetic": {"bars": 3000},
                                      "paths": {"model_store": str(tmp_path / "store2")}}))
     save_checkpoint(tmp_path / "default.pt", TacticalMARLSystem())
     cases = [

@@ -23,7 +23,7 @@ LONG, HOLD, SHORT = aggregation.LONG, aggregation.HOLD, aggregation.SHORT
 
 @pytest.fixture(scope="module")
 def cfg():
-    return default_config().replace(training={"synthetic_bars": 4000})
+    return default_config().replace(synthetic={"bars": 4000})
 
 
 @pytest.fixture(scope="module")

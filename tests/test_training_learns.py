@@ -25,7 +25,7 @@ UPDATES = 12
 
 def test_short_run_beats_hold_and_random_on_held_out_bars(tmp_path):
     cfg = default_config().replace(
-        training={"num_envs": 16, "minibatch_size": 256, "synthetic_bars": BARS, "seed": 1},
+        training={"num_envs": 16, "minibatch_size": 256, "seed": 1},
         paths={"metrics": str(tmp_path / "metrics.jsonl")})
     market = generate(BARS, seed=7, params=SyntheticParams(trend_drift=1.0, mean_duration=200.0))
     trainer = TacticalMAPPOTrainer(cfg, bars=market.bars, progress=False)

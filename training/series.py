@@ -14,7 +14,7 @@ import numpy as np
 
 from market.bars import BarDataError, Bars
 from market.features import compute_features
-from market.synthetic import SyntheticParams, synthetic_bars
+from market.synthetic import configured
 from market.windows import all_windows
 from tactical.config import Config
 
@@ -48,9 +48,9 @@ class TradingSeries:
         return series
 
     @classmethod
-    def synthetic(cls, cfg: Config, params: SyntheticParams = SyntheticParams()) -> "TradingSeries":
-        """The config's synthetic series (training.synthetic_bars bars, seed training.synthetic_seed)."""
-        return cls.from_bars(synthetic_bars(cfg.training.synthetic_bars, cfg.training.synthetic_seed, params), cfg)
+    def synthetic(cls, cfg: Config) -> "TradingSeries":
+        """The series of the config's `synthetic:` section."""
+        return cls.from_bars(configured(cfg.synthetic).bars, cfg)
 
     def decision_bars(self, part: str) -> tuple[int, int]:
         """First and last bar (inclusive) at which a decision is taken in `part` (TRAIN or HOLDOUT).

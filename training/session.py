@@ -70,7 +70,7 @@ def run_session(config: dict[str, Any], *, data: str | None = None, updates: int
     updates = cfg.training.updates if updates is None else updates
     first = trainer.updates_done + 1
     store = ModelStore(cfg.paths.model_store)
-    source = (f"tactical train: {'bars from ' + data if data else f'{cfg.training.synthetic_bars} synthetic bars'}, "
+    source = (f"tactical train: {'bars from ' + data if data else f'{cfg.synthetic.bars} synthetic bars (seed {cfg.synthetic.seed})'}, "
               f"seed {cfg.training.seed}, {trainer.dist.world_size} rank(s)"
               + (f", resumed from {resume}" if resume else ""))
     result = SessionResult(first, first - 1, False, 0.0)

@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_config_option(p)
     p.add_argument("--data", metavar="CSV",
                    help="train on the bars of this CSV file (overrides the synthetic series of "
-                        "training.synthetic_bars / training.synthetic_seed)")
+                        "the config's synthetic: section)")
     p.add_argument("--updates", type=int, metavar="N", help="number of updates (overrides training.updates)")
     p.add_argument("--seed", type=int, metavar="S",
                    help="seed of weights, rollouts and sampling (overrides training.seed)")

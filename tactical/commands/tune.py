@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--updates", type=int, metavar="N", help="updates per trial (overrides training.updates)")
     p.add_argument("--data", metavar="CSV",
                    help="tune on the bars of this CSV file (overrides the synthetic series of "
-                        "training.synthetic_bars / training.synthetic_seed)")
+                        "the config's synthetic: section)")
     p.add_argument("--out", metavar="YAML",
                    help="where to write the best config (default: <study>.best.yaml beside paths.study_storage)")
     p.add_argument("--startup-trials", type=int, default=3, metavar="N",
