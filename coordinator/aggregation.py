@@ -65,6 +65,10 @@ class AggregationRule:
         one_hot = np.eye(3)[np.asarray(actions)]
         return self(one_hot).actions
 
+    def random_positions(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """The random baseline: every agent votes uniformly at random, votes aggregated as in training."""
+        return position(self.vote(rng.integers(0, 3, size=(n, len(self.weights)))))
+
 
 def position(actions: np.ndarray) -> np.ndarray:
     """Position in {-1, 0, +1} for actions in {SHORT, HOLD, LONG}."""

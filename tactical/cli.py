@@ -16,8 +16,8 @@ from tactical import __version__
 from tactical.errors import UserError
 
 # Command name -> module under tactical.commands; the order is the order of `tactical --help`.
-COMMANDS = ("up", "health", "status", "decide", "train", "tune", "rollout", "rollback", "versions", "audit", "agent",
-            "coordinator", "features")
+COMMANDS = ("demo", "up", "health", "status", "decide", "train", "tune", "rollout", "rollback", "versions", "backtest",
+            "audit", "agent", "coordinator", "features")
 
 
 class CliError(UserError):

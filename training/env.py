@@ -23,6 +23,7 @@ from pettingzoo import ParallelEnv
 
 from agents.actor import N_ACTIONS
 from coordinator.aggregation import ACTION_NAMES, AggregationRule, position
+from market.backtest import position_log_pnl
 from market.features import N_FEATURES, feature_bounds
 from tactical.config import AGENT_NAMES, Config, TrainingConfig, as_config
 from training.series import TRAIN, TradingSeries
@@ -30,9 +31,9 @@ from training.series import TRAIN, TradingSeries
 
 def step_reward(positions: np.ndarray, previous: np.ndarray, next_log_return: np.ndarray,
                 training: TrainingConfig) -> np.ndarray:
-    """The team reward of holding `positions` over the next bar after holding `previous`."""
-    return training.reward_scale * (positions * next_log_return
-                                    - training.transaction_cost * np.abs(positions - previous))
+    """The team reward of holding `positions` over the next bar after holding `previous`: the
+    backtest's log P&L, scaled."""
+    return training.reward_scale * position_log_pnl(positions, previous, next_log_return, training.transaction_cost)
 
 
 def team_positions(rule: AggregationRule, actions: np.ndarray) -> np.ndarray:

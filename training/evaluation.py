@@ -19,7 +19,7 @@ import torch
 from coordinator.aggregation import AggregationRule, position
 from market.synthetic import TREND_DOWN, TREND_UP
 from tactical.config import AGENT_NAMES, Config
-from training.env import step_reward, team_positions
+from training.env import step_reward
 from training.series import HOLDOUT, TradingSeries
 from training.system import TacticalMARLSystem
 
@@ -66,11 +66,6 @@ def model_positions(model: TacticalMARLSystem, series: TradingSeries, rule: Aggr
     return np.concatenate(out)
 
 
-def random_positions(rng: np.random.Generator, rule: AggregationRule, bars: int) -> np.ndarray:
-    """Uniformly random votes of the three agents, aggregated like the environment does."""
-    return team_positions(rule, rng.integers(0, 3, size=(bars, len(AGENT_NAMES))))
-
-
 def oracle_positions(regimes: np.ndarray, series: TradingSeries, part: str = HOLDOUT) -> np.ndarray:
     """The yardstick on synthetic data: long in up-trends, short in down-trends, flat otherwise.
 
@@ -93,5 +88,5 @@ def evaluate_holdout(model: TacticalMARLSystem, series: TradingSeries, cfg: Conf
     return {
         "model": score_positions(model_positions(model, series, rule, part), series, cfg, part),
         "hold": score_positions(np.zeros(bars), series, cfg, part),
-        "random": score_positions(random_positions(np.random.default_rng(seed), rule, bars), series, cfg, part),
+        "random": score_positions(rule.random_positions(np.random.default_rng(seed), bars), series, cfg, part),
     }

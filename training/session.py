@@ -11,14 +11,19 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tqdm import tqdm
 
+import numpy as np
+
 from agents.model_store import ModelStore
+from market.bars import Bars
 from market.csv_loader import load_bars_csv
-from tactical.config import config_from_dict
+from market.synthetic import configured
+from tactical.config import Config, config_from_dict
 from training.evaluation import PolicyScore
 from training.mappo import TacticalMAPPOTrainer
 from training.series import HOLDOUT
@@ -59,20 +64,37 @@ class StopOnInterrupt:
                    file=sys.stderr)
 
 
-def run_session(config: dict[str, Any], *, data: str | None = None, updates: int | None = None,
-                resume: str | None = None, save_every: int = 0, progress: bool = True) -> SessionResult:
-    """Train `updates` updates (default training.updates) and publish; see the module docstring."""
+def training_bars(cfg: Config, data: str | None, until_ms: int | None) -> Bars:
+    """The bars to train on: a CSV or the configured synthetic series, cut before `until_ms` when given."""
+    bars = load_bars_csv(data) if data else configured(cfg.synthetic).bars
+    if until_ms is not None:
+        bars = bars[:int(np.searchsorted(bars.time, until_ms, side="left"))]
+    return bars
+
+
+def run_session(config: dict[str, Any], *, data: str | None = None, until_ms: int | None = None,
+                updates: int | None = None, resume: str | None = None, save_every: int = 0, progress: bool = True,
+                after_publish: Callable[[int], None] | None = None) -> SessionResult:
+    """Train `updates` updates (default training.updates) and publish; see the module docstring.
+
+    `until_ms`: train only on bars before this time (a backtest from then on is out of sample).
+    `after_publish(version)` runs on rank 0 after each published version (`tactical train --push`).
+    """
     cfg = config_from_dict(config)
     started = time.perf_counter()
-    trainer = TacticalMAPPOTrainer(cfg, bars=load_bars_csv(data) if data else None, progress=progress)
+    bars = training_bars(cfg, data, until_ms)
+    trainer = TacticalMAPPOTrainer(cfg, bars=bars, progress=progress)
+    split = trainer.series.split
+    data_info = {"data": {"source": data or "synthetic", "bars": len(bars), "first_ms": int(bars.time[0]),
+                          "train_last_ms": int(bars.time[split - 1]), "last_ms": int(bars.time[-1])}}
     if resume:
         trainer.load_checkpoint(resume)
     updates = cfg.training.updates if updates is None else updates
     first = trainer.updates_done + 1
     store = ModelStore(cfg.paths.model_store)
-    source = (f"tactical train: {'bars from ' + data if data else f'{cfg.synthetic.bars} synthetic bars (seed {cfg.synthetic.seed})'}, "
-              f"seed {cfg.training.seed}, {trainer.dist.world_size} rank(s)"
-              + (f", resumed from {resume}" if resume else ""))
+    origin = data or f"the synthetic series (seed {cfg.synthetic.seed})"
+    source = (f"tactical train: {len(bars):,} bars of {origin}, seed {cfg.training.seed}, "
+              f"{trainer.dist.world_size} rank(s)" + (f", resumed from {resume}" if resume else ""))
     result = SessionResult(first, first - 1, False, 0.0)
 
     def publish_version() -> None:
@@ -80,9 +102,11 @@ def run_session(config: dict[str, Any], *, data: str | None = None, updates: int
             return
         version = publish(store, trainer.model, source=f"{source}, through update {trainer.updates_done}",
                           optimizer=trainer.optimizer, metrics=trainer.last_stats,
-                          extra={"trainer": trainer.trainer_state()})
+                          extra={"trainer": trainer.trainer_state()}, info=data_info)
         result.versions.append(version)
         tqdm.write(f"published version {version} (update {trainer.updates_done}) to {store.root}")
+        if after_publish is not None:
+            after_publish(version)
 
     with StopOnInterrupt() as stop:
         def on_update(index: int, stats: dict[str, float]) -> bool:

@@ -20,9 +20,13 @@ log = logging.getLogger(__name__)
 
 
 def version_files(model: TacticalMARLSystem, version: int, *, source: str,
-                  optimizer: torch.optim.Optimizer | None = None,
-                  metrics: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> dict[str, bytes]:
-    """Every file of a version directory, in memory; `extra` goes into the checkpoint (trainer state)."""
+                  optimizer: torch.optim.Optimizer | None = None, metrics: dict[str, Any] | None = None,
+                  extra: dict[str, Any] | None = None, info: dict[str, Any] | None = None) -> dict[str, bytes]:
+    """Every file of a version directory, in memory.
+
+    `extra` goes into the checkpoint (trainer state); `info` into version.json (for example the
+    range of bars trained on, which backtests read to tell in-sample from out-of-sample).
+    """
     files: dict[str, bytes] = {}
     manifests = {}
     for name, actor in model.actors.items():
@@ -33,21 +37,21 @@ def version_files(model: TacticalMARLSystem, version: int, *, source: str,
         manifests[name] = manifest.sha256
     files[CHECKPOINT_FILE] = checkpoint_bytes(model, version=version, optimizer=optimizer, metrics=metrics,
                                               extra=extra)
-    info = {"version": version, "source": source, "sha256": manifests, "metrics": metrics or {},
-            "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")}
-    files[VERSION_FILE] = json.dumps(info, indent=2, sort_keys=True).encode()
+    summary = {**(info or {}), "version": version, "source": source, "sha256": manifests, "metrics": metrics or {},
+               "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")}
+    files[VERSION_FILE] = json.dumps(summary, indent=2, sort_keys=True).encode()
     return files
 
 
 def publish(store: ModelStore, model: TacticalMARLSystem, *, source: str, version: int | None = None,
             optimizer: torch.optim.Optimizer | None = None, metrics: dict[str, Any] | None = None,
-            extra: dict[str, Any] | None = None) -> int:
+            extra: dict[str, Any] | None = None, info: dict[str, Any] | None = None) -> int:
     """Write `model` as a new version (the next free number unless given); return the version."""
     while True:
         v = version if version is not None else max((store.latest() or 0) + 1, 1)
         try:
             store.write_version(v, version_files(model, v, source=source, optimizer=optimizer, metrics=metrics,
-                                                 extra=extra))
+                                                 extra=extra, info=info))
             return v
         except FileExistsError:
             if version is not None:

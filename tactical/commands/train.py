@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from tactical.cli import CliError, add_config_option
+from tactical.cli import CliError, add_config_option, add_target_option
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", metavar="CSV",
                    help="train on the bars of this CSV file (overrides the synthetic series of "
                         "the config's synthetic: section)")
+    p.add_argument("--until", metavar="TIME",
+                   help="train only on bars before this time (ISO 8601, e.g. 2024-02-20 or 2024-02-20T12:00Z); "
+                        "a backtest --from TIME is then out of sample")
     p.add_argument("--updates", type=int, metavar="N", help="number of updates (overrides training.updates)")
     p.add_argument("--seed", type=int, metavar="S",
                    help="seed of weights, rollouts and sampling (overrides training.seed)")
@@ -31,6 +34,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-every", type=int, default=0, metavar="N",
                    help="also publish a version every N updates (default 0: only at the end)")
     p.add_argument("--store", metavar="DIR", help="model store to publish into (overrides paths.model_store)")
+    p.add_argument("--push", action="store_true",
+                   help="roll every published version out to a running cluster (stage on its agents, then "
+                        "activate), so it follows training live; publishes every update unless --save-every says "
+                        "otherwise; needs the admin token")
+    add_target_option(p)
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="train data-parallel on N local processes (gloo on 127.0.0.1; default 1)")
     p.set_defaults(handler=run)
@@ -61,8 +69,21 @@ def run(args: argparse.Namespace) -> int:
         from market.csv_loader import load_bars_csv
 
         load_bars_csv(args.data)  # fail here with one line, not in every rank
-    options = {"data": args.data, "updates": cfg.training.updates, "resume": args.resume,
-               "save_every": args.save_every}
+    until_ms = None
+    if args.until:
+        from market.csv_loader import parse_time_ms
+
+        try:
+            until_ms = parse_time_ms(args.until)
+        except ValueError as exc:
+            raise CliError(f"--until: {exc}") from None
+    push = None
+    if args.push:
+        from tactical.cli import cluster_admin_token
+
+        push = {"target": args.target or cfg.serving.local_coordinator, "token": cluster_admin_token(cfg)}
+    options = {"data": args.data, "until_ms": until_ms, "updates": cfg.training.updates, "resume": args.resume,
+               "save_every": args.save_every or (1 if args.push else 0)}
     from training.checkpoint import CheckpointError
 
     try:
@@ -74,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             from training.distributed import launch
 
             try:
-                launch(args.nproc, _rank_session, cfg.to_dict(), options)
+                launch(args.nproc, _rank_session, cfg.to_dict(), options, push)
             except ProcessRaisedException as exc:
                 raise CliError(f"a training rank failed: {str(exc).strip().splitlines()[-1]}") from None
         else:
@@ -82,13 +103,40 @@ def run(args: argparse.Namespace) -> int:
             from training.session import run_session
 
             with process_group():  # joins a torchrun job when started by torchrun, else a no-op
-                run_session(cfg.to_dict(), **options)
+                _rank_session(cfg.to_dict(), options, push)
     except CheckpointError as exc:
         raise CliError(str(exc)) from None
     return 0
 
 
-def _rank_session(config: dict, options: dict) -> None:
+def _rank_session(config: dict, options: dict, push: dict | None) -> None:
+    """One rank's session (a top-level function, so spawned ranks can run it)."""
     from training.session import run_session
 
-    run_session(config, **options)
+    run_session(config, after_publish=_pusher(config, push) if push else None, **options)
+
+
+def _pusher(config: dict, push: dict):
+    """after_publish for --push: roll the new version out; a failure is reported, training goes on."""
+    import grpc
+    from tqdm import tqdm
+
+    from agents.model_store import ModelStore
+    from tactical.client import TacticalClient
+    from tactical.config import config_from_dict
+    from tactical.rollout import RolloutError, rollout
+
+    cfg = config_from_dict(config)
+    store = ModelStore(cfg.paths.model_store)
+
+    def after_publish(version: int) -> None:
+        try:
+            with TacticalClient(push["target"], cfg, admin_token=push["token"]) as client:
+                result = rollout(client, store, version, cfg, push["token"])
+            tqdm.write(f"rolled out version {version} to the cluster at {push['target']} "
+                       f"(was {result.previous}) in {result.seconds:.2f} s")
+        except (RolloutError, grpc.RpcError) as exc:  # the cluster being away must not stop training
+            detail = exc.details() if isinstance(exc, grpc.RpcError) else str(exc)
+            tqdm.write(f"push of version {version} to {push['target']} failed: {detail.splitlines()[0]}")
+
+    return after_publish

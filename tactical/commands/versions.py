@@ -29,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     for version in store.versions():
         info = store.info(version)
         metrics = info.get("metrics") or {}
-        shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in list(metrics.items())[:4])
+        shown = ", ".join(f"{k.replace('_', ' ')} {metrics[k]:.4g}" for k in ("update", "episode_reward",
+                                                                             "explained_variance") if k in metrics)
         print(f"  v{version:<5} {info.get('created', '?'):<22} {info.get('source', '')}" + (f"; {shown}" if shown else ""))
     if not store.versions():
         print("  (empty)")
