@@ -79,7 +79,8 @@ def test_train_on_a_csv_file(tmp_path, small_config):
     res = run("train", "--config", str(small_config), "--updates", "1", "--data", str(csv))
     assert res.returncode == 0, res.stderr
     assert "held-out (400 bars" in res.stdout
-    assert f"bars from {csv}" in ModelStore(tmp_path / "store").info(1)["source"]
+    info = ModelStore(tmp_path / "store").info(1)
+    assert f"2,000 bars of {csv}" in info["source"] and info["data"]["source"] == str(csv)
 
 
 def test_ctrl_c_stops_after_the_current_update_and_publishes(tmp_path, small_config):
