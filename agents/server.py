@@ -25,7 +25,7 @@ from agents.batching import InferenceBatcher, UnknownVersion
 from agents.model_store import ModelStore
 from agents.registry import VersionRegistry
 from tactical.config import Config
-from tactical.rpc import announce_listening, bind, on_shutdown_signals, pin_to_core, require_admin, server_options
+from tactical.rpc import bind, pin_to_core, require_admin, serve_until_signal, server_options
 from tactical.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from tactical.wire import WireError, decode_batch
 
@@ -216,10 +216,7 @@ async def run_agent(agent: str, cfg: Config, *, host: str, port: int, core: int,
                                        bootstrap_root=bootstrap_root, admin_token=admin_token)
     address = f"{host}:{running.port}"
     log.info("agent %s listening on %s (core %s)", agent, address, pinned if pinned >= 0 else "any")
-    announce_listening(address)
-    stop = asyncio.Event()
-    on_shutdown_signals(asyncio.get_running_loop(), stop.set)
-    await stop.wait()
+    await serve_until_signal(address)
     log.info("shutting down: NOT_SERVING, draining in-flight calls")
     await running.stop()
     log.info("stopped")

@@ -15,17 +15,17 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import yaml
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--flush-ms", type=float, default=None, help="audit flush interval (default: the config's)")
     args = parser.parse_args()
 
-    from tactical.config import AGENT_NAMES, load_config
-    from tactical.launcher import LocalCluster
+    from tactical.config import load_config
+    from tactical.launcher import LocalCluster, write_isolated_config
     from tactical.loadgen import run_load
 
     results: dict[tuple[str, int], list] = {}
@@ -33,13 +33,13 @@ def main() -> None:
         tmp = Path(tmp)
         for round_ in range(args.rounds):
             for audit in (True, False):
-                path = tmp / f"config-{audit}.yaml"
-                path.write_text(yaml.safe_dump({
-                    "serving": {"coordinator_port": 0, "agents": {n: {"port": 0} for n in AGENT_NAMES}},
-                    "paths": {"model_store": str(tmp / "models"), "agent_store": str(tmp / f"agents-{audit}"),
-                              "coordinator_state": str(tmp / f"coordinator-{audit}"),
-                              "audit_log": str(tmp / "audit.sqlite") if audit else "",
-                              "admin_token_file": str(tmp / "admin.token")}}))
+                directory = tmp / ("audit-on" if audit else "audit-off")
+                directory.mkdir(exist_ok=True)
+                if not audit:
+                    sections = {"paths": {"audit_log": ""}}
+                else:
+                    sections = {"serving": {"audit_flush_ms": args.flush_ms}} if args.flush_ms else {}
+                path = write_isolated_config(directory, **sections)
                 cfg = load_config(path)
                 cluster = LocalCluster(cfg, str(path))
                 cluster.start()

@@ -101,21 +101,13 @@ def main() -> None:
         asyncio.run(serve_trivial_agent(args.trivial_agent, args.port))
         return
 
-    import yaml
-
     from tactical.client import TacticalClient
     from tactical.config import AGENT_NAMES, load_config
-    from tactical.launcher import Child, LocalCluster, tactical_command
+    from tactical.launcher import Child, LocalCluster, tactical_command, write_isolated_config
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        config_path = tmp / "config.yaml"
-        config_path.write_text(yaml.safe_dump({
-            "serving": {"coordinator_port": 0, "agents": {n: {"port": 0} for n in AGENT_NAMES}},
-            "paths": {k: str(tmp / v) for k, v in {
-                "model_store": "models", "agent_store": "agents", "coordinator_state": "coordinator",
-                "audit_log": "audit.sqlite", "admin_token_file": "admin.token", "study_storage": "optuna.sqlite",
-                "metrics": "metrics.jsonl"}.items()}}))
+        config_path = write_isolated_config(tmp)
         cfg = load_config(config_path)
 
         print("floor: the coordinator with three trivial agents ...", file=sys.stderr)

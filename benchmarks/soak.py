@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 VERSIONS = (1, 2, 3)
 POOL = 64
@@ -111,18 +110,13 @@ def main() -> None:
     from agents.model_store import ModelStore
     from agents.runtime import ActorRunner
     from tactical.config import AGENT_NAMES, load_config
-    from tactical.launcher import LocalCluster
+    from tactical.launcher import LocalCluster, write_isolated_config
     from tactical.rpc import admin_token
     from training.versions import ensure_default_version
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        path = tmp / "config.yaml"
-        path.write_text(yaml.safe_dump({
-            "serving": {"coordinator_port": 0, "agents": {n: {"port": 0} for n in AGENT_NAMES}},
-            "paths": {k: str(tmp / v) for k, v in {
-                "model_store": "models", "agent_store": "agents", "coordinator_state": "coordinator",
-                "audit_log": "audit.sqlite", "admin_token_file": "admin.token"}.items()}}))
+        path = write_isolated_config(tmp)
         cfg = load_config(path)
         store = ModelStore(cfg.paths.model_store)
         ensure_default_version(store.root, cfg)

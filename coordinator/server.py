@@ -30,7 +30,7 @@ from coordinator.state import ActiveVersionState
 from market.bars import BarDataError
 from market.features import N_FEATURES
 from tactical.config import AGENT_NAMES, Config
-from tactical.rpc import announce_listening, bind, on_shutdown_signals, require_admin, server_options
+from tactical.rpc import bind, require_admin, serve_until_signal, server_options
 from tactical.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2, decision_pb2, decision_pb2_grpc
 from tactical.wire import ACTIONS, WireError
 
@@ -333,10 +333,7 @@ async def run_coordinator(cfg: Config, *, host: str, port: int, agents: dict[str
                                       admin_token=admin_token, audit_path=audit_path)
     address = f"{host}:{running.port}"
     log.info("coordinator listening on %s; agents %s", address, agents)
-    announce_listening(address)
-    stop = asyncio.Event()
-    on_shutdown_signals(asyncio.get_running_loop(), stop.set)
-    await stop.wait()
+    await serve_until_signal(address)
     log.info("shutting down: NOT_SERVING, draining in-flight calls, flushing the audit log")
     await running.stop()
     log.info("stopped after %d decisions", running.engine.decisions)

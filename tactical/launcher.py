@@ -54,6 +54,29 @@ def ensure_model_store(model_store: str | Path, config_path: str | None) -> None
                           f"{result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'unknown error'}")
 
 
+def write_isolated_config(directory: str | Path, **sections: dict) -> Path:
+    """A config file under `directory` whose ports are all free (0) and whose paths all live there.
+
+    For clusters that must not meet another one: tests, benchmarks, a second cluster beside the
+    first. `sections` are merged in (e.g. synthetic={"bars": 3000}).
+    """
+    import yaml
+
+    directory = Path(directory)
+    data: dict = {
+        "serving": {"coordinator_port": 0, "agents": {name: {"port": 0} for name in AGENT_NAMES}},
+        "paths": {key: str(directory / name) for key, name in {
+            "model_store": "models", "agent_store": "agents", "coordinator_state": "coordinator",
+            "audit_log": "audit.sqlite", "admin_token_file": "admin.token", "study_storage": "optuna.sqlite",
+            "metrics": "metrics.jsonl"}.items()},
+    }
+    for name, values in sections.items():
+        data[name] = {**data.get(name, {}), **values}
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 def assign_cores(cfg: Config) -> dict[str, int]:
     """Each agent's core: the configured one, else round-robin over the cores available here."""
     available = sorted(os.sched_getaffinity(0))

@@ -159,6 +159,14 @@ def on_shutdown_signals(loop: asyncio.AbstractEventLoop, callback: Callable[[], 
         loop.add_signal_handler(sig, callback)
 
 
+async def serve_until_signal(address: str) -> None:
+    """Announce `address` to the launcher, then return at the first SIGINT or SIGTERM."""
+    announce_listening(address)
+    stop = asyncio.Event()
+    on_shutdown_signals(asyncio.get_running_loop(), stop.set)
+    await stop.wait()
+
+
 def follow_launcher() -> None:
     """Started by `tactical up`: have the kernel send SIGTERM if the launcher dies (Linux prctl)."""
     launcher = os.environ.get(LAUNCHER_PID_ENV)

@@ -9,27 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from agents.model_store import ModelStore
-from tactical.config import AGENT_NAMES, load_config
-from tactical.launcher import LocalCluster
+from tactical.config import load_config
+from tactical.launcher import LocalCluster, write_isolated_config
 from training.system import TacticalMARLSystem
 from training.versions import ensure_default_version, publish
 
 
-def write_config(tmp: Path, **serving) -> Path:
+def write_config(tmp: Path, **sections) -> Path:
     """A config file with every port 0 (free ports) and every path under `tmp`."""
-    data = {
-        "serving": {"coordinator_port": 0, "agents": {name: {"port": 0} for name in AGENT_NAMES}, **serving},
-        "paths": {"model_store": str(tmp / "models"), "agent_store": str(tmp / "agents"),
-                  "coordinator_state": str(tmp / "coordinator"), "audit_log": str(tmp / "audit.sqlite"),
-                  "admin_token_file": str(tmp / "admin.token"), "study_storage": str(tmp / "optuna.sqlite"),
-                  "metrics": str(tmp / "metrics.jsonl")},
-    }
-    path = tmp / "config.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_isolated_config(tmp, **sections)
 
 
 def opinionated_model(seed: int) -> TacticalMARLSystem:

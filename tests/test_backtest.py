@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-import yaml
 
 from agents.model_store import ModelStore
 from coordinator.local_engine import LocalEngine
@@ -19,15 +18,13 @@ from tactical.config import load_config
 from cluster_helpers import prepare_store, running_cluster, write_config
 
 TACTICAL = [sys.executable, "-m", "tactical.cli"]
+SMALL = {"num_envs": 4, "episode_length": 16, "minibatch_size": 32, "epochs": 1}
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("backtest")
-    path = write_config(tmp)
-    data = yaml.safe_load(path.read_text())
-    data["synthetic"] = {"bars": 1500}
-    path.write_text(yaml.safe_dump(data))
+    path = write_config(tmp, synthetic={"bars": 1500})
     prepare_store(tmp, path)
     return path
 
@@ -73,11 +70,7 @@ def test_backtest_errors_are_one_line(setup, tmp_path):
 
 
 def test_in_sample_backtests_are_flagged(tmp_path):
-    path = write_config(tmp_path)
-    data = yaml.safe_load(path.read_text())
-    data["synthetic"] = {"bars": 2000}
-    data["training"] = {"num_envs": 4, "episode_length": 16, "minibatch_size": 32, "epochs": 1}
-    path.write_text(yaml.safe_dump(data))
+    path = write_config(tmp_path, synthetic={"bars": 2000}, training=SMALL)
     res = run("train", "--config", str(path), "--updates", "1", "--until", "2024-01-01T20:00Z")
     assert res.returncode == 0, res.stderr
     inside = run("backtest", "--synthetic", "--from", "2024-01-01T12:00Z", "--config", str(path))
@@ -87,11 +80,7 @@ def test_in_sample_backtests_are_flagged(tmp_path):
 
 
 def test_demo_runs_end_to_end_and_stops_cleanly(tmp_path):
-    path = write_config(tmp_path)
-    data = yaml.safe_load(path.read_text())
-    data["synthetic"] = {"bars": 2500, "trend_drift": 1.0, "mean_duration": 200.0}
-    data["training"] = {"num_envs": 4, "episode_length": 16, "minibatch_size": 32, "epochs": 1}
-    path.write_text(yaml.safe_dump(data))
+    path = write_config(tmp_path, synthetic={"bars": 2500, "trend_drift": 1.0, "mean_duration": 200.0}, training=SMALL)
     res = run("demo", "--config", str(path), "--updates", "2", "--push-every", "1")
     assert res.returncode == 0, res.stderr[-2000:]
     out = res.stdout

@@ -316,7 +316,6 @@ def test_every_answered_decision_is_audited_after_graceful_shutdown(tmp_path):
 def test_a_killed_coordinator_loses_at_most_the_flush_window(tmp_path):
     config_path = write_config(tmp_path)
     prepare_store(tmp_path, config_path)
-    flush_s = load_config(config_path).serving.audit_flush_ms / 1000
     answered = {}
     with running_cluster(config_path, restart=False) as cluster:
         with TacticalClient(cluster.coordinator.address, cluster.cfg) as client:
@@ -329,9 +328,18 @@ def test_a_killed_coordinator_loses_at_most_the_flush_window(tmp_path):
             cluster.coordinator.proc.kill()
             killed = time.perf_counter()
             cluster.coordinator.proc.wait()
-    logged = {r[0] for r in audit_rows(load_config(config_path).paths.audit_log)}
+    cfg = load_config(config_path)
+    path = cfg.paths.audit_log
+    wait_for(lambda: _writer_done(path))  # the writer drains the pipe after the coordinator's death
+    logged = {r[0] for r in audit_rows(path)}
     missing = [t for rid, t in answered.items() if rid not in logged]
-    # A decision can be lost only if it was answered within the flush window before the kill
+    # Only decisions answered in the last flush interval before the kill may be missing
     # (plus scheduling slack on a loaded machine).
-    assert all(killed - t <= 2 * flush_s + 0.3 for t in missing), sorted(killed - t for t in missing)[-5:]
-    assert len(logged & set(answered)) > 0.5 * len(answered)
+    flush_s = cfg.serving.audit_flush_ms / 1000
+    assert all(killed - t <= flush_s + 0.3 for t in missing), sorted(killed - t for t in missing)[-5:]
+    assert len(logged & set(answered)) > 0.7 * len(answered)
+
+
+def _writer_done(path) -> bool:
+    out = subprocess.run(["pgrep", "-f", f"coordinator.audit {path}"], capture_output=True)
+    return out.returncode != 0

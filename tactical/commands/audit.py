@@ -35,12 +35,12 @@ def run(args: argparse.Namespace) -> int:
     rows = latest(path, args.last)
     counts = summary(path)
     if args.json:
-        print(json.dumps({"summary": counts, "latest": [dict(r) for r in rows]}, indent=2))
+        print(json.dumps({"summary": counts, "latest": rows}, indent=2))
         return 0
     print(f"{'time (UTC)':<24}{'request':<18}{'action':<7}{'conf':>6}{'version':>8}{'ms':>7}  votes")
     for r in rows:
         stamp = dt.datetime.fromtimestamp(r["time_ms"] / 1000, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:23]
-        votes = " ".join(f"{v['agent']}={v['action'] if v['ok'] else 'none'}" for v in json.loads(r["votes"]))
+        votes = " ".join(f"{v['agent']}={v['action'] if v['ok'] else 'none'}" for v in r["votes"])
         flag = "  DEGRADED" if r["degraded"] else ""
         print(f"{stamp:<24}{r['request_id'][:17]:<18}{r['action']:<7}{r['confidence']:>6.3f}{r['model_version']:>8}"
               f"{r['latency_ms']:>7.2f}  {votes}{flag}")
