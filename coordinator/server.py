@@ -267,7 +267,7 @@ class CoordinatorServer:
         await asyncio.gather(self.monitor, return_exceptions=True)
         await asyncio.gather(*(link.close() for link in self.engine.links.values()))
         if self.engine.audit is not None:
-            await asyncio.to_thread(self.engine.audit.close)
+            await self.engine.audit.aclose()
 
 
 async def start_coordinator(cfg: Config, *, host: str, port: int, agents: dict[str, str], state_dir: str | Path,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
@@ -298,19 +299,43 @@ def audit_rows(path, ids=None):
     return [r for r in rows if ids is None or r[0] in ids]
 
 
+def _stream_decisions(cluster, prefix: str, count: int) -> set[str]:
+    with TacticalClient(cluster.coordinator.address, cluster.cfg) as client:
+        requests = (decide_request(window=random_window(i % 50), request_id=f"{prefix}{i}") for i in range(count))
+        return {d.request_id for d in client.decide_stream(requests)}
+
+
 def test_every_answered_decision_is_audited_after_graceful_shutdown(tmp_path):
     config_path = write_config(tmp_path)
     prepare_store(tmp_path, config_path)
     ids = set()
     with running_cluster(config_path) as cluster:
         with TacticalClient(cluster.coordinator.address, cluster.cfg) as client:
-            for i in range(150):
+            for i in range(100):
                 ids.add(client.decide(window=random_window(i), request_id=f"u{i}").request_id)
-            requests = (decide_request(window=random_window(i), request_id=f"s{i}") for i in range(150))
-            ids |= {d.request_id for d in client.decide_stream(requests)}
-    assert len(ids) == 300
+        with ThreadPoolExecutor(8) as pool:  # a burst: more than one flush interval's worth
+            for found in pool.map(lambda k: _stream_decisions(cluster, f"s{k}-", 300), range(8)):
+                ids |= found
+    assert len(ids) == 2500
     rows = audit_rows(load_config(config_path).paths.audit_log, ids)
-    assert len(rows) == 300 and {r[1] for r in rows} == {1}
+    assert len(rows) == 2500 and {r[1] for r in rows} == {1}
+
+
+def test_a_dead_audit_writer_is_replaced_and_the_log_stays_readable(tmp_path):
+    config_path = write_config(tmp_path)
+    prepare_store(tmp_path, config_path)
+    path = load_config(config_path).paths.audit_log
+    with running_cluster(config_path) as cluster:
+        before = _stream_decisions(cluster, "a", 500)
+        writer = subprocess.run(["pgrep", "-f", f"coordinator.audit {path}"], capture_output=True, text=True)
+        os.kill(int(writer.stdout.split()[0]), 9)
+        after = _stream_decisions(cluster, "b", 500)
+    logged = {r[0] for r in audit_rows(path)}
+    assert after <= logged  # everything after the replacement is there
+    assert len(before & logged) > 0  # what the dead writer had committed stays readable
+    from coordinator.audit import latest
+
+    assert len(latest(path, 10)) == 10
 
 
 def test_a_killed_coordinator_loses_at_most_the_flush_window(tmp_path):
