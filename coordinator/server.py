@@ -203,7 +203,8 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         return cluster_pb2.ClusterStatus(
             active_version=e.state.version or 0, serving=e.serving(), agents=agents, decisions=e.decisions,
             degraded_decisions=e.degraded, p50_ms=_percentile(e.latencies_ms, 50),
-            p99_ms=_percentile(e.latencies_ms, 99), pid=os.getpid(), uptime_s=time.monotonic() - e.started)
+            p99_ms=_percentile(e.latencies_ms, 99), pid=os.getpid(), uptime_s=time.monotonic() - e.started,
+            audit_dropped=e.audit.dropped if e.audit is not None else 0)
 
 
 class ModelAdminServicer(cluster_pb2_grpc.ModelAdminServiceServicer):

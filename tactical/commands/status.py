@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"coordinator {target} (pid {s.pid}, up {s.uptime_s:.0f} s): {'SERVING' if s.serving else 'NOT SERVING'}")
     print(f"  active model version {s.active_version}; {s.decisions} decisions, {s.degraded_decisions} degraded "
           f"({share:.1%}); latency p50 {s.p50_ms:.2f} ms, p99 {s.p99_ms:.2f} ms")
+    if s.audit_dropped:
+        print(f"  WARNING: {s.audit_dropped} decisions could not be written to the audit log (writer behind)")
     for a in s.agents:
         print(f"agent {a.agent} at {a.address}: {'connected' if a.connected else 'DISCONNECTED: ' + a.error}")
         if a.HasField("info"):

@@ -26,7 +26,7 @@ class AgentStatus(_message.Message):
     def __init__(self, agent: _Optional[str] = ..., address: _Optional[str] = ..., connected: _Optional[bool] = ..., info: _Optional[_Union[_agent_pb2.AgentInfo, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("active_version", "serving", "agents", "decisions", "degraded_decisions", "p50_ms", "p99_ms", "pid", "uptime_s")
+    __slots__ = ("active_version", "serving", "agents", "decisions", "degraded_decisions", "p50_ms", "p99_ms", "pid", "uptime_s", "audit_dropped")
     ACTIVE_VERSION_FIELD_NUMBER: _ClassVar[int]
     SERVING_FIELD_NUMBER: _ClassVar[int]
     AGENTS_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,7 @@ class ClusterStatus(_message.Message):
     P99_MS_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_DROPPED_FIELD_NUMBER: _ClassVar[int]
     active_version: int
     serving: bool
     agents: _containers.RepeatedCompositeFieldContainer[AgentStatus]
@@ -45,7 +46,8 @@ class ClusterStatus(_message.Message):
     p99_ms: float
     pid: int
     uptime_s: float
-    def __init__(self, active_version: _Optional[int] = ..., serving: _Optional[bool] = ..., agents: _Optional[_Iterable[_Union[AgentStatus, _Mapping]]] = ..., decisions: _Optional[int] = ..., degraded_decisions: _Optional[int] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., pid: _Optional[int] = ..., uptime_s: _Optional[float] = ...) -> None: ...
+    audit_dropped: int
+    def __init__(self, active_version: _Optional[int] = ..., serving: _Optional[bool] = ..., agents: _Optional[_Iterable[_Union[AgentStatus, _Mapping]]] = ..., decisions: _Optional[int] = ..., degraded_decisions: _Optional[int] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., pid: _Optional[int] = ..., uptime_s: _Optional[float] = ..., audit_dropped: _Optional[int] = ...) -> None: ...
 
 class ActivateRequest(_message.Message):
     __slots__ = ("version",)
