@@ -1,7 +1,7 @@
 """Training benchmark: end-to-end MAPPO throughput and update time against the card, the card's whole
 run timed, and a longer learning run scored on held-out bars.
 
-    python benchmarks/training.py [--learning-updates 80] [--no-distributed]
+    python benchmarks/training_speed.py [--learning-updates 80] [--no-distributed]
 
 Card: 19,200 steps in 9 updates, 156.8 ms per update. Target (issue 5): the card's 19,200 steps
 in under 60 s on the 2-core reference machine. Everything runs with the packaged config (32 envs
@@ -14,14 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-# This script shares its name with the `training` package: take its own directory off the path,
-# so that `python benchmarks/training.py` imports the package, not itself.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 CARD_STEPS = 19_200
 CARD_UPDATE_MS = 156.8
