@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--no-distributed", action="store_true", help="skip the two-rank row")
     args = parser.parse_args()
 
-    from market.synthetic import generate
+    from market.synthetic import configured
     from tactical.config import default_config
     from training.distributed import launch
     from training.evaluation import oracle_positions, score_positions
@@ -88,7 +88,7 @@ def main() -> None:
     print()
 
     # 3. the learning run, scored on the held-out tail against Hold, random votes and the regime oracle
-    regimes = generate(t.synthetic_bars, t.synthetic_seed).regimes
+    regimes = configured(cfg.synthetic).regimes
     trainer = TacticalMAPPOTrainer(cfg, progress=True, log_metrics=False)
     oracle = score_positions(oracle_positions(regimes, trainer.series), trainer.series, cfg)
     curve = []
