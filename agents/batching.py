@@ -4,7 +4,9 @@ Handlers enqueue and await. One worker task drains the queue: it takes every req
 already waiting (same model version, up to max_batch windows) and runs them as one batch.
 A request that finds the queue empty is served on the worker's next turn, so nothing is held
 back for company; batches form only from requests that queued while a forward pass ran.
-Inference runs inline on the event loop: the process has one core and one compute thread.
+The coordinator's one stream (its windows already batched there) skips the queue and runs
+`infer_now`. Inference runs on the event loop: the process has one core
+and one compute thread.
 """
 
 from __future__ import annotations
@@ -42,12 +44,22 @@ class InferenceBatcher:
         self.batches = 0
 
     def start(self) -> None:
-        self._worker = asyncio.get_running_loop().create_task(self._run(), name="inference-batcher")
+        self._worker = asyncio.get_running_loop().create_task(self._work(), name="inference-batcher")
 
     async def stop(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
+
+    def idle(self) -> bool:
+        return not self._queue
+
+    def infer_now(self, version: int, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """The same as `infer`, run right here: for a caller that knows nobody else is waiting."""
+        runner = self.registry.get(version)
+        if runner is None:
+            raise UnknownVersion(version)
+        return self._run(runner, windows)
 
     async def infer(self, version: int, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """Probabilities (k, 3), values (k,) and the forward pass's microseconds for `windows`."""
@@ -68,7 +80,16 @@ class InferenceBatcher:
             count += len(request.windows)
         return batch
 
-    async def _run(self) -> None:
+    def _run(self, runner, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        start = time.perf_counter()
+        probs, values = runner.run(windows)
+        micros = (time.perf_counter() - start) * 1e6
+        self.inference_us.append(micros)
+        self.batches += 1
+        self.windows_served += len(windows)
+        return probs, values, micros
+
+    async def _work(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -86,17 +107,12 @@ class InferenceBatcher:
                 r.future.set_exception(UnknownVersion(batch[0].version))
             return
         windows = batch[0].windows if len(batch) == 1 else np.concatenate([r.windows for r in batch])
-        start = time.perf_counter()
         try:
-            probs, values = runner.run(windows)
+            probs, values, micros = self._run(runner, windows)
         except Exception as exc:  # an inference failure answers the callers, never kills the worker
             for r in batch:
                 r.future.set_exception(exc)
             return
-        micros = (time.perf_counter() - start) * 1e6
-        self.inference_us.append(micros)
-        self.batches += 1
-        self.windows_served += len(windows)
         offset = 0
         for r in batch:
             k = len(r.windows)

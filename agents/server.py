@@ -46,19 +46,27 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.agent, self.registry, self.batcher = agent, registry, batcher
         self.window, self.max_batch, self.core = window, max_batch, core
         self.active_requests = 0
+        self.open_streams = 0
         self.started = time.monotonic()
 
-    async def _act(self, request: agent_pb2.ActRequest) -> agent_pb2.ActResponse:
-        """The answer, or raises WireError / UnknownVersion / ArtifactError."""
+    async def _act(self, request: agent_pb2.ActRequest, streamed: bool) -> agent_pb2.ActResponse:
+        """The answer, or raises WireError / UnknownVersion / ArtifactError.
+
+        The one stream of the one coordinator (already batched there) runs its forward pass at
+        once; concurrent callers (unary calls, several coordinators) go through the batcher.
+        """
         windows = decode_batch(request.windows, self.window, self.max_batch)
         self.active_requests += 1
         try:
-            probs, values, micros = await self.batcher.infer(request.model_version, windows)
+            if streamed and self.open_streams == 1 and self.active_requests == 1 and self.batcher.idle():
+                probs, values, micros = self.batcher.infer_now(request.model_version, windows)
+            else:
+                probs, values, micros = await self.batcher.infer(request.model_version, windows)
         finally:
             self.active_requests -= 1
         return agent_pb2.ActResponse(seq=request.seq, model_version=request.model_version,
-                                     probabilities=probs.astype("<f4").tobytes(),
-                                     values=values.astype("<f4").tobytes(), inference_us=micros)
+                                     probabilities=probs.astype("<f4", copy=False).tobytes(),
+                                     values=values.astype("<f4", copy=False).tobytes(), inference_us=micros)
 
     def _status(self, exc: Exception, version: int) -> tuple[grpc.StatusCode, str]:
         if isinstance(exc, WireError):
@@ -71,18 +79,22 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     async def Act(self, request, context):
         try:
-            return await self._act(request)
+            return await self._act(request, streamed=False)
         except Exception as exc:
             await context.abort(*self._status(exc, request.model_version))
 
     async def ActStream(self, request_iterator, context):
-        async for request in request_iterator:
-            try:
-                yield await self._act(request)
-            except Exception as exc:
-                code, message = self._status(exc, request.model_version)
-                yield agent_pb2.ActResponse(seq=request.seq, model_version=request.model_version,
-                                            error=common_pb2.Error(code=code.value[0], message=message))
+        self.open_streams += 1
+        try:
+            async for request in request_iterator:
+                try:
+                    yield await self._act(request, streamed=True)
+                except Exception as exc:
+                    code, message = self._status(exc, request.model_version)
+                    yield agent_pb2.ActResponse(seq=request.seq, model_version=request.model_version,
+                                                error=common_pb2.Error(code=code.value[0], message=message))
+        finally:
+            self.open_streams -= 1
 
     async def GetInfo(self, request, context):
         latencies = self.batcher.inference_us

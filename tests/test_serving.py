@@ -298,3 +298,31 @@ def test_graceful_stop_exits_cleanly(tmp_path):
             client.decide(window=random_window(9))
         children = list(cluster.children)
     assert [child.proc.returncode for child in children] == [0] * len(children)
+
+
+def test_an_agent_batches_concurrent_callers_and_serves_a_lone_one_at_once(cluster):
+    """Requests that arrive together share forward passes; one request alone gets its own right away."""
+    import asyncio
+
+    from tactical.rpc import aio_channel
+
+    address = cluster.agents[2].address
+
+    async def burst(n):
+        async with aio_channel(address, cluster.cfg.serving) as channel:
+            stub = agent_pb2_grpc.AgentServiceStub(channel)
+            request = agent_pb2.ActRequest(model_version=1, windows=encode_batch(random_window(3)[None]))
+            await asyncio.gather(*(stub.Act(request, timeout=10) for _ in range(n)))
+
+    def served():
+        with AgentClient(address, cluster.cfg) as agent:
+            info = agent.info()
+        return info.windows_served, info.batches
+
+    w0, b0 = served()
+    asyncio.run(burst(1))
+    w1, b1 = served()
+    assert (w1 - w0, b1 - b0) == (1, 1)
+    asyncio.run(burst(200))
+    w2, b2 = served()
+    assert w2 - w1 == 200 and b2 - b1 < 200
