@@ -277,7 +277,7 @@ async def start_coordinator(cfg: Config, *, host: str, port: int, agents: dict[s
     unknown = set(agents) ^ set(AGENT_NAMES)
     if unknown:
         raise ValueError(f"the coordinator needs exactly the agents {list(AGENT_NAMES)}, got {sorted(agents)}")
-    forecast = ArrivalForecast()
+    forecast = ArrivalForecast(cfg.serving.batch_linger_ms / 1000)
     links = {name: AgentLink(name, agents[name], cfg.serving, cfg.features.window, N_FEATURES, forecast)
              for name in AGENT_NAMES}
     state = ActiveVersionState(state_dir)

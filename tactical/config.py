@@ -173,6 +173,7 @@ class ServingConfig:
     deadline_ms: float
     max_batch: int
     max_in_flight: int
+    batch_linger_ms: float
     max_bars: int
     max_message_bytes: int
     versions_kept: int
@@ -193,6 +194,8 @@ class ServingConfig:
         _agent_keys(f"{at}.agents", self.agents)
         _positive(at, self, "deadline_ms", "max_batch", "max_in_flight", "max_bars",
                   "max_message_bytes", "versions_kept", "audit_flush_ms")
+        if self.batch_linger_ms < 0:
+            raise ConfigError(f"{at}.batch_linger_ms: must be >= 0, got {self.batch_linger_ms}")
         tls = [bool(self.tls_cert), bool(self.tls_key), bool(self.tls_ca)]
         if any(tls) and not all(tls):
             raise ConfigError(f"{at}.tls_cert/tls_key/tls_ca: set all three for TLS, or none")
