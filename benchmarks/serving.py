@@ -12,7 +12,7 @@ of each real serving process. The client runs on the same two cores as the serve
 
 Targets (issue 4): one client streaming p50 <= 1.4 ms, p99 <= 2.5 ms; unary p50 <= 1.8 ms,
 p99 <= 3.5 ms; real p50 within 1.3x of the floor; >= 5,000 decisions/s with 32 streams at
-p99 < 10 ms; the four serving processes together < 512 MB resident.
+p99 < 10 ms; the serving processes together (with the coordinator's audit writer) < 512 MB resident.
 
 `python benchmarks/serving.py --trivial-agent NAME --port P` runs one trivial agent (used by the floor).
 """
@@ -140,6 +140,9 @@ def main() -> None:
         try:
             real = measure(cluster.coordinator.address, cfg, args.seconds)
             memory = {child.name: rss_mb(child.proc.pid) for child in cluster.children}
+            pid = cluster.coordinator.proc.pid
+            for writer in open(f"/proc/{pid}/task/{pid}/children").read().split():
+                memory["audit writer"] = rss_mb(int(writer))
         finally:
             cluster.stop()
 
@@ -168,11 +171,11 @@ def main() -> None:
         ("streaming p50 over the floor's", ratio, "<= 1.3", ratio <= 1.3),
         ("32 streams, decisions/s", s32.rate, ">= 5000", s32.rate >= 5000),
         ("32 streams, p99 (ms)", s32.percentile(99), "< 10", s32.percentile(99) < 10),
-        ("four serving processes (MB resident)", total, "< 512", total < 512),
+        ("serving processes with the audit writer (MB resident)", total, "< 512", total < 512),
     ]
-    print(f"{'target':<40}{'measured':>10}{'goal':>10}{'ok':>5}")
+    print(f"{'target':<54}{'measured':>10}{'goal':>10}{'ok':>5}")
     for name, value, goal, ok in checks:
-        print(f"{name:<40}{value:>10.2f}{goal:>10}{'yes' if ok else 'NO':>5}")
+        print(f"{name:<54}{value:>10.2f}{goal:>10}{'yes' if ok else 'NO':>5}")
 
 
 if __name__ == "__main__":
