@@ -339,7 +339,7 @@ def test_a_dead_audit_writer_is_replaced_and_the_log_stays_readable(tmp_path):
 
 
 def test_a_killed_coordinator_loses_at_most_the_flush_window(tmp_path):
-    config_path = write_config(tmp_path)
+    config_path = write_config(tmp_path, serving={"audit_flush_ms": 200.0})
     prepare_store(tmp_path, config_path)
     answered = {}
     with running_cluster(config_path, restart=False) as cluster:
