@@ -4,7 +4,7 @@
 
 The real local cluster (launcher restarting what dies) serves `--decisions` decisions over
 `--streams` concurrent DecideStreams. Meanwhile a chaos thread, every 1-4 s at random,
-SIGKILLs an agent, rolls out another model version, or rolls back. Afterwards every vote of
+SIGKILLs an agent, rolls out another model version, or rolls back (after a rollout). Afterwards every vote of
 every decision is recomputed here from that version's ONNX artifacts: a vote that does not
 match its decision's version is a mixed-version decision.
 
@@ -79,9 +79,10 @@ def chaos(cluster, cfg, store, token, stop: threading.Event, seed: int, log: lis
     from tactical.rollout import RolloutError, rollout
 
     rng = random.Random(seed)
+    undoable = 0  # rollouts not yet rolled back: a rollback only makes sense after one
     with TacticalClient(cluster.coordinator.address, cfg, admin_token=token) as client:
         while not stop.wait(rng.uniform(1.0, 4.0)):
-            action = rng.choice(["kill", "kill", "rollout", "rollback"])
+            action = rng.choice(["kill", "kill", "rollout"] + (["rollback"] if undoable else []))
             try:
                 if action == "kill":
                     victim = rng.choice(cluster.agents)
@@ -91,9 +92,11 @@ def chaos(cluster, cfg, store, token, stop: threading.Event, seed: int, log: lis
                 elif action == "rollout":
                     version = rng.choice(VERSIONS)
                     rollout(client, store, version, cfg, token)
+                    undoable += 1
                     log.append((time.perf_counter(), f"rolled out v{version}"))
                 else:
                     result = client.rollback()
+                    undoable -= 1
                     log.append((time.perf_counter(), f"rolled back to v{result.active_version}"))
             except (RolloutError, grpc.RpcError) as exc:  # e.g. an agent is down, or nothing to roll back to
                 detail = exc.details() if isinstance(exc, grpc.RpcError) else str(exc)
