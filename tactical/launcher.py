@@ -134,16 +134,24 @@ class Child:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def terminate(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        if not self.alive():
+    def ask_to_stop(self) -> None:
+        """SIGTERM, once: a second one could land after the server removed its handler, and kill it."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             log.warning("%s did not stop within %.0f s: killing it", self.name, timeout)
             self.proc.kill()
             self.proc.wait()
+
+    def terminate(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        self.ask_to_stop()
+        self.wait_stopped(timeout)
 
 
 class LocalCluster:
@@ -224,10 +232,9 @@ class LocalCluster:
         if self.coordinator is not None:
             self.coordinator.terminate()
         for child in self.agents:
-            if child.alive():
-                child.proc.send_signal(signal.SIGTERM)
+            child.ask_to_stop()
         for child in self.agents:
-            child.terminate()
+            child.wait_stopped()
         for child in self.children:
             if child.proc is not None and child.proc.stdout is not None:
                 child.proc.stdout.close()
