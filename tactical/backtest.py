@@ -13,7 +13,6 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -117,10 +116,6 @@ def score(result: BacktestResult, cfg: Config, seed: int) -> None:
         RANDOM: rule.random_positions(np.random.default_rng(seed), n).astype(np.float64),
     }
     result.reports = {name: backtest(name, p, close, time, cost) for name, p in candidates.items()}
-
-
-def summary_rows(result: BacktestResult) -> list[dict[str, Any]]:
-    return [r.summary() for r in result.reports.values()]
 
 
 def plot(result: BacktestResult, path: str) -> None:

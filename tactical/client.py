@@ -63,9 +63,6 @@ class TacticalClient:
     def close(self) -> None:
         self.channel.close()
 
-    def wait_ready(self, timeout: float) -> None:
-        grpc.channel_ready_future(self.channel).result(timeout=timeout)
-
     def health(self) -> str:
         return health_status(self.channel, self.timeout)
 

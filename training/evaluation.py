@@ -11,7 +11,7 @@ and the baselines are compared on the same bars at the same costs:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,9 +32,6 @@ class PolicyScore:
     long_share: float  # share of bars long
     short_share: float
     bars: int
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 def score_positions(positions: np.ndarray, series: TradingSeries, cfg: Config, part: str = HOLDOUT) -> PolicyScore:

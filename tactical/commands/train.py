@@ -100,7 +100,6 @@ def run(args: argparse.Namespace) -> int:
                 raise CliError(f"a training rank failed: {str(exc).strip().splitlines()[-1]}") from None
         else:
             from training.distributed import process_group
-            from training.session import run_session
 
             with process_group():  # joins a torchrun job when started by torchrun, else a no-op
                 _rank_session(cfg.to_dict(), options, push)
