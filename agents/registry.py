@@ -4,11 +4,13 @@ Staging a version checks it completely (size, sha256, ONNX load, signature, agen
 inference) before it is persisted atomically and made ready; anything wrong raises
 ArtifactError and changes nothing. Versions are immutable: the same number with other bytes
 is refused. Memory keeps `keep` versions, evicting the least recently used, so the version
-the coordinator is using is never the one evicted by a new stage.
+the coordinator is using is never the one evicted by a new stage. A persisted version that is
+not in memory (a restarted agent loads only the newest few) is loaded when first asked for.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -26,6 +28,7 @@ class VersionRegistry:
         self.store = store
         self.keep = keep
         self._runners: OrderedDict[int, ActorRunner] = OrderedDict()  # least recently used first
+        self._loading: dict[int, asyncio.Future] = {}
 
     def loaded(self) -> list[int]:
         return sorted(self._runners)
@@ -38,6 +41,25 @@ class VersionRegistry:
         if runner is not None:
             self._runners.move_to_end(version)
         return runner
+
+    async def load_stored(self, version: int) -> ActorRunner | None:
+        """A persisted version not in memory: load it off the event loop; None if it is not persisted."""
+        runner = self.get(version)
+        if runner is not None:
+            return runner
+        if version not in self.store.versions():
+            return None
+        if version not in self._loading:  # one load per version, however many requests wait for it
+            self._loading[version] = asyncio.ensure_future(
+                asyncio.to_thread(lambda: ActorRunner(*self.store.read_artifact(version, self.agent))))
+        try:
+            runner = await asyncio.shield(self._loading[version])
+        finally:
+            self._loading.pop(version, None)
+        if self.get(version) is None:
+            self._hold(version, runner)
+            log.info("loaded persisted version %d on demand", version)
+        return self.get(version)
 
     def _hold(self, version: int, runner: ActorRunner) -> None:
         self._runners[version] = runner

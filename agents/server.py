@@ -56,6 +56,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         once; concurrent callers (unary calls, several coordinators) go through the batcher.
         """
         windows = decode_batch(request.windows, self.window, self.max_batch)
+        if self.registry.get(request.model_version) is None and \
+                await self.registry.load_stored(request.model_version) is None:
+            raise UnknownVersion(request.model_version)
         self.active_requests += 1
         try:
             if streamed and self.open_streams == 1 and self.active_requests == 1 and self.batcher.idle():
@@ -72,8 +75,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         if isinstance(exc, WireError):
             return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
         if isinstance(exc, UnknownVersion):
-            return grpc.StatusCode.NOT_FOUND, (f"model version {version} is not loaded on agent {self.agent} "
-                                               f"(loaded: {self.registry.loaded()})")
+            return grpc.StatusCode.NOT_FOUND, (f"model version {version} is not on agent {self.agent} "
+                                               f"(loaded: {self.registry.loaded()}, "
+                                               f"stored: {self.registry.store.versions()})")
         log.exception("inference failed")
         return grpc.StatusCode.INTERNAL, f"inference failed on agent {self.agent}: {exc}"
 

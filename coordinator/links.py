@@ -152,7 +152,9 @@ class AgentLink:
         return self.info
 
     def holds(self, version: int) -> bool:
-        return self.connected and self.info is not None and version in self.info.loaded_versions
+        """Connected and has the version, in memory or persisted (loaded on first use)."""
+        return self.connected and self.info is not None and (
+            version in self.info.loaded_versions or version in self.info.stored_versions)
 
     async def _supervise(self) -> None:
         while True:

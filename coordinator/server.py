@@ -145,7 +145,8 @@ class Engine:
 
     def newest_common_version(self) -> int | None:
         """The newest version every connected agent holds (for the first activation)."""
-        held = [set(link.info.loaded_versions) for link in self.links.values() if link.connected and link.info]
+        held = [set(link.info.loaded_versions) | set(link.info.stored_versions)
+                for link in self.links.values() if link.connected and link.info]
         if len(held) < self.cfg.aggregation.min_agents:
             return None
         common = set.intersection(*held)
@@ -158,8 +159,8 @@ class Engine:
             if not link.connected:
                 out.append(f"{name} ({link.last_error})")
             elif not link.holds(version):
-                loaded = list(link.info.loaded_versions) if link.info else "unknown"
-                out.append(f"{name} (loaded: {loaded})")
+                held = sorted(set(link.info.loaded_versions) | set(link.info.stored_versions)) if link.info else "unknown"
+                out.append(f"{name} (has: {held})")
         return out
 
 

@@ -346,7 +346,7 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+            raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(exc).split())}") from exc
         if user is not None:
             if not isinstance(user, Mapping):
                 raise ConfigError(f"config file {path}: expected a mapping of sections at the top level")

@@ -200,8 +200,24 @@ class LocalCluster:
                     if not child.alive():
                         raise LaunchError(f"{child.name} exited with code {child.proc.returncode}")
                     if time.monotonic() > deadline:
-                        raise LaunchError(f"{child.name} at {child.address} is {status} after {timeout:.0f} s")
+                        raise LaunchError(f"{child.name} at {child.address} is {status} after {timeout:.0f} s"
+                                          + (f": {self._coordinator_view()}" if child is self.coordinator else ""))
                     time.sleep(0.1)
+
+    def _coordinator_view(self) -> str:
+        """Why the coordinator does not serve, as it sees it: the active version and what each agent has."""
+        from tactical.client import TacticalClient
+
+        try:
+            with TacticalClient(self.coordinator.address, self.cfg, timeout=2) as client:
+                s = client.status()
+        except Exception as exc:  # the explanation is best effort; the error it decorates is what matters
+            return f"(no status: {exc})"
+        agents = "; ".join(
+            f"{a.agent} " + (f"has {sorted(set(a.info.loaded_versions) | set(a.info.stored_versions))}"
+                             if a.connected and a.HasField("info") else f"unreachable ({a.error})")
+            for a in s.agents)
+        return f"active version {s.active_version}; {agents}"
 
     def supervise_once(self) -> list[str]:
         """Restart children that died (with backoff); return what happened."""

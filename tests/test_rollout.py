@@ -230,7 +230,7 @@ def test_a_rollout_an_agent_refuses_activates_nothing_and_names_the_agent(setup)
     out = subprocess.run([sys.executable, "-m", "tactical.cli", "rollout", "--version", str(version), "--target",
                           setup.coordinator.address, "--config", str(setup.config_path)],
                          capture_output=True, text=True, timeout=60)
-    assert out.returncode == 1 and "agent momentum" in out.stdout and "nothing was activated" in out.stdout
+    assert out.returncode == 1 and "agent momentum" in out.stderr and "nothing was activated" in out.stderr
 
 
 def test_agent_killed_mid_staging_serves_its_last_good_version(setup):
@@ -368,3 +368,28 @@ def test_a_killed_coordinator_loses_at_most_the_flush_window(tmp_path):
 def _writer_done(path) -> bool:
     out = subprocess.run(["pgrep", "-f", f"coordinator.audit {path}"], capture_output=True)
     return out.returncode != 0
+
+
+def test_an_older_active_version_is_served_after_restarts(tmp_path):
+    """Agents load only the newest versions at start; the active one, persisted but older, loads on demand."""
+    config_path = write_config(tmp_path, serving={"versions_kept": 2})
+    store = prepare_store(tmp_path, config_path, trained_versions=3)  # v0..v3; agents start on [2, 3]
+    cfg = load_config(config_path)
+    token = admin_token(cfg, create=True)
+    with running_cluster(config_path, supervise=True) as cluster:
+        with client_for(cluster, token) as client:
+            rollout(client, store, 1, cfg, token)
+        killed = cluster.agents[1]
+        old_pid = killed.proc.pid
+        killed.proc.kill()
+        wait_for(lambda: killed.alive() and killed.proc.pid != old_pid and _info(cluster, killed) is not None)
+        assert 1 not in _info(cluster, killed).loaded_versions  # restarted on the newest two
+        with client_for(cluster) as client:
+            d = wait_for(lambda: (r := client.decide(window=random_window(1))).votes[1].ok and r)
+            assert d.model_version == 1 and not d.degraded
+            assert 1 in _info(cluster, killed).loaded_versions
+    with running_cluster(config_path) as cluster:  # the whole cluster again: comes back on v1
+        with client_for(cluster) as client:
+            assert client.status().active_version == 1
+            d = wait_for(lambda: (r := client.decide(window=random_window(2))).degraded is False and r)
+            assert d.model_version == 1

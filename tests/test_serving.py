@@ -326,3 +326,25 @@ def test_an_agent_batches_concurrent_callers_and_serves_a_lone_one_at_once(clust
     asyncio.run(burst(200))
     w2, b2 = served()
     assert w2 - w1 == 200 and b2 - b1 < 200
+
+
+def test_up_command_health_wait_and_sigterm(tmp_path):
+    """`tactical up` as a user runs it; `tactical health --wait` waits for it; SIGTERM stops it cleanly."""
+    import signal
+
+    port = reserved_port()
+    config_path = write_config(tmp_path, serving={"coordinator_port": port})
+    prepare_store(tmp_path, config_path)
+    up = subprocess.Popen([sys.executable, "-m", "tactical.cli", "up", "--config", str(config_path)],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        health = subprocess.run([sys.executable, "-m", "tactical.cli", "health", "--wait", "60", "--target",
+                                 f"127.0.0.1:{port}", "--config", str(config_path)],
+                                capture_output=True, text=True, timeout=120)
+        assert health.returncode == 0, health.stdout + health.stderr
+        assert health.stdout.count("SERVING") == 4
+    finally:
+        up.send_signal(signal.SIGTERM)
+        out, _ = up.communicate(timeout=60)
+    assert up.returncode == 0
+    assert "all SERVING" in out and f"127.0.0.1:{port}" in out and out.rstrip().endswith("stopped")

@@ -80,7 +80,7 @@ def test_train_on_a_csv_file(tmp_path, small_config):
     assert res.returncode == 0, res.stderr
     assert "held-out (400 bars" in res.stdout
     info = ModelStore(tmp_path / "store").info(1)
-    assert f"2,000 bars of {csv}" in info["source"] and info["data"]["source"] == str(csv)
+    assert f"2,000 bars of {csv}" in info["source"] and info["data"]["source"] == str(csv.resolve())
 
 
 def test_ctrl_c_stops_after_the_current_update_and_publishes(tmp_path, small_config):

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -85,7 +86,7 @@ def run_session(config: dict[str, Any], *, data: str | None = None, until_ms: in
     bars = training_bars(cfg, data, until_ms)
     trainer = TacticalMAPPOTrainer(cfg, bars=bars, progress=progress)
     split = trainer.series.split
-    data_info = {"data": {"source": data or "synthetic", "bars": len(bars), "first_ms": int(bars.time[0]),
+    data_info = {"data": {"source": str(Path(data).resolve()) if data else "synthetic", "bars": len(bars), "first_ms": int(bars.time[0]),
                           "train_last_ms": int(bars.time[split - 1]), "last_ms": int(bars.time[-1])}}
     if resume:
         trainer.load_checkpoint(resume)

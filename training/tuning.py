@@ -96,7 +96,8 @@ def run_study(base: Config, *, trials: int, storage: str, study_name: str, updat
               series: TradingSeries, startup_trials: int = 3, warmup_updates: int = 2,
               progress: bool = True) -> optuna.Study:
     """Create or resume the study and run `trials` more trials in this process."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # ERROR: a trial stopped by Ctrl-C would otherwise log a traceback; `announce` reports every trial.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(
         storage=open_storage(storage), study_name=study_name, direction="maximize", load_if_exists=True,
         pruner=optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_updates),

@@ -54,6 +54,7 @@ def _stamp(ms: int) -> str:
 def run(args: argparse.Namespace) -> int:
     import json
     import math
+    from pathlib import Path
 
     import numpy as np
     from tqdm import tqdm
@@ -86,7 +87,11 @@ def run(args: argparse.Namespace) -> int:
         source = f"in-process engine, model version {version}"
         trained = store.info(version).get("data", {})
     train_last = trained.get("train_last_ms")
-    if train_last is not None:
+    this_source = str(Path(args.data).resolve()) if args.data else "synthetic"
+    if trained and trained.get("source") != this_source:
+        notes.append(f"the model was trained on other bars ({trained.get('source')}): neither in nor out of "
+                     f"sample in the time-split sense")
+    elif train_last is not None:
         if bars.time[first] <= train_last:
             notes.append(f"WARNING: in sample. The model trained on bars through {_stamp(train_last)}; "
                          f"backtest --from after that for out-of-sample results")

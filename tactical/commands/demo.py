@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from tactical.cli import add_config_option
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run everything end to end: cluster, live training, served decisions, backtest",
-                       description="Start the local cluster, train a short MAPPO run on the first 80%% of a "
+                       description="Start the local cluster, train a short MAPPO run on the first 80% of a "
                                    "synthetic series while rolling each new version out to the running agents, "
-                                   "stream decisions over the held-out last 20%% through gRPC, print them with "
+                                   "stream decisions over the held-out last 20% through gRPC, print them with "
                                    "versions and latency, backtest them against buy-and-hold, flat and random, "
                                    "and shut everything down. Uses configs/demo.yaml (a planted trend edge, "
                                    "state under state/demo, free ports) unless --config is given.")
@@ -19,7 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--push-every", type=int, default=6, metavar="N",
                    help="publish and roll out a version every N updates (default 6)")
     p.add_argument("--holdout", type=float, default=0.2, help="share of the series kept for the backtest (default 0.2)")
-    add_config_option(p)
+    p.add_argument("--config", metavar="YAML", default=None,
+                   help="configuration merged over the packaged defaults (default: the packaged configs/demo.yaml)")
     p.set_defaults(handler=run)
 
 

@@ -10,7 +10,8 @@ from tactical.cli import CliError, add_config_option
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("features", help="compute the seven bar features and print a summary",
-                       description="Compute the seven DESIGN.md features over a CSV of bars or synthetic "
+                       description="Compute the seven bar features (fair value gaps, momentum, volume; see the "
+                                   "README) over a CSV of bars or synthetic "
                                    "bars, print per-feature statistics and the speed, optionally save them.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--csv", metavar="FILE", help="bars from a CSV file (time, open, high, low, close, volume)")

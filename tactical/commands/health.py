@@ -15,23 +15,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "is SERVING, else 1.")
     add_target_option(p)
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per call (default 3)")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="keep checking until everything is SERVING, for at most this long (default 0: check once)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_config_option(p)
     p.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    import json
-
+def check(target: str, cfg, timeout: float) -> tuple[list[dict], object]:
+    """One row per process, and the coordinator's status (None when it could not be asked)."""
     import grpc
 
     from tactical.client import AgentClient, TacticalClient
-    from tactical.config import load_config
 
-    cfg = load_config(args.config)
-    target = args.target or cfg.serving.local_coordinator
     rows = []
-    with TacticalClient(target, cfg, timeout=args.timeout) as client:
+    with TacticalClient(target, cfg, timeout=timeout) as client:
         status = client.health()
         try:
             cluster = client.status()
@@ -43,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
                      "p99": f"{cluster.p99_ms:.2f} ms" if cluster else "-",
                      "requests": cluster.decisions if cluster else 0})
     for agent in (cluster.agents if cluster else []):
-        with AgentClient(agent.address, cfg, timeout=args.timeout) as client:
+        with AgentClient(agent.address, cfg, timeout=timeout) as client:
             agent_status = client.health()
         info = agent.info if agent.HasField("info") else None
         versions = ",".join(("*" if v == cluster.active_version else "") + str(v) for v in info.loaded_versions) \
@@ -52,7 +50,24 @@ def run(args: argparse.Namespace) -> int:
                      "version": versions, "p50": f"{info.p50_inference_us:.0f} us" if info else "-",
                      "p99": f"{info.p99_inference_us:.0f} us" if info else "-",
                      "requests": info.windows_served if info else 0})
-    healthy = len(rows) == 4 and all(r["status"] == "SERVING" for r in rows)
+    return rows, cluster
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from tactical.config import load_config
+
+    cfg = load_config(args.config)
+    target = args.target or cfg.serving.local_coordinator
+    deadline = time.monotonic() + args.wait
+    while True:
+        rows, cluster = check(target, cfg, args.timeout)
+        healthy = len(rows) >= 4 and all(r["status"] == "SERVING" for r in rows)
+        if healthy or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
     if args.json:
         print(json.dumps({"healthy": healthy, "processes": rows}, indent=2))
     else:

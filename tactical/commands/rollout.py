@@ -18,7 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--version", type=int, help="a version of the model store (paths.model_store)")
     src.add_argument("--checkpoint", metavar="FILE",
-                     help="a training checkpoint: published as a new model-store version, then rolled out")
+                     help="a training checkpoint (a file, or a version directory holding checkpoint.pt): "
+                          "published as a new model-store version, then rolled out")
     src.add_argument("--latest", action="store_true", help="the newest version of the model store")
     add_target_option(p)
     add_config_option(p)
@@ -26,7 +27,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agents.model_store import ModelStore
+    import sys
+    from pathlib import Path
+
+    from agents.model_store import CHECKPOINT_FILE, ModelStore
     from tactical.client import TacticalClient
     from tactical.config import load_config
     from tactical.rollout import RolloutError, rollout
@@ -38,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
         from training.checkpoint import load_checkpoint
         from training.versions import publish
 
-        model, payload = load_checkpoint(args.checkpoint)
+        path = Path(args.checkpoint)
+        model, payload = load_checkpoint(path / CHECKPOINT_FILE if path.is_dir() else path)
         version = publish(store, model, source=f"checkpoint {args.checkpoint}", metrics=payload["metrics"])
         print(f"published {args.checkpoint} as version {version} in {store.root}")
     elif args.latest:
@@ -48,11 +53,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         version = args.version
     target = args.target or cfg.serving.local_coordinator
+    if version not in store.versions():
+        raise CliError(f"version {version} is not in the model store {store.root} "
+                       f"(it has {store.versions() or 'no versions'})")
     with TacticalClient(target, cfg, admin_token=token) as client:
         try:
             result = rollout(client, store, version, cfg, token)
-        except RolloutError as exc:
-            print(f"tactical rollout: {exc}")
+        except RolloutError as exc:  # an agent refused or the activation failed: exit 1, nothing changed
+            print(f"tactical rollout: {exc}", file=sys.stderr)
             return 1
     staged = ", ".join(f"{name} ({'already held' if already else 'staged'})" for name, already in result.staged.items())
     print(f"version {result.version} active (was {result.previous}) after {result.seconds:.2f} s; agents: {staged}")

@@ -67,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
                           warmup_updates=args.warmup_updates)
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
         raise CliError(f"study storage {storage}: {str(exc).splitlines()[0]}") from None
+    except ImportError as exc:  # a database URL whose driver is not installed
+        raise CliError(f"study storage {storage}: {str(exc).splitlines()[0]} (a PostgreSQL URL needs a driver: "
+                       f"pip install psycopg2-binary)") from None
     finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not finished:
         raise CliError(f"study '{args.study}' has no completed trial yet (all pruned or failed): run more trials")
