@@ -261,3 +261,44 @@ class AgentLink:
                 continue
             for k, (fanout, index) in enumerate(slots):
                 fanout.answer(index, AgentAnswer(probs[k], values[k], response.model_version, received))
+
+
+class AgentGroup:
+    """One agent's replicas (one or more processes serving the same actor): decisions go round-robin
+    to the connected replicas that hold the version asked for, so losing a replica costs no vote.
+    """
+
+    def __init__(self, name: str, links: list[AgentLink]):
+        self.name = name
+        self.links = links
+        self._next = 0
+
+    @property
+    def connected(self) -> bool:
+        return any(link.connected for link in self.links)
+
+    @property
+    def last_error(self) -> str:
+        return "; ".join(f"{link.address} {link.last_error}" for link in self.links if not link.connected)
+
+    def holds(self, version: int) -> bool:
+        """Some replica can answer with this version."""
+        return any(link.holds(version) for link in self.links)
+
+    def submit(self, version: int, window: bytes, fanout: Fanout, index: int) -> None:
+        ready = [link for link in self.links if link.holds(version)] or [link for link in self.links if link.connected]
+        if not ready:
+            fanout.fail(index, self.links[0].last_error if len(self.links) == 1 else f"unavailable: {self.last_error}")
+            return
+        self._next += 1
+        ready[self._next % len(ready)].submit(version, window, fanout, index)
+
+    def start(self) -> None:
+        for link in self.links:
+            link.start()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(link.close() for link in self.links))
+
+    async def refresh_info(self) -> None:
+        await asyncio.gather(*(link.refresh_info() for link in self.links if link.connected))

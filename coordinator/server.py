@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from coordinator.aggregation import TIE, LOW_CONFIDENCE, TOO_FEW_AGENTS, AggregationRule
 from coordinator.audit import AuditLog
 from coordinator.inputs import RequestDecoder
-from coordinator.links import AgentAnswer, AgentLink, ArrivalForecast, Fanout
+from coordinator.links import AgentAnswer, AgentGroup, AgentLink, ArrivalForecast, Fanout
 from coordinator.state import ActiveVersionState
 from market.bars import BarDataError
 from market.features import N_FEATURES
@@ -52,11 +52,11 @@ def _percentile(values, q: float) -> float:
 class Engine:
     """Shared state of the coordinator's services: links, active version, rule, counters."""
 
-    def __init__(self, cfg: Config, links: dict[str, AgentLink], state: ActiveVersionState, audit: AuditLog | None,
-                 forecast: ArrivalForecast):
+    def __init__(self, cfg: Config, agents: dict[str, AgentGroup], state: ActiveVersionState,
+                 audit: AuditLog | None, forecast: ArrivalForecast):
         self.cfg = cfg
         self.forecast = forecast
-        self.links = links
+        self.agents = agents
         self.state = state
         self.audit = audit
         self.rule = AggregationRule.from_config(cfg.aggregation)
@@ -72,7 +72,7 @@ class Engine:
         version = self.state.version
         if version is None:
             return False
-        return sum(link.holds(version) for link in self.links.values()) >= self.cfg.aggregation.min_agents
+        return sum(group.holds(version) for group in self.agents.values()) >= self.cfg.aggregation.min_agents
 
     async def decide(self, request: decision_pb2.DecideRequest) -> decision_pb2.Decision:
         """One decision; raises WireError/BarDataError for bad input."""
@@ -81,12 +81,12 @@ class Engine:
         window, bar_time = self.decoder.window(request)
         version = self.state.version
         if version is None:
-            return self._finish(request_id, start, window, bar_time, 0, [None] * len(self.links),
-                                ["no model version is active yet"] * len(self.links), [0.0] * len(self.links))
+            return self._finish(request_id, start, window, bar_time, 0, [None] * len(self.agents),
+                                ["no model version is active yet"] * len(self.agents), [0.0] * len(self.agents))
         loop = asyncio.get_running_loop()
-        fanout = Fanout(len(self.links), loop)
-        for index, link in enumerate(self.links.values()):
-            link.submit(version, window, fanout, index)
+        fanout = Fanout(len(self.agents), loop)
+        for index, group in enumerate(self.agents.values()):
+            group.submit(version, window, fanout, index)
         if fanout.remaining:
             timer = loop.call_later(self.deadline_s, _expire, fanout.done)
             await fanout.done
@@ -105,7 +105,7 @@ class Engine:
         probs = np.zeros((1, len(answers), 3))
         voted = np.zeros((1, len(answers)), dtype=bool)
         votes = []
-        for i, (name, answer, error, latency) in enumerate(zip(self.links, answers, errors, latencies)):
+        for i, (name, answer, error, latency) in enumerate(zip(self.agents, answers, errors, latencies)):
             if answer is None:
                 votes.append(decision_pb2.AgentVote(agent=name, ok=False, error=error))
                 continue
@@ -115,10 +115,10 @@ class Engine:
                                                 probabilities=answer.probabilities.tolist(), value=answer.value,
                                                 latency_ms=latency))
         agg = self.rule(probs, voted)
-        missing = [name for name, answer in zip(self.links, answers) if answer is None]
+        missing = [name for name, answer in zip(self.agents, answers) if answer is None]
         reasons = []
         if missing:
-            reasons.append("no vote from " + ", ".join(f"{n} ({e})" for n, e in zip(self.links, errors) if e))
+            reasons.append("no vote from " + ", ".join(f"{n} ({e})" for n, e in zip(self.agents, errors) if e))
         hold = int(agg.hold_reason[0])
         if hold == TOO_FEW_AGENTS:
             reasons.append(f"Hold: {int(voted.sum())} of {len(answers)} agents voted, "
@@ -140,27 +140,31 @@ class Engine:
             self.audit.record(decision, window)
         return decision
 
+    def links(self) -> list[AgentLink]:
+        """Every agent process, replicas included."""
+        return [link for group in self.agents.values() for link in group.links]
+
     async def refresh_agents(self) -> None:
-        await asyncio.gather(*(link.refresh_info() for link in self.links.values() if link.connected))
+        await asyncio.gather(*(group.refresh_info() for group in self.agents.values()))
 
     def newest_common_version(self) -> int | None:
-        """The newest version every connected agent holds (for the first activation)."""
+        """The newest version every connected agent process holds (for the first activation)."""
         held = [set(link.info.loaded_versions) | set(link.info.stored_versions)
-                for link in self.links.values() if link.connected and link.info]
-        if len(held) < self.cfg.aggregation.min_agents:
+                for link in self.links() if link.connected and link.info]
+        if sum(group.connected for group in self.agents.values()) < self.cfg.aggregation.min_agents:
             return None
         common = set.intersection(*held)
         return max(common) if common else None
 
     def missing(self, version: int) -> list[str]:
-        """Agents that do not report `version` loaded, with why."""
+        """Agent processes (replicas included) that do not have `version`, with why."""
         out = []
-        for name, link in self.links.items():
+        for link in self.links():
             if not link.connected:
-                out.append(f"{name} ({link.last_error})")
+                out.append(f"{link.name} at {link.address} ({link.last_error})")
             elif not link.holds(version):
                 held = sorted(set(link.info.loaded_versions) | set(link.info.stored_versions)) if link.info else "unknown"
-                out.append(f"{name} (has: {held})")
+                out.append(f"{link.name} at {link.address} (has: {held})")
         return out
 
 
@@ -198,9 +202,9 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
     async def GetStatus(self, request, context):
         e = self.engine
         await e.refresh_agents()
-        agents = [cluster_pb2.AgentStatus(agent=name, address=link.address, connected=link.connected,
+        agents = [cluster_pb2.AgentStatus(agent=link.name, address=link.address, connected=link.connected,
                                           info=link.info, error="" if link.connected else link.last_error)
-                  for name, link in e.links.items()]
+                  for link in e.links()]
         return cluster_pb2.ClusterStatus(
             active_version=e.state.version or 0, serving=e.serving(), agents=agents, decisions=e.decisions,
             degraded_decisions=e.degraded, p50_ms=_percentile(e.latencies_ms, 50),
@@ -245,10 +249,10 @@ class ModelAdminServicer(cluster_pb2_grpc.ModelAdminServiceServicer):
         await require_admin(context, self.token)
         e = self.engine
         await e.refresh_agents()
-        agents = [cluster_pb2.AgentVersions(agent=name, loaded_versions=link.info.loaded_versions if link.info else [],
+        agents = [cluster_pb2.AgentVersions(agent=link.name, loaded_versions=link.info.loaded_versions if link.info else [],
                                             stored_versions=link.info.stored_versions if link.info else [],
                                             error="" if link.info else link.last_error)
-                  for name, link in e.links.items()]
+                  for link in e.links()]
         return cluster_pb2.VersionList(active_version=e.state.version or 0, history=e.state.history, agents=agents)
 
 
@@ -267,23 +271,24 @@ class CoordinatorServer:
         await self.server.stop(grace)
         self.monitor.cancel()
         await asyncio.gather(self.monitor, return_exceptions=True)
-        await asyncio.gather(*(link.close() for link in self.engine.links.values()))
+        await asyncio.gather(*(group.close() for group in self.engine.agents.values()))
         if self.engine.audit is not None:
             await self.engine.audit.aclose()
 
 
-async def start_coordinator(cfg: Config, *, host: str, port: int, agents: dict[str, str], state_dir: str | Path,
-                            admin_token: str, audit_path: str | Path | None) -> CoordinatorServer:
-    """Connect to the agents, bind, serve. `agents` maps each agent name to host:port."""
+async def start_coordinator(cfg: Config, *, host: str, port: int, agents: dict[str, list[str]],
+                            state_dir: str | Path, admin_token: str, audit_path: str | Path | None) -> CoordinatorServer:
+    """Connect to the agents, bind, serve. `agents` maps each agent name to its replicas' host:port."""
     unknown = set(agents) ^ set(AGENT_NAMES)
-    if unknown:
-        raise ValueError(f"the coordinator needs exactly the agents {list(AGENT_NAMES)}, got {sorted(agents)}")
+    if unknown or not all(agents.values()):
+        raise ValueError(f"the coordinator needs every agent of {list(AGENT_NAMES)}, got {agents}")
     forecast = ArrivalForecast(cfg.serving.batch_linger_ms / 1000)
-    links = {name: AgentLink(name, agents[name], cfg.serving, cfg.features.window, N_FEATURES, forecast)
-             for name in AGENT_NAMES}
+    groups = {name: AgentGroup(name, [AgentLink(name, address, cfg.serving, cfg.features.window, N_FEATURES,
+                                                forecast) for address in agents[name]])
+              for name in AGENT_NAMES}
     state = ActiveVersionState(state_dir)
     audit = AuditLog(audit_path, cfg.serving.audit_flush_ms) if audit_path else None
-    engine = Engine(cfg, links, state, audit, forecast)
+    engine = Engine(cfg, groups, state, audit, forecast)
     server = grpc.aio.server(options=server_options(cfg.serving))
     health = health_aio.HealthServicer()
 
@@ -306,9 +311,10 @@ async def start_coordinator(cfg: Config, *, host: str, port: int, agents: dict[s
             await update_health()
             await asyncio.sleep(MONITOR_INTERVAL_S)
 
-    for link in links.values():
-        link.on_connect = update_health
-        link.start()
+    for group in groups.values():
+        for link in group.links:
+            link.on_connect = update_health
+        group.start()
     decision_pb2_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(engine), server)
     cluster_pb2_grpc.add_ClusterServiceServicer_to_server(ClusterServicer(engine), server)
     cluster_pb2_grpc.add_ModelAdminServiceServicer_to_server(ModelAdminServicer(engine, admin_token, update_health),
@@ -328,7 +334,7 @@ async def start_coordinator(cfg: Config, *, host: str, port: int, agents: dict[s
     return running
 
 
-async def run_coordinator(cfg: Config, *, host: str, port: int, agents: dict[str, str], state_dir: str | Path,
+async def run_coordinator(cfg: Config, *, host: str, port: int, agents: dict[str, list[str]], state_dir: str | Path,
                           admin_token: str, audit_path: str | Path | None) -> None:
     """Serve until SIGTERM/SIGINT (the `tactical coordinator` command)."""
     running = await start_coordinator(cfg, host=host, port=port, agents=agents, state_dir=state_dir,

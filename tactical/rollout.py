@@ -1,6 +1,6 @@
 """Roll a model-store version out to a running cluster: stage on every agent, then activate.
 
-Staging runs on the three agents at once. If any agent refuses or cannot be reached, nothing
+Staging runs on every agent process (replicas included) at once. If any agent refuses or cannot be reached, nothing
 is activated and RolloutError names the agent and the reason; the serving version is untouched
 everywhere (a staged-but-inactive version is harmless). Activation is one call to the
 coordinator, which switches every decision to the new version at once.
@@ -28,7 +28,7 @@ class RolloutError(UserError, RuntimeError):
 class RolloutResult:
     version: int
     previous: int
-    staged: dict[str, bool]  # agent -> already held that version
+    staged: dict[str, bool]  # "agent at host:port" -> it already held that version
     seconds: float
 
 
@@ -39,22 +39,23 @@ def rollout(client: TacticalClient, store: ModelStore, version: int, cfg: Config
         raise RolloutError(f"version {version} is not in the model store {store.root} "
                            f"(it has {store.versions() or 'no versions'})")
     artifacts = {name: store.read_artifact(version, name) for name in AGENT_NAMES}
-    addresses = {a.agent: a.address for a in client.status().agents}
+    processes = [(a.agent, a.address) for a in client.status().agents]  # every replica of every agent
 
-    def stage(name: str) -> tuple[str, bool | str]:
+    def stage(process: tuple[str, str]) -> tuple[str, bool | str]:
+        name, address = process
         blob, manifest = artifacts[name]
         try:
-            with AgentClient(addresses[name], cfg, admin_token=token) as agent:
+            with AgentClient(address, cfg, admin_token=token) as agent:
                 result = agent.stage(name, version, blob, manifest.to_json(), manifest.sha256)
-            return name, result.already_staged
+            return f"{name} at {address}", result.already_staged
         except grpc.RpcError as exc:
-            return name, f"{exc.code().name}: {exc.details()}"
+            return f"{name} at {address}", f"{exc.code().name}: {exc.details()}"
 
-    with ThreadPoolExecutor(len(AGENT_NAMES)) as pool:
-        outcomes = dict(pool.map(stage, AGENT_NAMES))
-    failed = {name: why for name, why in outcomes.items() if isinstance(why, str)}
+    with ThreadPoolExecutor(len(processes)) as pool:
+        outcomes = dict(pool.map(stage, processes))
+    failed = {label: why for label, why in outcomes.items() if isinstance(why, str)}
     if failed:
-        detail = "; ".join(f"agent {name} at {addresses[name]}: {why}" for name, why in failed.items())
+        detail = "; ".join(f"agent {label}: {why}" for label, why in failed.items())
         raise RolloutError(f"staging version {version} failed, nothing was activated: {detail}")
     try:
         result = client.activate(version)

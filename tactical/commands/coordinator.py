@@ -17,7 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default=None, help="bind address (overrides serving.host)")
     p.add_argument("--port", type=int, default=None, help="port, 0 for any free one (overrides serving.coordinator_port)")
     p.add_argument("--agents", default=None, metavar="fvg=HOST:PORT,momentum=HOST:PORT,entry=HOST:PORT",
-                   help="where the agents listen (default: serving.host and serving.agents.*.port)")
+                   help="where the agents listen; name an agent several times for replicas, which share its "
+                        "decisions round-robin (default: serving.host and serving.agents.*.port)")
     p.add_argument("--state", default=None, help="directory of the active-version state (overrides "
                                                  "paths.coordinator_state)")
     p.add_argument("--audit", default=None, help="audit log SQLite file (overrides paths.audit_log)")
@@ -27,13 +28,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def parse_agents(text: str) -> dict[str, str]:
-    agents = {}
+def parse_agents(text: str) -> dict[str, list[str]]:
+    """NAME=HOST:PORT items; a name given several times is an agent with replicas."""
+    agents: dict[str, list[str]] = {}
     for item in text.split(","):
         name, sep, address = item.strip().partition("=")
         if not sep or not address or ":" not in address:
             raise CliError(f"--agents: expected NAME=HOST:PORT, got {item.strip()!r}")
-        agents[name] = address
+        agents.setdefault(name, []).append(address)
     if set(agents) != set(AGENT_NAMES):
         raise CliError(f"--agents: give exactly {', '.join(AGENT_NAMES)}; got {', '.join(sorted(agents))}")
     return agents
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if args.agents:
         agents = parse_agents(args.agents)
     else:
-        agents = {name: f"{cfg.serving.host}:{cfg.serving.agents[name].port}" for name in AGENT_NAMES}
+        agents = {name: [f"{cfg.serving.host}:{cfg.serving.agents[name].port}"] for name in AGENT_NAMES}
     asyncio.run(run_coordinator(
         cfg, host=args.host or cfg.serving.host,
         port=cfg.serving.coordinator_port if args.port is None else args.port, agents=agents,
