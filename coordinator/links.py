@@ -286,9 +286,12 @@ class AgentGroup:
         return any(link.holds(version) for link in self.links)
 
     def submit(self, version: int, window: bytes, fanout: Fanout, index: int) -> None:
+        if len(self.links) == 1:  # the usual case, on the hot path: no choice to make
+            self.links[0].submit(version, window, fanout, index)
+            return
         ready = [link for link in self.links if link.holds(version)] or [link for link in self.links if link.connected]
         if not ready:
-            fanout.fail(index, self.links[0].last_error if len(self.links) == 1 else f"unavailable: {self.last_error}")
+            fanout.fail(index, f"unavailable: {self.last_error}")
             return
         self._next += 1
         ready[self._next % len(ready)].submit(version, window, fanout, index)
