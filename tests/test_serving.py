@@ -53,7 +53,7 @@ def test_decision_from_a_window_carries_every_vote(client, cluster):
     expected = rule(np.array([[v.probabilities for v in d.votes]]))
     np.testing.assert_allclose(d.probabilities, expected.combined[0], rtol=1e-5)
     assert d.action == [common_pb2.ACTION_SHORT, common_pb2.ACTION_HOLD, common_pb2.ACTION_LONG][expected.actions[0]]
-    assert 0 < d.latency_ms < 1000
+    assert d.latency_ms > 0
 
 
 def test_decision_from_bars_equals_decision_from_their_features(client, cluster):
