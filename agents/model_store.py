@@ -17,6 +17,7 @@ from typing import Any
 
 from agents.artifact import ArtifactError, Manifest
 from tactical.atomic import atomic_directory, atomic_write_bytes, sweep_temporaries
+from tactical.failpoints import crash_point
 
 _VERSION_DIR = re.compile(r"^v(\d{6,})$")
 VERSION_FILE = "version.json"
@@ -55,6 +56,7 @@ class ModelStore:
         with atomic_directory(self.path(version)) as tmp:
             for name, data in files.items():
                 atomic_write_bytes(tmp / name, data)
+                crash_point("model_store.write_version")  # fault tests: a kill with the version half-written
         return self.path(version)
 
     def sweep(self) -> int:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
@@ -25,17 +24,13 @@ from agents.batching import InferenceBatcher, UnknownVersion
 from agents.model_store import ModelStore
 from agents.registry import VersionRegistry
 from tactical.config import Config
-from tactical.rpc import bind, pin_to_core, require_admin, serve_until_signal, server_options
+from tactical.client import STAGE_CHUNK
+from tactical.rpc import (SHUTDOWN_GRACE_S, bind, percentile, pin_to_core, require_admin, serve_until_signal,
+                          server_options)
 from tactical.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from tactical.wire import WireError, decode_batch
 
 log = logging.getLogger(__name__)
-SHUTDOWN_GRACE_S = 5.0
-MAX_CHUNK = 1 << 20
-
-
-def _percentile(values, q: float) -> float:
-    return float(np.percentile(np.fromiter(values, dtype=np.float64), q)) if values else 0.0
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
@@ -105,8 +100,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         return agent_pb2.AgentInfo(
             agent=self.agent, loaded_versions=self.registry.loaded(), stored_versions=self.registry.store.versions(),
             active_requests=self.active_requests, windows_served=self.batcher.windows_served,
-            batches=self.batcher.batches, p50_inference_us=_percentile(latencies, 50),
-            p99_inference_us=_percentile(latencies, 99), core=self.core, pid=os.getpid(),
+            batches=self.batcher.batches, p50_inference_us=percentile(latencies, 50),
+            p99_inference_us=percentile(latencies, 99), core=self.core, pid=os.getpid(),
             uptime_s=time.monotonic() - self.started, sha256=self.registry.sha256())
 
 
@@ -132,6 +127,9 @@ class AgentAdminServicer(agent_pb2_grpc.AgentAdminServiceServicer):
             elif part == "data":
                 if header is None:
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "data before the header")
+                if len(chunk.data) > STAGE_CHUNK:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                        f"a data chunk of {len(chunk.data)} bytes; chunks are at most {STAGE_CHUNK}")
                 received += len(chunk.data)
                 if received > header.size_bytes:
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT,

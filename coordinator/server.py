@@ -30,12 +30,11 @@ from coordinator.state import ActiveVersionState
 from market.bars import BarDataError
 from market.features import N_FEATURES
 from tactical.config import AGENT_NAMES, Config
-from tactical.rpc import bind, require_admin, serve_until_signal, server_options
+from tactical.rpc import SHUTDOWN_GRACE_S, bind, percentile, require_admin, serve_until_signal, server_options
 from tactical.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2, decision_pb2, decision_pb2_grpc
 from tactical.wire import ACTIONS, WireError
 
 log = logging.getLogger(__name__)
-SHUTDOWN_GRACE_S = 5.0
 MONITOR_INTERVAL_S = 1.0
 DECISION_SERVICE = decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name
 
@@ -43,10 +42,6 @@ DECISION_SERVICE = decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].f
 def _expire(done: asyncio.Future) -> None:
     if not done.done():
         done.set_result(None)
-
-
-def _percentile(values, q: float) -> float:
-    return float(np.percentile(np.fromiter(values, dtype=np.float64), q)) if values else 0.0
 
 
 class Engine:
@@ -151,7 +146,7 @@ class Engine:
         """The newest version every connected agent process holds (for the first activation)."""
         held = [set(link.info.loaded_versions) | set(link.info.stored_versions)
                 for link in self.links() if link.connected and link.info]
-        if sum(group.connected for group in self.agents.values()) < self.cfg.aggregation.min_agents:
+        if not held or sum(group.connected for group in self.agents.values()) < self.cfg.aggregation.min_agents:
             return None
         common = set.intersection(*held)
         return max(common) if common else None
@@ -207,8 +202,8 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
                   for link in e.links()]
         return cluster_pb2.ClusterStatus(
             active_version=e.state.version or 0, serving=e.serving(), agents=agents, decisions=e.decisions,
-            degraded_decisions=e.degraded, p50_ms=_percentile(e.latencies_ms, 50),
-            p99_ms=_percentile(e.latencies_ms, 99), pid=os.getpid(), uptime_s=time.monotonic() - e.started,
+            degraded_decisions=e.degraded, p50_ms=percentile(e.latencies_ms, 50),
+            p99_ms=percentile(e.latencies_ms, 99), pid=os.getpid(), uptime_s=time.monotonic() - e.started,
             audit_dropped=e.audit.dropped if e.audit is not None else 0)
 
 
@@ -306,9 +301,13 @@ async def start_coordinator(cfg: Config, *, host: str, port: int, agents: dict[s
             await health.set(service, status)
 
     async def monitor() -> None:
+        """Health and the first activation follow the agents; a failed round is logged, never fatal."""
         while True:
-            await engine.refresh_agents()
-            await update_health()
+            try:
+                await engine.refresh_agents()
+                await update_health()
+            except Exception:
+                log.exception("monitoring the agents failed; retrying in %g s", MONITOR_INTERVAL_S)
             await asyncio.sleep(MONITOR_INTERVAL_S)
 
     for group in groups.values():

@@ -1,20 +1,45 @@
 """Crash-safe file writes: write a temporary sibling, fsync it, rename over the target, fsync the directory.
 
 A reader (or a process restarted after a kill) sees either the old file or the new one, never
-a half-written one. Temporary names start with '.tmp-' so loaders can skip and sweep them.
+a half-written one. Temporary names start with '.tmp-' so loaders skip them, and carry the
+writer's host and pid so a sweep removes only leftovers of writers that are gone: another
+process may be writing into the same store right now. Files get the usual umask permissions
+(a model store is shared with agents that may run as another user).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 TMP_PREFIX = ".tmp-"
+FOREIGN_TMP_STALE_S = 3600.0  # a temporary from another host is swept only when this old
+
+
+def _host() -> str:
+    return socket.gethostname().replace(".", "_") or "localhost"
+
+
+def _tmp_prefix(path: Path) -> str:
+    """'.tmp-<name>.<host>.<pid>.' (mkstemp/mkdtemp append a random part)."""
+    return f"{TMP_PREFIX}{path.name}.{_host()}.{os.getpid()}."
+
+
+def _umask() -> int:
+    for line in open("/proc/self/status", encoding="ascii"):
+        if line.startswith("Umask:"):
+            return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # no /proc: read it the old way
+    os.umask(mask)
+    return mask
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -32,8 +57,9 @@ def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None,
     """Open a temporary file for writing; on a clean exit it atomically replaces `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes owner-only files
         with os.fdopen(fd, mode, encoding=encoding, newline=newline) as f:
             yield f
             f.flush()
@@ -64,27 +90,50 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), dir=path.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes owner-only directories
         yield tmp
         fsync_dir(tmp)
         if path.exists():
             raise FileExistsError(f"{path} already exists")
-        os.rename(tmp, path)  # fails if path exists: a version is never overwritten
+        try:
+            os.rename(tmp, path)  # fails if path exists: a version is never overwritten
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):  # another writer got there first
+                raise FileExistsError(f"{path} already exists") from None
+            raise
         fsync_dir(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
+def _writer_gone(entry: Path) -> bool:
+    """Whether the process that made this temporary is gone (or, on another host, it is stale)."""
+    parts = entry.name.rsplit(".", 3)  # [.tmp-<name>, host, pid, random]
+    if len(parts) == 4 and parts[1] == _host() and parts[2].isdigit():
+        try:
+            os.kill(int(parts[2]), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            return False
+        return False  # still writing (a reused pid only delays the sweep)
+    try:
+        return time.time() - entry.lstat().st_mtime > FOREIGN_TMP_STALE_S
+    except FileNotFoundError:
+        return False
+
+
 def sweep_temporaries(directory: str | Path) -> int:
-    """Remove leftovers of interrupted atomic writes in `directory`; return how many."""
+    """Remove leftovers of interrupted atomic writes in `directory` whose writer is gone; return how many."""
     directory = Path(directory)
     if not directory.is_dir():
         return 0
     count = 0
     for entry in directory.iterdir():
-        if entry.name.startswith(TMP_PREFIX):
+        if entry.name.startswith(TMP_PREFIX) and _writer_gone(entry):
             if entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
             else:

@@ -104,9 +104,10 @@ class Child:
     next_restart: float = 0.0
     backoff: float = 0.1
     history: list[float] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # set over the launcher's environment
 
     def spawn(self) -> None:
-        env = {**os.environ, LAUNCHER_PID_ENV: str(os.getpid())}
+        env = {**os.environ, **self.env, LAUNCHER_PID_ENV: str(os.getpid())}
         self.proc = subprocess.Popen([*self.command, "--port", str(self.port)], stdout=subprocess.PIPE,
                                      stdin=subprocess.DEVNULL, text=True, start_new_session=True, env=env)
 

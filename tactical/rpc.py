@@ -15,10 +15,11 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import grpc
+import numpy as np
 
 from tactical.config import Config, ServingConfig
 from tactical.errors import UserError
@@ -34,9 +35,15 @@ class ServeError(UserError, RuntimeError):
     """A server that cannot start; the message says why (port in use, bad TLS files...)."""
 
 
+SHUTDOWN_GRACE_S = 5.0  # a stopping server lets in-flight calls finish for this long
+# gRPC itself refuses (RESOURCE_EXHAUSTED, before parsing) only messages this many times over
+# serving.max_message_bytes; between the two, the handler answers INVALID_ARGUMENT naming the size.
+HARD_MESSAGE_LIMIT_FACTOR = 4
+
+
 def server_options(cfg: ServingConfig) -> list[tuple[str, int]]:
     return [
-        ("grpc.max_receive_message_length", cfg.max_message_bytes),
+        ("grpc.max_receive_message_length", cfg.max_message_bytes * HARD_MESSAGE_LIMIT_FACTOR),
         ("grpc.max_send_message_length", cfg.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
@@ -140,6 +147,12 @@ async def require_admin(context: grpc.aio.ServicerContext, token: str) -> None:
         await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                             f"admin call without a valid token: send it in the '{ADMIN_TOKEN_HEADER}' metadata "
                             f"header (from ${ADMIN_TOKEN_ENV}, serving.admin_token or the token file)")
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """A percentile of a server's recent latencies, for its info RPC (0 before the first)."""
+    array = np.fromiter(values, dtype=np.float64)
+    return float(np.percentile(array, q)) if array.size else 0.0
 
 
 def announce_listening(address: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from agents.model_store import ModelStore, artifact_names
 from agents.runtime import ActorRunner
 from tactical.client import AgentClient, TacticalClient, decide_request
 from tactical.config import AGENT_NAMES, load_config
+from tactical.failpoints import CRASH_AT_ENV
 from tactical.rollout import RolloutError, rollout
 from tactical.rpc import admin_token
 from tactical.v1 import agent_pb2, agent_pb2_grpc, cluster_pb2, cluster_pb2_grpc
@@ -233,37 +235,31 @@ def test_a_rollout_an_agent_refuses_activates_nothing_and_names_the_agent(setup)
     assert out.returncode == 1 and "agent momentum" in out.stderr and "nothing was activated" in out.stderr
 
 
-def test_agent_killed_mid_staging_serves_its_last_good_version(setup):
+def test_agent_killed_mid_write_of_a_staged_version_serves_its_last_good_version(setup):
     child = setup.agents[0]
-    with AgentClient(child.address, setup.cfg) as agent:
-        before = agent.info()
+    store_dir = setup.store.root.parent / "agents" / "fvg"
+    # restart the agent with a crash point inside the model store's atomic write of a version
+    child.env = {CRASH_AT_ENV: "model_store.write_version"}
+    killed_pid = child.proc.pid
+    child.proc.kill()
+    wait_for(lambda: child.alive() and child.proc.pid != killed_pid and _info(setup, child) is not None, timeout=30)
+    child.env = {}  # its next restart is a normal one
+    before = _info(setup, child)
+    crashing = child.proc
     blob, _ = setup.store.read_artifact(1, "fvg")
     version = 50
-    head = agent_pb2.StageHeader(agent="fvg", version=version, sha256=hashlib.sha256(blob).hexdigest(),
-                                 size_bytes=len(blob), manifest_json=Manifest.for_blob("fvg", version, blob).to_json())
-
-    def chunks():
-        yield agent_pb2.StageChunk(header=head)
-        for k, offset in enumerate(range(0, len(blob), 65536)):
-            if k == 3:
-                child.proc.kill()  # SIGKILL in the middle of the upload
-                child.proc.wait()
-            yield agent_pb2.StageChunk(data=blob[offset:offset + 65536])
-
-    with grpc.insecure_channel(child.address) as channel:
-        stub = agent_pb2_grpc.AgentAdminServiceStub(channel)
-        with pytest.raises(grpc.RpcError):
-            stub.StageVersion(chunks(), metadata=(("x-tactical-admin-token", setup.token),), timeout=30)
-    # What a kill during the atomic write leaves behind: a half-written temporary version.
-    leftover = setup.store.root.parent / "agents" / "fvg" / f".tmp-v{version:06d}.killed"
-    leftover.mkdir(parents=True)
-    (leftover / "fvg.onnx").write_bytes(blob[:1000])
-    old_pid = before.pid
-    wait_for(lambda: child.alive() and child.proc.pid != old_pid and _info(setup, child) is not None, timeout=30)
+    with AgentClient(child.address, setup.cfg, admin_token=setup.token) as agent:
+        with pytest.raises(grpc.RpcError) as err:
+            agent.stage("fvg", version, blob, Manifest.for_blob("fvg", version, blob).to_json(),
+                        hashlib.sha256(blob).hexdigest(), timeout=30)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    crashing.wait(timeout=10)
+    assert crashing.returncode == -signal.SIGKILL  # it died inside the write, at the crash point
+    wait_for(lambda: child.alive() and child.proc.pid != crashing.pid and _info(setup, child) is not None, timeout=30)
     info = _info(setup, child)
     assert version not in info.loaded_versions and version not in info.stored_versions
     assert list(info.stored_versions) == list(before.stored_versions)
-    assert not leftover.exists()  # swept at start, never loaded
+    assert not [p.name for p in store_dir.iterdir() if p.name.startswith(".tmp-")]  # swept at start, never loaded
     with client_for(setup) as client:
         wait_for(lambda: all(v.ok for v in client.decide(window=random_window(6)).votes))
 

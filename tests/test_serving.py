@@ -18,7 +18,7 @@ from market.features import compute_features
 from market.synthetic import synthetic_bars
 from tactical.client import AgentClient, TacticalClient, decide_request
 from tactical.config import AGENT_NAMES, load_config
-from tactical.v1 import agent_pb2, agent_pb2_grpc, common_pb2
+from tactical.v1 import agent_pb2, agent_pb2_grpc, common_pb2, decision_pb2, decision_pb2_grpc
 from tactical.wire import encode_batch, encode_window
 
 from cluster_helpers import prepare_store, random_window, reserved_port, running_cluster, wait_for, write_config
@@ -89,13 +89,12 @@ def bad_requests(cfg):
         return Bars(**arrays)
 
     big = common_pb2.Window(data=b"\0" * (1 << 20), bars=60, features=7)
-    from tactical.v1 import decision_pb2
     return [
         ("wrong shape", decide_request(window=window[:59]), "must be 60 bars x 7 features, got 59 x 7"),
         ("NaN", decide_request(window=nan), "holds nan at bar 12, feature 3 (fvg_age)"),
         ("inf", decide_request(window=inf), "holds inf at bar 0, feature 6 (volume_ratio)"),
         ("empty", decision_pb2.DecideRequest(window=common_pb2.Window()), "window is empty"),
-        ("oversized", decision_pb2.DecideRequest(window=big), "window data is 1048576 bytes"),
+        ("wrong data size", decision_pb2.DecideRequest(window=big), "window data is 1048576 bytes"),
         ("nothing", decision_pb2.DecideRequest(), "neither a window nor bars"),
         ("too few bars", decide_request(bars=short), f"too few bars: need at least {cfg.features.min_bars}"),
         ("out of order", decide_request(bars=broken("time", 50, bars.time[48])), "bar 50: time"),
@@ -123,6 +122,21 @@ def test_bad_input_on_a_stream_is_answered_and_the_stream_continues(client, clus
     for bad, good in zip(answers[::2], answers[1::2]):
         assert bad.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and bad.error.message
         assert not good.HasField("error") and good.request_id.startswith("good")
+
+
+def test_a_message_over_the_size_cap_is_invalid_argument_on_unary_and_stream(client, cluster):
+    # a plain channel: ours refuses to send over the cap itself
+    cap = cluster.cfg.serving.max_message_bytes
+    huge = decision_pb2.DecideRequest(window=common_pb2.Window(data=b"\0" * (cap + 1), bars=60, features=7))
+    with grpc.insecure_channel(cluster.coordinator.address) as channel:
+        stub = decision_pb2_grpc.DecisionServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Decide(huge, timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"over serving.max_message_bytes ({cap})" in err.value.details()
+        answers = list(stub.DecideStream(iter([huge, decide_request(window=random_window(1))]), timeout=10))
+    assert "over serving.max_message_bytes" in answers[0].error.message
+    assert not answers[1].HasField("error") and len(answers[1].votes) == 3
 
 
 def test_health_command_reports_every_process_serving(cluster):
