@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
-from tactical.config import default_config
-from training.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from tactical.config import ModelConfig, default_config
+from training.checkpoint import ARCHITECTURE_KEYS, CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from training.system import TacticalMARLSystem
 
 
@@ -55,12 +57,41 @@ def test_feature_schema_mismatch_names_the_setting(tmp_path):
         load_checkpoint(tmp_path / "c.pt", other)
 
 
-def test_architecture_mismatch_names_the_parameters(tmp_path):
+def test_architecture_mismatch_names_the_setting(tmp_path):
     save_checkpoint(tmp_path / "c.pt", model())
     other = TacticalMARLSystem(hidden_dim=64)
-    with pytest.raises(CheckpointError, match="another architecture") as err:
+    with pytest.raises(CheckpointError, match="another architecture: model.hidden_dim: checkpoint 128 vs model 64$"):
         load_checkpoint(tmp_path / "c.pt", other)
-    assert "actors.entry.mlp.0.weight: checkpoint [128, 1024] vs model [64, 1024]" in str(err.value)
+
+
+def test_critic_heads_mismatch_is_refused_although_every_shape_matches(tmp_path):
+    """4 and 2 attention heads have the same parameter shapes but compute different values."""
+    four = model(cfg=default_config().replace(model={"critic_heads": 4}))
+    save_checkpoint(tmp_path / "c.pt", four)
+    two = TacticalMARLSystem(default_config().replace(model={"critic_heads": 2})).eval()
+    assert {k: v.shape for k, v in two.state_dict().items()} == {k: v.shape for k, v in four.state_dict().items()}
+    with pytest.raises(CheckpointError, match="another architecture: model.critic_heads: checkpoint 4 vs model 2$"):
+        load_checkpoint(tmp_path / "c.pt", two)
+    x = torch.randn(3, 420)
+    two.load_state_dict(four.state_dict())  # what loading used to do: the same weights, other values
+    with torch.no_grad():
+        assert not torch.allclose(two.critic(x), four.critic(x))
+    loaded, _ = load_checkpoint(tmp_path / "c.pt")  # built from the saved config: 4 heads, the same values
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval().critic(x), four.critic(x), rtol=0, atol=0)
+
+
+def test_training_only_settings_may_differ(tmp_path):
+    save_checkpoint(tmp_path / "c.pt", model())
+    other = TacticalMARLSystem(default_config().replace(model={"dropout": 0.1, "temperature_init": 2.0,
+                                                                "init_seed": 5}))
+    load_checkpoint(tmp_path / "c.pt", other)
+
+
+def test_every_model_setting_is_classified():
+    """A new model setting must be added to ARCHITECTURE_KEYS unless it leaves the network's function alone."""
+    not_architecture = {"dropout", "temperature_init", "init_seed", "focus"}  # training-only or initial values
+    assert {f.name for f in dataclasses.fields(ModelConfig)} == set(ARCHITECTURE_KEYS) | not_architecture
 
 
 def test_corrupt_and_foreign_files_are_refused(tmp_path):

@@ -1,7 +1,9 @@
 """Checkpoints of the whole system: weights, optimizer state, config, version, feature schema, metrics.
 
-One file, written atomically. Loading checks the feature schema and the architecture
-against the model it is loaded into and says exactly what differs.
+One file, written atomically. Loading checks the feature schema, the architecture settings of
+the config's model section and the parameter shapes against the model it is loaded into, and
+says exactly what differs. Settings come first: some (critic_heads) change what the network
+computes without changing any parameter's shape.
 """
 
 from __future__ import annotations
@@ -31,7 +33,19 @@ def feature_schema(cfg: Config) -> dict[str, Any]:
     return {"names": list(FEATURE_NAMES), **dataclasses.asdict(cfg.features)}
 
 
-def _architecture(model: TacticalMARLSystem) -> dict[str, list[int]]:
+# The model-section keys that define the network. The others are not architecture: dropout is
+# training-only (off in eval), temperature_init and focus only initialize learnable parameters,
+# init_seed only picks the initial weights. features.window is checked with the feature schema.
+ARCHITECTURE_KEYS = ("conv_channels", "kernel_size", "pooled_steps", "hidden_dim", "critic_hidden_dims",
+                     "critic_heads")
+
+
+def _architecture_settings(model_section: dict[str, Any]) -> dict[str, Any]:
+    """The architecture keys of a config's model section (a dict, as a checkpoint saves it), as model.<key>."""
+    return {f"model.{key}": model_section[key] for key in ARCHITECTURE_KEYS if key in model_section}
+
+
+def _shapes(model: TacticalMARLSystem) -> dict[str, list[int]]:
     return {name: list(t.shape) for name, t in model.state_dict().items()}
 
 
@@ -43,7 +57,7 @@ def checkpoint_bytes(model: TacticalMARLSystem, *, version: int = 0, optimizer: 
         "version": int(version),
         "config": model.config.to_dict(),
         "feature_schema": feature_schema(model.config),
-        "architecture": _architecture(model),
+        "architecture": _shapes(model),
         "model_state": model.state_dict(),
         "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
         "metrics": metrics or {},
@@ -84,7 +98,8 @@ def load_checkpoint(path: str | Path, model: TacticalMARLSystem | None = None,
     """Load weights (and optimizer state) into `model`, or into a new model built from the saved config.
 
     Returns the model and the payload (version, metrics, config...). Raises CheckpointError
-    naming the differences when the feature schema or the architecture does not match.
+    naming the differences when the feature schema, an architecture setting or a parameter
+    shape does not match.
     """
     payload = read_checkpoint(path)
     if model is None:
@@ -92,7 +107,9 @@ def load_checkpoint(path: str | Path, model: TacticalMARLSystem | None = None,
     diffs = _differences(payload["feature_schema"], feature_schema(model.config))
     if diffs:
         raise CheckpointError(f"{path} was trained on other features: " + "; ".join(diffs))
-    diffs = _differences(payload["architecture"], _architecture(model))
+    diffs = (_differences(_architecture_settings(payload["config"]["model"]),
+                          _architecture_settings(dataclasses.asdict(model.config.model)))
+             or _differences(payload["architecture"], _shapes(model)))
     if diffs:
         shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
         raise CheckpointError(f"{path} holds another architecture: {shown}")
