@@ -104,6 +104,33 @@ def test_value_normalizer_tracks_mean_and_std_and_inverts():
     torch.testing.assert_close(off.normalize(x), x)
 
 
+def test_value_clip_is_centred_on_the_old_values_under_the_updated_statistics(tmp_path):
+    """The critic predicted its rollout values under the statistics before this rollout's returns
+    were merged in; the clip centre is those values in reward units, standardized like the targets."""
+    cfg = small_config(tmp_path, epochs=1, minibatch_size=64, prioritized_sampling=False).replace(
+        model={"dropout": 0.0})  # one minibatch, no dropout: the reported loss is computable here
+    trainer = TacticalMAPPOTrainer(cfg, progress=False, log_metrics=False)
+    trainer.value_norm.load_state_dict({"enabled": True, "mean": 0.5, "var": 0.04, "count": 10.0})
+    trainer.next_obs = trainer.envs.reset(seed=0)
+    rollout = trainer.collect_rollout()
+    advantages, returns = trainer.compute_advantages(rollout)
+    with torch.no_grad():
+        new = trainer.model.critic(rollout.obs.reshape(64, -1))  # the critic before its first step
+    stats = trainer.optimize(rollout, advantages, returns, 1)
+    mean, std = trainer.value_norm.mean, trainer.value_norm.std
+    assert abs(mean - 0.5) > 0.1  # the statistics moved a lot
+    targets = (returns.reshape(-1) - mean) / std
+    eps = cfg.training.clip_epsilon
+
+    def clipped_loss(centre):
+        clipped = centre + torch.clamp(new - centre, -eps, eps)
+        return 0.5 * torch.max((new - targets) ** 2, (clipped - targets) ** 2).mean().item()
+
+    centre = (rollout.values.reshape(-1) * 0.2 + 0.5 - mean) / std
+    assert stats["value_loss"] == pytest.approx(clipped_loss(centre), rel=1e-4)
+    assert clipped_loss(centre) != pytest.approx(clipped_loss(rollout.values.reshape(-1)), rel=1e-2)
+
+
 def test_priority_sampling_probabilities_and_importance_weights():
     adv = torch.tensor([0.0, -0.5, 1.0, 2.0, -4.0])
     probabilities, weights = priority_sampling(adv, alpha=0.5, beta=0.4)

@@ -11,7 +11,8 @@ One update, top to bottom:
    proportional to |advantage|^alpha, importance-weighted by (N * P)^-beta / max, the weights
    multiplying the policy and value losses); per agent a clipped surrogate on the normalized
    advantage and an entropy bonus whose coefficient decays linearly start -> end over the run;
-   a clipped value loss for the critic; each actor's own value head regresses onto the same
+   a clipped value loss for the critic (clipped around its rollout values, re-expressed under the
+   statistics just updated, like the targets); each actor's own value head regresses onto the same
    standardized returns (an auxiliary loss, so the value an agent serves means something);
    gradients averaged over ranks, clipped per network, one Adam step;
 5. stats: episode reward, losses, entropy, approx KL, clip fraction, explained variance, steps/s.
@@ -232,14 +233,16 @@ class TacticalMAPPOTrainer:
         b_states = b_obs.flatten(1)
         b_actions = r.actions.reshape(-1, r.actions.shape[-1])
         b_logprobs = r.logprobs.reshape(-1, r.logprobs.shape[-1])
-        b_values = r.values.reshape(-1)  # normalized scale, as the critic predicted them
+        b_old_values = self.value_norm.denormalize(r.values.reshape(-1))  # reward units, under the old statistics
         b_advantages = advantages.reshape(-1)
         b_returns = returns.reshape(-1)
         batch = b_advantages.numel()
 
-        # value normalization: update the running statistics, then regress onto standardized returns
+        # value normalization: update the running statistics, then regress onto standardized returns;
+        # the critic's old values (the value clip's centre) are re-expressed under the new statistics too
         self.value_norm.update(b_returns, self.dist)
         b_targets = self.value_norm.normalize(b_returns)
+        b_values = self.value_norm.normalize(b_old_values)
         b_norm_advantages = b_advantages
         if t.normalize_advantages:
             b_norm_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
