@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -144,7 +145,7 @@ def test_health_command_reports_every_process_serving(cluster):
                           "--config", cluster.cfg_path], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.splitlines()
-    assert sum("SERVING" in line for line in lines) == 4
+    assert sum(" SERVING " in line for line in lines) == 4 and "NOT_SERVING" not in out.stdout
     for name in AGENT_NAMES:
         assert any(line.startswith(f"agent {name}") for line in lines)
 
@@ -342,23 +343,81 @@ def test_an_agent_batches_concurrent_callers_and_serves_a_lone_one_at_once(clust
     assert w2 - w1 == 200 and b2 - b1 < 200
 
 
-def test_up_command_health_wait_and_sigterm(tmp_path):
-    """`tactical up` as a user runs it; `tactical health --wait` waits for it; SIGTERM stops it cleanly."""
+def test_up_command_health_wait_and_sigterm_drains_a_running_stream(tmp_path):
+    """`tactical up` as a user runs it; `tactical health --wait` waits for it; SIGTERM while a client
+    streams: health goes NOT_SERVING first, the open stream is still answered until the client ends
+    it, and everything stops cleanly."""
     import signal
+    import time
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     port = reserved_port()
     config_path = write_config(tmp_path, serving={"coordinator_port": port})
     prepare_store(tmp_path, config_path)
+    cfg = load_config(config_path)
     up = subprocess.Popen([sys.executable, "-m", "tactical.cli", "up", "--config", str(config_path)],
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        health = subprocess.run([sys.executable, "-m", "tactical.cli", "health", "--wait", "60", "--target",
-                                 f"127.0.0.1:{port}", "--config", str(config_path)],
+        health = subprocess.run([sys.executable, "-m", "tactical.cli", "health", "--wait", "60", "--json",
+                                 "--target", f"127.0.0.1:{port}", "--config", str(config_path)],
                                 capture_output=True, text=True, timeout=120)
         assert health.returncode == 0, health.stdout + health.stderr
-        assert health.stdout.count("SERVING") == 4
+        statuses = [row["status"] for row in json.loads(health.stdout)["processes"]]
+        assert statuses == ["SERVING"] * 4, health.stdout
+
+        watched: list[str] = []
+        signalled = threading.Event()
+        sent_after_signal = []
+
+        def requests():
+            for i in range(100_000):
+                if i == 20:
+                    up.send_signal(signal.SIGTERM)
+                    signalled.set()
+                if signalled.is_set():
+                    sent_after_signal.append(i)
+                    if len(sent_after_signal) > 50:
+                        return
+                    time.sleep(0.01)
+                yield decide_request(window=random_window(i % 7), request_id=f"r{i}")
+
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+
+            def follow():
+                try:
+                    for update in watch:
+                        watched.append(health_pb2.HealthCheckResponse.ServingStatus.Name(update.status))
+                except grpc.RpcError:
+                    pass
+
+            follower = threading.Thread(target=follow)
+            follower.start()
+            with TacticalClient(f"127.0.0.1:{port}", cfg) as client:
+                answers = list(client.decide_stream(requests()))
+            follower.join(timeout=30)
+        assert len(answers) == 20 + len(sent_after_signal) - 1
+        assert all(not a.HasField("error") and len(a.votes) == 3 and not a.degraded for a in answers)
+        assert watched[0] == "SERVING" and "NOT_SERVING" in watched
     finally:
         up.send_signal(signal.SIGTERM)
         out, _ = up.communicate(timeout=60)
     assert up.returncode == 0
     assert "all SERVING" in out and f"127.0.0.1:{port}" in out and out.rstrip().endswith("stopped")
+
+
+def test_up_command_stops_at_ctrl_c_while_still_starting(tmp_path):
+    import signal
+    import time
+
+    config_path = write_config(tmp_path, serving={"coordinator_port": reserved_port()})
+    prepare_store(tmp_path, config_path)
+    up = subprocess.Popen([sys.executable, "-m", "tactical.cli", "up", "--config", str(config_path)],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert up.stdout.readline().startswith("starting the cluster")
+    time.sleep(0.3)  # the agents are being spawned and load their models
+    up.send_signal(signal.SIGINT)
+    out, _ = up.communicate(timeout=60)
+    assert up.returncode == 0
+    assert "all SERVING" not in out and out.rstrip().endswith("stopped")

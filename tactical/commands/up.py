@@ -33,27 +33,35 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     setup_logging("up")
     cluster = LocalCluster(cfg, args.config, restart=not args.no_restart)
+
+    class StopRequested(Exception):
+        """Raised by the first Ctrl-C/SIGTERM, so it also interrupts a start or restart that is waiting."""
+
     stopping = []
 
     def request_stop(signum, frame):
-        stopping.append(signum)
+        if not stopping:  # later signals must not interrupt the clean stop
+            stopping.append(signum)
+            raise StopRequested
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     started = time.monotonic()
-    print("starting the cluster...", flush=True)
-    cluster.start()
-    print(f"{'process':<16}{'address':<22}{'pid':>8}  core")
-    for name, child in zip(AGENT_NAMES, cluster.agents):
-        print(f"{'agent ' + name:<16}{child.address:<22}{child.proc.pid:>8}  {cluster.cores[name]}")
-    print(f"{'coordinator':<16}{cluster.coordinator.address:<22}{cluster.coordinator.proc.pid:>8}  any")
-    print(f"all SERVING after {time.monotonic() - started:.1f} s; decisions at {cluster.coordinator.address} "
-          f"(Ctrl-C to stop)", flush=True)
     try:
-        while not stopping and (args.duration is None or time.monotonic() - started < args.duration):
+        print("starting the cluster...", flush=True)
+        cluster.start()
+        print(f"{'process':<16}{'address':<22}{'pid':>8}  core")
+        for name, child in zip(AGENT_NAMES, cluster.agents):
+            print(f"{'agent ' + name:<16}{child.address:<22}{child.proc.pid:>8}  {cluster.cores[name]}")
+        print(f"{'coordinator':<16}{cluster.coordinator.address:<22}{cluster.coordinator.proc.pid:>8}  any")
+        print(f"all SERVING after {time.monotonic() - started:.1f} s; decisions at {cluster.coordinator.address} "
+              f"(Ctrl-C to stop)", flush=True)
+        while args.duration is None or time.monotonic() - started < args.duration:
             for event in cluster.supervise_once():
                 print(event, flush=True)
             time.sleep(0.2)
+    except StopRequested:
+        pass
     finally:
         print("stopping: coordinator first (drains in-flight calls), then the agents", flush=True)
         cluster.stop()
