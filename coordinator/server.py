@@ -36,6 +36,7 @@ from tactical.wire import ACTIONS, WireError
 
 log = logging.getLogger(__name__)
 MONITOR_INTERVAL_S = 1.0
+AUTO_ACTIVATE_WAIT_S = 10.0  # a fresh coordinator waits this long for every agent before its first activation
 DECISION_SERVICE = decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name
 
 
@@ -143,9 +144,18 @@ class Engine:
         await asyncio.gather(*(group.refresh_info() for group in self.agents.values()))
 
     def newest_common_version(self) -> int | None:
-        """The newest version every connected agent process holds (for the first activation)."""
+        """The newest version every connected agent process holds, for the first activation.
+
+        For its first AUTO_ACTIVATE_WAIT_S the coordinator waits for every agent process, so that
+        an agent that comes up a little late is not left without the chosen version; after that,
+        `min_agents` connected agents are enough to start serving.
+        """
+        links = self.links()
+        everyone = all(link.connected and link.info for link in links)
+        if not everyone and time.monotonic() - self.started < AUTO_ACTIVATE_WAIT_S:
+            return None
         held = [set(link.info.loaded_versions) | set(link.info.stored_versions)
-                for link in self.links() if link.connected and link.info]
+                for link in links if link.connected and link.info]
         if not held or sum(group.connected for group in self.agents.values()) < self.cfg.aggregation.min_agents:
             return None
         common = set.intersection(*held)
@@ -201,7 +211,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
                                           info=link.info, error="" if link.connected else link.last_error)
                   for link in e.links()]
         return cluster_pb2.ClusterStatus(
-            active_version=e.state.version or 0, serving=e.serving(), agents=agents, decisions=e.decisions,
+            active_version=e.state.version, serving=e.serving(), agents=agents, decisions=e.decisions,
             degraded_decisions=e.degraded, p50_ms=percentile(e.latencies_ms, 50),
             p99_ms=percentile(e.latencies_ms, 99), pid=os.getpid(), uptime_s=time.monotonic() - e.started,
             audit_dropped=e.audit.dropped if e.audit is not None else 0)
@@ -248,7 +258,7 @@ class ModelAdminServicer(cluster_pb2_grpc.ModelAdminServiceServicer):
                                             stored_versions=link.info.stored_versions if link.info else [],
                                             error="" if link.info else link.last_error)
                   for link in e.links()]
-        return cluster_pb2.VersionList(active_version=e.state.version or 0, history=e.state.history, agents=agents)
+        return cluster_pb2.VersionList(active_version=e.state.version, history=e.state.history, agents=agents)
 
 
 @dataclass

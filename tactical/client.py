@@ -41,6 +41,11 @@ def decide_request(*, window: np.ndarray | None = None, bars: Bars | None = None
     return decision_pb2.DecideRequest(request_id=request_id, bars=encode_bars(bars))
 
 
+def active_version_text(message: cluster_pb2.ClusterStatus | cluster_pb2.VersionList) -> str:
+    """The active version for people: its number, or 'none' while no version is active."""
+    return str(message.active_version) if message.HasField("active_version") else "none"
+
+
 class TacticalClient:
     """Calls to one coordinator. Admin calls send `admin_token`."""
 

@@ -207,7 +207,7 @@ class LocalCluster:
 
     def _coordinator_view(self) -> str:
         """Why the coordinator does not serve, as it sees it: the active version and what each agent has."""
-        from tactical.client import TacticalClient
+        from tactical.client import TacticalClient, active_version_text
 
         try:
             with TacticalClient(self.coordinator.address, self.cfg, timeout=2) as client:
@@ -218,7 +218,7 @@ class LocalCluster:
             f"{a.agent} " + (f"has {sorted(set(a.info.loaded_versions) | set(a.info.stored_versions))}"
                              if a.connected and a.HasField("info") else f"unreachable ({a.error})")
             for a in s.agents)
-        return f"active version {s.active_version}; {agents}"
+        return f"active version {active_version_text(s)}; {agents}"
 
     def supervise_once(self) -> list[str]:
         """Restart children that died (with backoff); return what happened."""

@@ -276,7 +276,9 @@ def test_too_few_agents_means_hold_with_the_reason(tmp_path):
 
 
 def test_coordinator_started_before_its_agents(tmp_path):
-    """NOT_SERVING until the agents appear, then SERVING, without a restart."""
+    """NOT_SERVING until the agents appear, then SERVING, without a restart. A fresh coordinator
+    waits for every agent before its first activation (it would pick a version only the first
+    ones hold), as long as they come within AUTO_ACTIVATE_WAIT_S."""
     from tactical.launcher import Child, tactical_command
 
     config_path = write_config(tmp_path)
@@ -293,8 +295,11 @@ def test_coordinator_started_before_its_agents(tmp_path):
         address = coordinator.wait_listening()
         with TacticalClient(address, cfg) as client:
             assert client.health() == "NOT_SERVING"
-            for agent in agents:
+            for agent in agents[:2]:
                 agent.spawn()
+            wait_for(lambda: sum(a.connected and a.HasField("info") for a in client.status().agents) == 2)
+            assert client.health() == "NOT_SERVING" and not client.status().HasField("active_version")
+            agents[2].spawn()
             wait_for(lambda: client.health() == "SERVING")
             wait_for(lambda: all(v.ok for v in client.decide(window=random_window(8)).votes))
     finally:

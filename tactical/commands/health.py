@@ -26,7 +26,7 @@ def check(target: str, cfg, timeout: float) -> tuple[list[dict], object]:
     """One row per process, and the coordinator's status (None when it could not be asked)."""
     import grpc
 
-    from tactical.client import AgentClient, TacticalClient
+    from tactical.client import AgentClient, TacticalClient, active_version_text
 
     rows = []
     with TacticalClient(target, cfg, timeout=timeout) as client:
@@ -36,7 +36,7 @@ def check(target: str, cfg, timeout: float) -> tuple[list[dict], object]:
         except grpc.RpcError:
             cluster = None
         rows.append({"process": "coordinator", "address": target, "status": status,
-                     "version": str(cluster.active_version) if cluster else "-",
+                     "version": active_version_text(cluster) if cluster else "-",
                      "p50": f"{cluster.p50_ms:.2f} ms" if cluster else "-",
                      "p99": f"{cluster.p99_ms:.2f} ms" if cluster else "-",
                      "requests": cluster.decisions if cluster else 0})
@@ -44,7 +44,7 @@ def check(target: str, cfg, timeout: float) -> tuple[list[dict], object]:
         with AgentClient(agent.address, cfg, timeout=timeout) as client:
             agent_status = client.health()
         info = agent.info if agent.HasField("info") else None
-        versions = ",".join(("*" if v == cluster.active_version else "") + str(v) for v in info.loaded_versions) \
+        versions = ",".join(("*" if cluster.HasField("active_version") and v == cluster.active_version else "") + str(v) for v in info.loaded_versions) \
             if info else "-"
         rows.append({"process": f"agent {agent.agent}", "address": agent.address, "status": agent_status,
                      "version": versions, "p50": f"{info.p50_inference_us:.0f} us" if info else "-",

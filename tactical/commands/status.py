@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from google.protobuf import json_format
 
-    from tactical.client import TacticalClient
+    from tactical.client import TacticalClient, active_version_text
     from tactical.config import load_config
 
     cfg = load_config(args.config)
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     share = s.degraded_decisions / s.decisions if s.decisions else 0.0
     print(f"coordinator {target} (pid {s.pid}, up {s.uptime_s:.0f} s): {'SERVING' if s.serving else 'NOT SERVING'}")
-    print(f"  active model version {s.active_version}; {s.decisions} decisions, {s.degraded_decisions} degraded "
+    print(f"  active model version {active_version_text(s)}; {s.decisions} decisions, {s.degraded_decisions} degraded "
           f"({share:.1%}); latency p50 {s.p50_ms:.2f} ms, p99 {s.p99_ms:.2f} ms")
     if s.audit_dropped:
         print(f"  WARNING: {s.audit_dropped} decisions could not be written to the audit log (writer behind)")

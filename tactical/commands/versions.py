@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from agents.model_store import ModelStore
-    from tactical.client import TacticalClient
+    from tactical.client import TacticalClient, active_version_text
     from tactical.config import load_config
 
     cfg = load_config(args.config)
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     with TacticalClient(args.target or cfg.serving.local_coordinator, cfg,
                         admin_token=cluster_admin_token(cfg)) as client:
         listing = client.list_versions()
-    print(f"cluster: active version {listing.active_version}; earlier: {list(listing.history) or 'none'}")
+    print(f"cluster: active version {active_version_text(listing)}; earlier: {list(listing.history) or 'none'}")
     for agent in listing.agents:
         if agent.error:
             print(f"  agent {agent.agent}: {agent.error}")
