@@ -107,18 +107,19 @@ def test_value_normalizer_tracks_mean_and_std_and_inverts():
 def test_value_clip_is_centred_on_the_old_values_under_the_updated_statistics(tmp_path):
     """The critic predicted its rollout values under the statistics before this rollout's returns
     were merged in; the clip centre is those values in reward units, standardized like the targets."""
-    cfg = small_config(tmp_path, epochs=1, minibatch_size=64, prioritized_sampling=False).replace(
-        model={"dropout": 0.0})  # one minibatch, no dropout: the reported loss is computable here
+    # one minibatch and no dropout, so the reported loss is computable here; rewards far larger than
+    # the statistics so far (std 0.2), so the update moves them a lot
+    cfg = small_config(tmp_path, epochs=1, minibatch_size=64, prioritized_sampling=False,
+                       reward_scale=2000.0).replace(model={"dropout": 0.0})
     trainer = TacticalMAPPOTrainer(cfg, progress=False, log_metrics=False)
-    trainer.value_norm.load_state_dict({"enabled": True, "mean": 0.5, "var": 0.04, "count": 10.0})
-    trainer.next_obs = trainer.envs.reset(seed=0)
+    trainer.value_norm.load_state_dict({"enabled": True, "mean": 2.0, "var": 0.04, "count": 10.0})
     rollout = trainer.collect_rollout()
     advantages, returns = trainer.compute_advantages(rollout)
     with torch.no_grad():
         new = trainer.model.critic(rollout.obs.reshape(64, -1))  # the critic before its first step
     stats = trainer.optimize(rollout, advantages, returns, 1)
     mean, std = trainer.value_norm.mean, trainer.value_norm.std
-    assert abs(mean - 0.5) > 0.1  # the statistics moved a lot
+    assert std > 5 * 0.2
     targets = (returns.reshape(-1) - mean) / std
     eps = cfg.training.clip_epsilon
 
@@ -126,7 +127,7 @@ def test_value_clip_is_centred_on_the_old_values_under_the_updated_statistics(tm
         clipped = centre + torch.clamp(new - centre, -eps, eps)
         return 0.5 * torch.max((new - targets) ** 2, (clipped - targets) ** 2).mean().item()
 
-    centre = (rollout.values.reshape(-1) * 0.2 + 0.5 - mean) / std
+    centre = (rollout.values.reshape(-1) * 0.2 + 2.0 - mean) / std
     assert stats["value_loss"] == pytest.approx(clipped_loss(centre), rel=1e-4)
     assert clipped_loss(centre) != pytest.approx(clipped_loss(rollout.values.reshape(-1)), rel=1e-2)
 
@@ -174,6 +175,39 @@ def test_same_seed_trains_identically_and_another_seed_does_not(tmp_path):
         for agent in ("fvg", "momentum", "entry"):
             assert f"actors.{agent}.{head}.weight" in trained
     assert "critic.value_head.weight" in trained
+
+
+def recorded_rollouts(trainer):
+    """The list of every rollout `trainer` collects from now on."""
+    rollouts = []
+    collect = trainer.collect_rollout
+
+    def collect_and_keep():
+        rollouts.append(collect())
+        return rollouts[-1]
+
+    trainer.collect_rollout = collect_and_keep
+    return rollouts
+
+
+def test_a_resumed_run_goes_on_as_an_uninterrupted_one_instead_of_replaying_its_start(tmp_path):
+    cfg = small_config(tmp_path)
+    uninterrupted = TacticalMAPPOTrainer(cfg, progress=False, log_metrics=False)
+    played = recorded_rollouts(uninterrupted)
+    uninterrupted.train(3)
+
+    first = TacticalMAPPOTrainer(cfg, progress=False, log_metrics=False)
+    first.train(1)
+    resumed = TacticalMAPPOTrainer(cfg, progress=False, log_metrics=False)
+    resumed.load_checkpoint(first.save_checkpoint(tmp_path / "after-1.pt"))
+    replayed = recorded_rollouts(resumed)
+    resumed.train(2)
+
+    assert not torch.equal(replayed[0].obs[0], played[0].obs[0])  # update 2 starts its episodes elsewhere
+    for mine, theirs in zip(replayed, played[1:], strict=True):  # the episodes and actions of updates 2 and 3
+        torch.testing.assert_close(mine.obs, theirs.obs, rtol=0, atol=0)
+        torch.testing.assert_close(mine.actions, theirs.actions, rtol=0, atol=0)
+    assert_same_parameters(parameters(resumed), parameters(uninterrupted))
 
 
 def test_train_logs_every_update_and_the_callback_can_stop_it(tmp_path):

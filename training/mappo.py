@@ -17,6 +17,11 @@ One update, top to bottom:
    gradients averaged over ranks, clipped per network, one Adam step;
 5. stats: episode reward, losses, entropy, approx KL, clip fraction, explained variance, steps/s.
 
+Random streams (episode starts, action sampling, minibatch order, critic dropout) are seeded
+before every update from (seed, rank, update number): two runs with one seed are identical, each
+rank plays its own episodes, and a run resumed from a checkpoint goes on exactly as an
+uninterrupted one would.
+
 Dropout: the actors run in eval mode in rollouts and updates, so the probability ratio compares
 exactly the network that acted (and that is served); dropout regularizes the critic.
 """
@@ -45,7 +50,6 @@ from training.series import HOLDOUT, TradingSeries
 from training.system import TacticalMARLSystem
 from training.value_norm import ValueNormalizer
 
-RANK_SEED_STRIDE = 10_007  # rank r collects rollouts with seed + r * stride
 ADAM_EPS = 1e-5
 
 
@@ -101,15 +105,10 @@ class TacticalMAPPOTrainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.learning_rate, eps=ADAM_EPS)
         self.value_norm = ValueNormalizer(t.value_normalization)
 
-        self.rank_seed = t.seed + RANK_SEED_STRIDE * self.dist.rank
-        torch.manual_seed(self.rank_seed)  # critic dropout masks
-        self.action_generator = torch.Generator().manual_seed(self.rank_seed)
-        self.minibatch_rng = np.random.default_rng(self.rank_seed)
         if series is None:
             series = TradingSeries.from_bars(bars, cfg) if bars is not None else TradingSeries.synthetic(cfg)
         self.series = series
         self.envs = VectorTradingEnv(cfg, series, t.num_envs)
-        self.next_obs: np.ndarray | None = None  # the envs are reset when training starts
 
         self.updates_done = 0  # over the model's whole life, restored by load_checkpoint
         self.env_steps = 0
@@ -117,6 +116,22 @@ class TacticalMAPPOTrainer:
         self._inference_s: list[float] = []
         self._update_s: list[float] = []
         self._rollout_s: list[float] = []
+        self.seed_streams()
+
+    def seed_streams(self) -> None:
+        """Seed the episode starts, action sampling, minibatch order and critic dropout of the next update.
+
+        Seeds derive from (training.seed, rank, updates_done) and train() calls this before every
+        update, so a run resumed from a checkpoint after n updates goes on exactly as an
+        uninterrupted run would instead of replaying the episodes and action noise of update 1,
+        and each rank plays its own episodes. The envs restart: a rollout ends every episode anyway.
+        """
+        env_seed, action_seed, minibatch_seed, dropout_seed = (int(s) for s in np.random.SeedSequence(
+            [self.config.training.seed, self.dist.rank, self.updates_done]).generate_state(4, np.uint64))
+        self.next_obs = self.envs.reset(seed=env_seed)
+        self.action_generator = torch.Generator().manual_seed(action_seed)
+        self.minibatch_rng = np.random.default_rng(minibatch_seed)
+        torch.manual_seed(dropout_seed)  # the critic's dropout masks
 
     # ------------------------------------------------------------------ training loop
     def train(self, updates: int | None = None,
@@ -131,12 +146,11 @@ class TacticalMAPPOTrainer:
         updates = t.updates if updates is None else updates
         schedule_end = self.updates_done + updates  # the entropy coefficient reaches its end value here
         metrics = MetricsLog(self.config.paths.metrics) if self.log_metrics else None
-        if self.next_obs is None:
-            self.next_obs = self.envs.reset(seed=self.rank_seed)
         bar = tqdm(total=updates, desc=self.progress_label, unit="update", disable=not self.progress,
                    dynamic_ncols=True)
         try:
             for _ in range(updates):
+                self.seed_streams()
                 started = time.perf_counter()
                 rollout = self.collect_rollout()
                 collected = time.perf_counter()
