@@ -231,11 +231,34 @@ def test_train_logs_every_update_and_the_callback_can_stop_it(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []
 
 
-def test_entropy_coefficient_decays_linearly_from_start_to_end(tmp_path):
-    trainer = TacticalMAPPOTrainer(small_config(tmp_path, epochs=1), progress=False, log_metrics=False)
+def entropy_coefficients(trainer, *calls):
+    """The entropy coefficient of every update of train(n) for each n in `calls`."""
     coefs = []
-    trainer.train(3, callback=lambda i, s: coefs.append(s["entropy_coef"]))
-    assert coefs == pytest.approx([0.01, 0.0055, 0.001])
+    for updates in calls:
+        trainer.train(updates, callback=lambda i, s: coefs.append(s["entropy_coef"]))
+    return coefs
+
+
+def test_entropy_coefficient_decays_linearly_over_the_configured_updates(tmp_path):
+    cfg = small_config(tmp_path, epochs=1, updates=3)
+    trainer = TacticalMAPPOTrainer(cfg, progress=False, log_metrics=False)
+    assert entropy_coefficients(trainer, 3) == pytest.approx([0.01, 0.0055, 0.001])
+    assert entropy_coefficients(trainer, 1) == pytest.approx([0.001])  # past the schedule: the end value
+
+    one_at_a_time = TacticalMAPPOTrainer(cfg, progress=False, log_metrics=False)
+    assert entropy_coefficients(one_at_a_time, 1, 1, 1, 1) == pytest.approx([0.01, 0.0055, 0.001, 0.001])
+
+    longer = TacticalMAPPOTrainer(cfg, progress=False, log_metrics=False)  # a longer call stretches the schedule
+    assert entropy_coefficients(longer, 5) == pytest.approx([0.01, 0.00775, 0.0055, 0.00325, 0.001])
+
+
+def test_a_resumed_run_continues_the_entropy_schedule(tmp_path):
+    cfg = small_config(tmp_path, epochs=1, updates=5)
+    first = TacticalMAPPOTrainer(cfg, progress=False, log_metrics=False)
+    assert entropy_coefficients(first, 2) == pytest.approx([0.01, 0.00775])
+    resumed = TacticalMAPPOTrainer(cfg, progress=False, log_metrics=False)
+    resumed.load_checkpoint(first.save_checkpoint(tmp_path / "after-2.pt"))
+    assert entropy_coefficients(resumed, 3) == pytest.approx([0.0055, 0.00325, 0.001])
 
 
 def test_target_kl_stops_the_epochs_early(tmp_path):

@@ -10,7 +10,9 @@ One update, top to bottom:
 4. `epochs` passes over shuffled minibatches (or minibatches drawn with probability
    proportional to |advantage|^alpha, importance-weighted by (N * P)^-beta / max, the weights
    multiplying the policy and value losses); per agent a clipped surrogate on the normalized
-   advantage and an entropy bonus whose coefficient decays linearly start -> end over the run;
+   advantage and an entropy bonus whose coefficient decays linearly start -> end from update 1 to
+   update max(training.updates, the last update of this train() call), counted over the model's
+   life (so repeated short calls and resumed runs follow the configured schedule; see train());
    a clipped value loss for the critic (clipped around its rollout values, re-expressed under the
    statistics just updated, like the targets); each actor's own value head regresses onto the same
    standardized returns (an auxiliary loss, so the value an agent serves means something);
@@ -138,13 +140,18 @@ class TacticalMAPPOTrainer:
               callback: Callable[[int, dict[str, float]], bool | None] | None = None) -> dict[str, float]:
         """Run `updates` updates (default training.updates); returns the last update's stats.
 
+        The entropy coefficient goes linearly from entropy_coef_start at update 1 to
+        entropy_coef_end at update max(training.updates, updates_done + updates), then stays
+        there: train() once, train(1) training.updates times, or a run resumed from a checkpoint
+        follow the same schedule; a call that runs past training.updates stretches it to its end.
+
         After each update, callback(update_index, stats) is called on every rank (update_index
         counts from 1 over the model's life); returning False stops training after that
         update, on every rank at once.
         """
         t = self.config.training
         updates = t.updates if updates is None else updates
-        schedule_end = self.updates_done + updates  # the entropy coefficient reaches its end value here
+        schedule_end = max(t.updates, self.updates_done + updates)  # the entropy coefficient's end update
         metrics = MetricsLog(self.config.paths.metrics) if self.log_metrics else None
         bar = tqdm(total=updates, desc=self.progress_label, unit="update", disable=not self.progress,
                    dynamic_ncols=True)
