@@ -4,6 +4,7 @@ and its importance weights, the entropy schedule, determinism, logging, stopping
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -219,16 +220,31 @@ def test_train_logs_every_update_and_the_callback_can_stop_it(tmp_path):
         seen.append((index, dict(stats)))
         return index < 2
 
+    started = time.time()
     last = trainer.train(5, callback=callback)
     assert [i for i, _ in seen] == [1, 2] and trainer.updates_done == 2
-    records = read_metrics(cfg.paths.metrics)
-    assert [r["update"] for r in records] == [1, 2]
+    logged = read_metrics(cfg.paths.metrics)
+    assert [r["update"] for r in logged] == [1, 2] and {r["run"] for r in logged} == {trainer.metrics_log.run}
+    assert started <= logged[0]["time"] <= logged[1]["time"] <= time.time()
+    records = [{k: v for k, v in r.items() if k not in ("run", "time")} for r in logged]
     assert set(records[-1]) == STAT_KEYS and records[-1] == pytest.approx(last)
     for record in records:
         assert all(math.isfinite(v) for v in record.values())
         assert record["epochs"] == 2 and record["env_steps"] == 64 * record["update"]
         assert 0.0 <= record["clip_fraction"] <= 1.0 and record["entropy"] <= math.log(3) + 1e-6
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []
+
+
+def test_a_second_run_appends_its_records_under_its_own_run_id(tmp_path):
+    cfg = small_config(tmp_path, epochs=1)
+    first = TacticalMAPPOTrainer(cfg, progress=False)
+    first.train(1)
+    first.train(1)  # one trainer, one run
+    second = TacticalMAPPOTrainer(cfg, progress=False)
+    second.train(1)
+    records = read_metrics(cfg.paths.metrics)
+    assert [(r["run"], r["update"]) for r in records] == [
+        (first.metrics_log.run, 1), (first.metrics_log.run, 2), (second.metrics_log.run, 1)]
+    assert first.metrics_log.run != second.metrics_log.run
 
 
 def entropy_coefficients(trainer, *calls):

@@ -87,8 +87,8 @@ class TacticalMAPPOTrainer:
     config: a Config, a parsed YAML mapping (merged over the packaged defaults), or a YAML path.
     bars: the series to train on (default: the config's synthetic series); its last
     training.holdout_fraction is held out for `evaluate()`. progress: a tqdm bar; log_metrics:
-    append per-update records to paths.metrics. Under torch.distributed each rank collects its
-    own rollouts and gradients are averaged; rank 0 logs.
+    append per-update records to paths.metrics, all of this trainer's under one run id. Under
+    torch.distributed each rank collects its own rollouts and gradients are averaged; rank 0 logs.
     """
 
     def __init__(self, config: Config | Mapping[str, Any] | str | Path | None = None, *, bars: Bars | None = None,
@@ -98,7 +98,7 @@ class TacticalMAPPOTrainer:
         self.dist = DistContext.current()
         self.progress = progress and self.dist.is_main
         self.progress_label = "training"
-        self.log_metrics = log_metrics and self.dist.is_main
+        self.metrics_log = MetricsLog(cfg.paths.metrics) if log_metrics and self.dist.is_main else None
         torch.set_num_threads(t.torch_threads)
 
         torch.manual_seed(t.seed)  # identical initial weights on every rank
@@ -152,7 +152,6 @@ class TacticalMAPPOTrainer:
         t = self.config.training
         updates = t.updates if updates is None else updates
         schedule_end = max(t.updates, self.updates_done + updates)  # the entropy coefficient's end update
-        metrics = MetricsLog(self.config.paths.metrics) if self.log_metrics else None
         bar = tqdm(total=updates, desc=self.progress_label, unit="update", disable=not self.progress,
                    dynamic_ncols=True)
         try:
@@ -176,8 +175,8 @@ class TacticalMAPPOTrainer:
                          "steps_per_second": steps / (finished - started), "env_steps": self.env_steps,
                          "rollout_seconds": collected - started, "update_seconds": finished - collected}
                 self.last_stats = stats
-                if metrics is not None:
-                    metrics.write(stats)
+                if self.metrics_log is not None:
+                    self.metrics_log.write(stats)
                 bar.update(1)
                 bar.set_postfix(reward=f"{reward:+.3f}", kl=f"{stats['approx_kl']:.4f}",
                                 ev=f"{stats['explained_variance']:.2f}", sps=f"{stats['steps_per_second']:.0f}")
