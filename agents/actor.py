@@ -4,6 +4,8 @@ Shape (the original model card's): per-feature attention (7 softmax weights, ini
 the agent's focus, learnable) -> Conv1D 7->32 and 32->64 (kernel 3, weight normalization,
 ReLU) -> average pooling to 16 steps -> MLP 1024->128->128 (Tanh, dropout) -> policy logits
 over Short/Hold/Long divided by a learnable temperature, and a value head. ~155k parameters.
+The value head outputs standardized returns (the trainer's value normalization); the exported
+artifact serves it in reward units (agents/export.py).
 
 The pooling is a fixed (56, 16) averaging matrix that equals AdaptiveAvgPool1d(16) exactly;
 unlike the adaptive op it exports to ONNX for any input length.

@@ -17,7 +17,10 @@ from agents.model_store import ModelStore
 from agents.runtime import ActorRunner
 from tactical.config import AGENT_NAMES, default_config
 from training.system import TacticalMARLSystem
+from training.value_norm import ValueNormalizer
 from training.versions import ensure_default_version, publish
+
+VALUE_STD, VALUE_MEAN = 1.5, -0.37  # the trainer's value statistics when the version was published
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +36,21 @@ def trained_like():
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, trained_like):
+def value_norm():
+    norm = ValueNormalizer(True)
+    norm.load_state_dict({"enabled": True, "mean": VALUE_MEAN, "var": VALUE_STD ** 2, "count": 1000.0})
+    return norm
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, trained_like, value_norm):
     store = ModelStore(tmp_path_factory.mktemp("store"))
-    publish(store, trained_like, source="test", version=1)
+    publish(store, trained_like, source="test", version=1, value_norm=value_norm)
     return store
 
 
 @pytest.mark.parametrize("batch", [1, 7, 64])
-def test_onnx_matches_torch_in_eval_mode(store, trained_like, batch):
+def test_onnx_matches_torch_in_eval_mode_and_serves_the_value_in_reward_units(store, trained_like, batch):
     windows = np.random.default_rng(batch).uniform(-1, 1, size=(batch, 60, 7)).astype(np.float32)
     for name in AGENT_NAMES:
         runner = ActorRunner(*store.read_artifact(1, name))
@@ -48,8 +58,17 @@ def test_onnx_matches_torch_in_eval_mode(store, trained_like, batch):
         with torch.no_grad():
             logits, value = trained_like.actors[name](torch.from_numpy(windows))
         assert np.abs(probs - torch.softmax(logits, -1).numpy()).max() < 1e-5
-        assert np.abs(values - value.numpy()).max() < 1e-5
+        assert np.abs(values - (value.numpy() * VALUE_STD + VALUE_MEAN)).max() < 1e-5  # denormalized
         assert probs.max() > 0.5  # the outputs compared are not all near uniform
+
+
+def test_without_value_statistics_the_value_head_is_served_as_is(trained_like):
+    blob, manifest = export_artifact(trained_like.actors["entry"], 2)
+    windows = np.random.default_rng(0).uniform(-1, 1, size=(5, 60, 7)).astype(np.float32)
+    _, values = ActorRunner(blob, manifest).run(windows)
+    with torch.no_grad():
+        _, value = trained_like.actors["entry"](torch.from_numpy(windows))
+    assert np.abs(values - value.numpy()).max() < 1e-5
 
 
 def test_blob_is_self_contained_with_a_manifest(store):
@@ -150,7 +169,7 @@ def test_export_leaves_the_actor_intact(trained_like):
     x = torch.randn(3, 60, 7)
     actor = trained_like.actors["fvg"]
     with torch.no_grad():
-        before = actor(x)[0]
-        export_artifact(actor, 5)
-        after = actor(x)[0]
+        before = actor(x)
+        export_artifact(actor, 5, (VALUE_STD, VALUE_MEAN))
+        after = actor(x)
     torch.testing.assert_close(before, after, rtol=0, atol=0)

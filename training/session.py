@@ -103,7 +103,8 @@ def run_session(config: dict[str, Any], *, data: str | None = None, until_ms: in
             return
         version = publish(store, trainer.model, source=f"{source}, through update {trainer.updates_done}",
                           optimizer=trainer.optimizer, metrics=trainer.last_stats,
-                          extra={"trainer": trainer.trainer_state()}, info=data_info)
+                          extra={"trainer": trainer.trainer_state()}, info=data_info,
+                          value_norm=trainer.value_norm)
         result.versions.append(version)
         tqdm.write(f"published version {version} (update {trainer.updates_done}) to {store.root}")
         if after_publish is not None:

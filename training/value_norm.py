@@ -45,8 +45,14 @@ class ValueNormalizer:
     def normalize(self, values: torch.Tensor) -> torch.Tensor:
         return (values - self.mean) / self.std if self.enabled else values
 
+    @property
+    def affine(self) -> tuple[float, float]:
+        """(scale, shift) with denormalize(v) == v * scale + shift: what an export folds into a value head."""
+        return (self.std, self.mean) if self.enabled else (1.0, 0.0)
+
     def denormalize(self, values: torch.Tensor) -> torch.Tensor:
-        return values * self.std + self.mean if self.enabled else values
+        scale, shift = self.affine
+        return values * scale + shift
 
     def state_dict(self) -> dict[str, Any]:
         return {"enabled": self.enabled, "mean": self.mean, "var": self.var, "count": self.count}
