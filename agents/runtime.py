@@ -6,6 +6,8 @@ tens of MB against hundreds with torch imported.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import onnxruntime as ort
 
@@ -15,8 +17,14 @@ from market.features import N_FEATURES
 PROBE_BATCH = 4
 
 
+class ActorOutput(NamedTuple):
+    probabilities: np.ndarray  # (B, 3) float32 over Short, Hold, Long
+    actions: np.ndarray  # (B,) int64, the most probable action (the torch actor's deterministic one)
+    values: np.ndarray  # (B,) float32, the value head in reward units
+
+
 class ActorRunner:
-    """One loaded actor version: run(windows (B, 60, 7) float32) -> (probabilities (B, 3), values (B,))."""
+    """One loaded actor version: run(windows (B, 60, 7) float32) -> ActorOutput."""
 
     def __init__(self, blob: bytes, manifest: Manifest, threads: int = 1):
         manifest.check_blob(blob)
@@ -58,13 +66,13 @@ class ActorRunner:
         """Run a fixed batch; raise ArtifactError unless probabilities are finite and sum to 1."""
         rng = np.random.default_rng(0)
         windows = rng.uniform(-1, 1, size=(PROBE_BATCH, self.window, N_FEATURES)).astype(np.float32)
-        probs, values = self.run(windows)
+        probs, _, values = self.run(windows)
         m = self.manifest
         if not (np.isfinite(probs).all() and np.isfinite(values).all()):
             raise ArtifactError(f"{m.agent} v{m.version}: probe inference gave non-finite outputs (NaN weights?)")
         if not np.allclose(probs.sum(axis=1), 1.0, atol=1e-4) or (probs < 0).any():
             raise ArtifactError(f"{m.agent} v{m.version}: probe probabilities do not form a distribution")
 
-    def run(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, windows: np.ndarray) -> ActorOutput:
         probs, values = self.session.run(OUTPUT_NAMES, {INPUT_NAME: windows})
-        return probs, values
+        return ActorOutput(probs, probs.argmax(axis=1), values)

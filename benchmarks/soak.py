@@ -125,7 +125,7 @@ def main() -> None:
         ensure_default_version(store.root, cfg)
         opinionated_versions(store, cfg)
         windows = np.random.default_rng(args.seed).uniform(-1, 1, (POOL, 60, 7)).astype(np.float32)
-        expected = {(v, a): ActorRunner(*store.read_artifact(v, name)).run(windows)[0]
+        expected = {(v, a): ActorRunner(*store.read_artifact(v, name)).run(windows).probabilities
                     for v in VERSIONS for a, name in enumerate(AGENT_NAMES)}
 
         cluster = LocalCluster(cfg, str(path))

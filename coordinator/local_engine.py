@@ -27,5 +27,5 @@ class LocalEngine:
         for start in range(0, len(windows), batch):
             chunk = windows[start:start + batch]
             for a, runner in enumerate(self.runners):
-                probs[start:start + len(chunk), a] = runner.run(chunk)[0]
+                probs[start:start + len(chunk), a] = runner.run(chunk).probabilities
         return self.rule(probs)

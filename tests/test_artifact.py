@@ -54,10 +54,11 @@ def test_onnx_matches_torch_in_eval_mode_and_serves_the_value_in_reward_units(st
     windows = np.random.default_rng(batch).uniform(-1, 1, size=(batch, 60, 7)).astype(np.float32)
     for name in AGENT_NAMES:
         runner = ActorRunner(*store.read_artifact(1, name))
-        probs, values = runner.run(windows)
+        probs, actions, values = runner.run(windows)
         with torch.no_grad():
             logits, value = trained_like.actors[name](torch.from_numpy(windows))
         assert np.abs(probs - torch.softmax(logits, -1).numpy()).max() < 1e-5
+        assert (actions == logits.argmax(-1).numpy()).all()
         assert np.abs(values - (value.numpy() * VALUE_STD + VALUE_MEAN)).max() < 1e-5  # denormalized
         assert probs.max() > 0.5  # the outputs compared are not all near uniform
 
@@ -65,7 +66,7 @@ def test_onnx_matches_torch_in_eval_mode_and_serves_the_value_in_reward_units(st
 def test_without_value_statistics_the_value_head_is_served_as_is(trained_like):
     blob, manifest = export_artifact(trained_like.actors["entry"], 2)
     windows = np.random.default_rng(0).uniform(-1, 1, size=(5, 60, 7)).astype(np.float32)
-    _, values = ActorRunner(blob, manifest).run(windows)
+    values = ActorRunner(blob, manifest).run(windows).values
     with torch.no_grad():
         _, value = trained_like.actors["entry"](torch.from_numpy(windows))
     assert np.abs(values - value.numpy()).max() < 1e-5

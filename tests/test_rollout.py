@@ -83,7 +83,7 @@ def expected_probabilities(store: ModelStore, versions, windows):
     out = {}
     for v in versions:
         for a, name in enumerate(AGENT_NAMES):
-            probs, _ = ActorRunner(*store.read_artifact(v, name)).run(windows)
+            probs = ActorRunner(*store.read_artifact(v, name)).run(windows).probabilities
             for i in range(len(windows)):
                 out[(v, i, a)] = probs[i]
     return out
