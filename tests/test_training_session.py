@@ -10,6 +10,7 @@ from agents.runtime import ActorRunner
 from tactical.config import AGENT_NAMES, default_config
 from training.checkpoint import load_checkpoint
 from training.session import run_session
+from training.versions import publish_checkpoint
 from training.value_norm import ValueNormalizer
 
 
@@ -27,7 +28,16 @@ def test_published_artifacts_serve_the_value_denormalized_with_the_trainers_stat
 
     windows = np.random.default_rng(0).uniform(-1, 1, size=(8, 60, 7)).astype(np.float32)
     for name in AGENT_NAMES:
-        _, served = ActorRunner(*store.read_artifact(result.versions[-1], name)).run(windows)
+        served = ActorRunner(*store.read_artifact(result.versions[-1], name)).run(windows).values
         with torch.no_grad():
             _, standardized = model.eval().actors[name](torch.from_numpy(windows))
         np.testing.assert_allclose(served, value_norm.denormalize(standardized).numpy(), rtol=1e-5, atol=1e-5)
+
+    # `tactical rollout --checkpoint` republishes a checkpoint: same served values, still resumable
+    again = publish_checkpoint(store, store.path(result.versions[-1]))
+    assert again == result.versions[-1] + 1
+    for name in AGENT_NAMES:
+        first = ActorRunner(*store.read_artifact(result.versions[-1], name)).run(windows).values
+        np.testing.assert_array_equal(ActorRunner(*store.read_artifact(again, name)).run(windows).values, first)
+    _, republished = load_checkpoint(store.path(again) / CHECKPOINT_FILE)
+    assert republished["extra"]["trainer"] == payload["extra"]["trainer"]

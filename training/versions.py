@@ -13,7 +13,7 @@ import torch
 from agents.export import export_artifact
 from agents.model_store import CHECKPOINT_FILE, VERSION_FILE, ModelStore, artifact_names
 from tactical.config import Config
-from training.checkpoint import checkpoint_bytes
+from training.checkpoint import checkpoint_bytes, load_checkpoint
 from training.system import TacticalMARLSystem
 from training.value_norm import ValueNormalizer
 
@@ -67,6 +67,23 @@ def publish(store: ModelStore, model: TacticalMARLSystem, *, source: str, versio
             if version is not None:
                 raise
             # another writer took that number: take the next one
+
+
+def publish_checkpoint(store: ModelStore, path: str | Path) -> int:
+    """Publish a training checkpoint (a file, or a version directory holding one) as a new version.
+
+    A trainer's checkpoint carries its value statistics and update count: they go with it, so
+    the agents serve values in reward units and the version can be resumed like any other.
+    """
+    path = Path(path)
+    model, payload = load_checkpoint(path / CHECKPOINT_FILE if path.is_dir() else path)
+    extra = payload.get("extra") or {}
+    value_norm = None
+    if extra.get("trainer") is not None:
+        value_norm = ValueNormalizer()
+        value_norm.load_state_dict(extra["trainer"]["value_norm"])
+    return publish(store, model, source=f"checkpoint {path}", metrics=payload.get("metrics"), extra=extra,
+                   value_norm=value_norm)
 
 
 def default_model(cfg: Config) -> TacticalMARLSystem:

@@ -28,9 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import sys
-    from pathlib import Path
 
-    from agents.model_store import CHECKPOINT_FILE, ModelStore
+    from agents.model_store import ModelStore
     from tactical.client import TacticalClient
     from tactical.config import load_config
     from tactical.rollout import RolloutError, rollout
@@ -39,12 +38,9 @@ def run(args: argparse.Namespace) -> int:
     store = ModelStore(cfg.paths.model_store)
     token = cluster_admin_token(cfg)
     if args.checkpoint:
-        from training.checkpoint import load_checkpoint
-        from training.versions import publish
+        from training.versions import publish_checkpoint
 
-        path = Path(args.checkpoint)
-        model, payload = load_checkpoint(path / CHECKPOINT_FILE if path.is_dir() else path)
-        version = publish(store, model, source=f"checkpoint {args.checkpoint}", metrics=payload["metrics"])
+        version = publish_checkpoint(store, args.checkpoint)
         print(f"published {args.checkpoint} as version {version} in {store.root}")
     elif args.latest:
         version = store.latest()
