@@ -2,14 +2,19 @@
 
 Accepted: a header row; a time column named time, timestamp, datetime, date or ts (or a
 `date` plus a `time` column), and open, high, low, close, volume, in any case and order.
-Extra columns are ignored. Time is ISO 8601 text (naive times are UTC) or a Unix epoch
-number in seconds or milliseconds. Every bad row is an error naming its line and problem.
+Extra columns are ignored. The file is UTF-8, or UTF-16/UTF-32 with a byte-order mark (what
+spreadsheets write as "Unicode"). Time is ISO 8601 text (naive times are UTC) or a Unix epoch
+number in seconds, milliseconds, microseconds or nanoseconds, told apart by magnitude (one
+unit for the whole column). Every bad row is an error naming its line and problem.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
+import io
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import numpy as np
@@ -21,19 +26,59 @@ _TIME_COLUMNS = ("time", "timestamp", "datetime", "date", "ts")
 _PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 _TEXT_FORMATS = ("%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y", "%Y.%m.%d %H:%M:%S", "%Y.%m.%d %H:%M",
                  "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M")
+# UTF-32 before UTF-16: the UTF-32-LE mark starts with the UTF-16-LE one.
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF8, "utf-8"),
+         (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
+# Epoch units by magnitude, as digit counts tell them apart (seconds have 10 digits today, milliseconds 13,
+# microseconds 16, nanoseconds 19): (unit, bound on |number|, milliseconds per unit). Nanoseconds end
+# where int64 does (2262-04-11), as numpy and pandas hold them.
+_EPOCH_UNITS = (("seconds", Decimal(10) ** 11, Decimal(1000)),
+                ("milliseconds", Decimal(10) ** 14, Decimal(1)),
+                ("microseconds", Decimal(10) ** 17, Decimal("1e-3")),
+                ("nanoseconds", Decimal(2) ** 63, Decimal("1e-6")))
+# The times datetime can show (years 1 to 9999), in milliseconds.
+_MIN_MS = -62_135_596_800_000
+_MAX_MS = 253_402_300_799_999
 
 
-def parse_time_ms(text: str) -> int:
-    """Milliseconds since the epoch from ISO text or an epoch number (seconds if < 1e11, else ms)."""
-    text = text.strip()
-    try:
-        number = float(text)
-    except ValueError:
-        pass
-    else:
-        if not np.isfinite(number):
+class _TimeColumn:
+    """Reads the times of one column: ISO 8601 text, or epoch numbers all in the unit of the first one."""
+
+    def __init__(self) -> None:
+        self.first_epoch: tuple[str, str] | None = None  # (text, unit) of the column's first epoch number
+
+    def ms(self, text: str) -> int:
+        """Milliseconds since the epoch; ValueError naming the problem."""
+        text = text.strip()
+        try:
+            number = Decimal(text)
+        except InvalidOperation:
+            ms = _iso_ms(text)
+        else:
+            ms = self._epoch_ms(text, number)
+        if not _MIN_MS <= ms <= _MAX_MS:
+            raise ValueError(f"time {text!r} is out of range (years 1 to 9999)")
+        return ms
+
+    def _epoch_ms(self, text: str, number: Decimal) -> int:
+        if not number.is_finite():
             raise ValueError(f"time {text!r} is not finite")
-        return int(round(number if abs(number) >= 1e11 else number * 1000))
+        for unit, bound, ms_per_unit in _EPOCH_UNITS:
+            if abs(number) < bound:
+                break
+        else:
+            raise ValueError(f"epoch time {text} is out of range (the largest is {2 ** 63 - 1} nanoseconds, "
+                             f"2262-04-11)")
+        if self.first_epoch is None:
+            self.first_epoch = (text, unit)
+        elif unit != self.first_epoch[1]:
+            first, first_unit = self.first_epoch
+            raise ValueError(f"epoch time {text} is in {unit} by its size, but the column's first, {first}, is in "
+                             f"{first_unit}; use one unit for the whole column")
+        return int((number * ms_per_unit).to_integral_value())
+
+
+def _iso_ms(text: str) -> int:
     try:
         stamp = dt.datetime.fromisoformat(text)
     except ValueError:
@@ -50,53 +95,90 @@ def parse_time_ms(text: str) -> int:
     return int(round(stamp.timestamp() * 1000))
 
 
+def parse_time_ms(text: str) -> int:
+    """Milliseconds since the epoch from ISO text or an epoch number (its unit read from its magnitude)."""
+    return _TimeColumn().ms(text)
+
+
+def _line_after(head: str) -> int:
+    """The 1-based line of the character after `head`, counting line ends as the csv module does."""
+    return head.count("\n") + head.count("\r") - head.count("\r\n") + 1
+
+
+def _read_text(path: Path) -> str:
+    """The file's text: UTF-8, or what its byte-order mark says; BarDataError naming the line otherwise."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BarDataError(f"{path}: cannot open: {exc.strerror}") from exc
+    bom, encoding = next(((bom, enc) for bom, enc in _BOMS if data.startswith(bom)), (b"", "utf-8"))
+    data = data[len(bom):]
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = _line_after(data[:exc.start].decode(encoding))
+        bad = " ".join(f"0x{b:02x}" for b in data[exc.start:exc.end])
+        raise BarDataError(f"{path}: line {line}: not valid {encoding.upper()} ({exc.reason} {bad}); "
+                           f"save the file as UTF-8") from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise BarDataError(f"{path}: line {_line_after(text[:nul])}: a NUL character (UTF-16 text without a byte-order "
+                           f"mark?); save the file as UTF-8")
+    return text
+
+
 def load_bars_csv(path: str | Path) -> Bars:
     """Read and validate the bars of a CSV file; raise BarDataError naming the first bad line."""
     path = Path(path)
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
     try:
-        handle = open(path, newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise BarDataError(f"{path}: cannot open: {exc.strerror}") from exc
-    with handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            raise BarDataError(f"{path}: the file is empty")
-        columns = {name.strip().lower(): i for i, name in enumerate(header)}
-        missing = [c for c in _PRICE_COLUMNS if c not in columns]
-        time_cols = _time_columns(columns)
-        if time_cols is None:
-            missing.insert(0, "time")
-        if missing:
-            raise BarDataError(f"{path}: missing column(s) {', '.join(missing)} "
-                               f"(header: {', '.join(h.strip() for h in header)})")
-        price_idx = [columns[c] for c in _PRICE_COLUMNS]
-        times: list[int] = []
-        values: list[list[float]] = []
-        lines: list[str] = []
-        for row in reader:
-            line = reader.line_num
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            where = f"{path}: line {line}"
-            if len(row) < len(header):
-                raise BarDataError(f"{where}: expected {len(header)} fields, got {len(row)}")
-            try:
-                times.append(parse_time_ms(" ".join(row[i] for i in time_cols)))
-            except ValueError as exc:
-                raise BarDataError(f"{where}: {exc}") from None
-            try:
-                values.append([float(row[i]) for i in price_idx])
-            except ValueError:
-                bad = next(c for c, i in zip(_PRICE_COLUMNS, price_idx) if not _is_float(row[i]))
-                raise BarDataError(f"{where}: {bad} {row[columns[bad]]!r} is not a number") from None
-            lines.append(where)
-    if not times:
-        raise BarDataError(f"{path}: no bars after the header")
+        times, values, lines = _read_rows(path, reader)
+    except csv.Error as exc:  # e.g. a field over the csv module's size limit: not a bar file
+        raise BarDataError(f"{path}: line {reader.line_num}: {exc}") from None
     v = np.asarray(values, dtype=np.float64)
     bars = Bars.from_arrays(times, v[:, 0], v[:, 1], v[:, 2], v[:, 3], v[:, 4])
     validate_bars(bars, names=lines)
     return bars
+
+
+def _read_rows(path: Path, reader) -> tuple[list[int], list[list[float]], list[str]]:
+    """Times (ms), [open, high, low, close, volume] rows and each row's "file: line N", header checked."""
+    header = next(reader, None)
+    if header is None:
+        raise BarDataError(f"{path}: the file is empty")
+    columns = {name.strip().lower(): i for i, name in enumerate(header)}
+    missing = [c for c in _PRICE_COLUMNS if c not in columns]
+    time_cols = _time_columns(columns)
+    if time_cols is None:
+        missing.insert(0, "time")
+    if missing:
+        raise BarDataError(f"{path}: missing column(s) {', '.join(missing)} "
+                           f"(header: {', '.join(h.strip() for h in header)})")
+    price_idx = [columns[c] for c in _PRICE_COLUMNS]
+    time_column = _TimeColumn()
+    times: list[int] = []
+    values: list[list[float]] = []
+    lines: list[str] = []
+    for row in reader:
+        line = reader.line_num
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        where = f"{path}: line {line}"
+        if len(row) < len(header):
+            raise BarDataError(f"{where}: expected {len(header)} fields, got {len(row)}")
+        try:
+            times.append(time_column.ms(" ".join(row[i] for i in time_cols)))
+        except ValueError as exc:
+            raise BarDataError(f"{where}: {exc}") from None
+        try:
+            values.append([float(row[i]) for i in price_idx])
+        except ValueError:
+            bad = next(c for c, i in zip(_PRICE_COLUMNS, price_idx) if not _is_float(row[i]))
+            raise BarDataError(f"{where}: {bad} {row[columns[bad]]!r} is not a number") from None
+        lines.append(where)
+    if not times:
+        raise BarDataError(f"{path}: no bars after the header")
+    return times, values, lines
 
 
 def _time_columns(columns: dict[str, int]) -> list[int] | None:

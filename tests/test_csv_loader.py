@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from market.bars import BarDataError
-from market.csv_loader import load_bars_csv, write_bars_csv
+from market.csv_loader import load_bars_csv, parse_time_ms, write_bars_csv
 from market.synthetic import synthetic_bars
 
 
@@ -87,3 +87,68 @@ def test_empty_and_missing_files(tmp_path):
         load_bars_csv(write(tmp_path, HEADER))
     with pytest.raises(BarDataError, match="cannot open"):
         load_bars_csv(tmp_path / "nope.csv")
+
+
+ROWS = HEADER + "".join(f"2024-01-02T09:3{i}:00Z,100,101,99,100.5,{i}\n" for i in range(3))
+
+
+@pytest.mark.parametrize("data", [
+    ROWS.encode("utf-16"),  # a spreadsheet's "Unicode" export: UTF-16-LE with a byte-order mark
+    ("\ufeff" + ROWS).encode("utf-16-be"),
+    ROWS.encode("utf-8-sig"),
+    ROWS.encode("utf-32"),
+], ids=["utf-16-le", "utf-16-be", "utf-8-bom", "utf-32"])
+def test_a_byte_order_mark_says_the_encoding(tmp_path, data):
+    path = tmp_path / "bars.csv"
+    path.write_bytes(data)
+    bars = load_bars_csv(path)
+    np.testing.assert_array_equal(bars.volume, [0, 1, 2])
+    assert bars.time[0] == 1704187800000
+
+
+@pytest.mark.parametrize("data,problem", [
+    (ROWS.replace("99,100.5,2", "99,100.5,2 \u00e9").encode("latin-1"), "line 4: not valid UTF-8 (invalid "
+                                                                       "continuation byte 0xe9)"),
+    (ROWS.encode("utf-16-le"), "line 1: a NUL character (UTF-16 text without a byte-order mark?)"),
+    (ROWS.encode("utf-16") + b"\x00", "line 5: not valid UTF-16-LE (truncated data 0x00)"),
+], ids=["latin-1", "utf-16-without-bom", "odd-utf-16"])
+def test_undecodable_files_name_the_line_and_the_encoding(tmp_path, data, problem):
+    path = tmp_path / "bars.csv"
+    path.write_bytes(data)
+    with pytest.raises(BarDataError) as err:
+        load_bars_csv(path)
+    assert problem in str(err.value) and "save the file as UTF-8" in str(err.value)
+
+
+def test_a_field_past_the_csv_limit_is_a_bar_data_error(tmp_path):
+    with pytest.raises(BarDataError, match="line 2: field larger than field limit"):
+        load_bars_csv(write(tmp_path, HEADER + "x" * 200_000 + ",1,1,1,1,1\n"))
+
+
+@pytest.mark.parametrize("first", [1704187800, 1704187800_000, 1704187800_000_000, 1704187800_000_000_000],
+                         ids=["seconds", "milliseconds", "microseconds", "nanoseconds"])
+def test_the_epoch_unit_is_read_from_the_magnitude(tmp_path, first):
+    minute = 60 * first // 1704187800
+    rows = [f"{first + i * minute},{o},{h},{l},{c},{v}" for i, (o, h, l, c, v) in enumerate(GOOD)]
+    bars = load_bars_csv(write(tmp_path, HEADER + "\n".join(rows) + "\n"))
+    np.testing.assert_array_equal(bars.time, [1704187800000, 1704187860000, 1704187920000])
+
+
+def test_fractional_epochs_keep_their_milliseconds_and_single_times_read_alike(tmp_path):
+    bars = load_bars_csv(write(tmp_path, HEADER + "1704187800.25,100,101,99,100,1\n1704187800.7504,100,101,99,100,1\n"))
+    np.testing.assert_array_equal(bars.time, [1704187800250, 1704187800750])
+    assert parse_time_ms("1704187800123456") == parse_time_ms("1704187800123") == 1704187800123  # --from, --until
+
+
+@pytest.mark.parametrize("bad_time,problem", [
+    ("1e19", "epoch time 1e19 is out of range"),
+    ("10000000000000000000", "epoch time 10000000000000000000 is out of range"),
+    ("-99999999999", "time '-99999999999' is out of range (years 1 to 9999)"),
+    ("inf", "time 'inf' is not finite"),
+    ("1704187860000", "is in milliseconds by its size, but the column's first, 1704187800, is in seconds"),
+])
+def test_out_of_range_and_mixed_epochs_name_the_line(tmp_path, bad_time, problem):
+    text = HEADER + "1704187800,100,101,99,100,1\n" + f"{bad_time},100,101,99,100,1\n"
+    with pytest.raises(BarDataError) as err:
+        load_bars_csv(write(tmp_path, text))
+    assert "line 3" in str(err.value) and problem in str(err.value)
