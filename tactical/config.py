@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -70,6 +71,7 @@ class ModelConfig:
 
     def check(self, at: str) -> None:
         _positive(at, self, "hidden_dim", "kernel_size", "pooled_steps", "critic_heads", "temperature_init")
+        _non_negative(at, self, "init_seed")
         if len(self.conv_channels) != 2:
             raise ConfigError(f"{at}.conv_channels: expected two channel counts, got {self.conv_channels}")
         if not 0.0 <= self.dropout < 1.0:
@@ -119,9 +121,8 @@ class TrainingConfig:
                 raise ConfigError(f"{at}.{key}: must be in [0, 1], got {getattr(self, key)}")
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise ConfigError(f"{at}.holdout_fraction: must be in [0, 1), got {self.holdout_fraction}")
-        for key in ("entropy_coef_start", "entropy_coef_end", "value_loss_coef", "target_kl", "transaction_cost"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"{at}.{key}: must be >= 0, got {getattr(self, key)}")
+        _non_negative(at, self, "entropy_coef_start", "entropy_coef_end", "value_loss_coef", "target_kl",
+                      "transaction_cost", "seed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +137,7 @@ class SyntheticConfig:
 
     def check(self, at: str) -> None:
         _positive(at, self, "bars", "sigma", "burst_vol", "mean_duration")
+        _non_negative(at, self, "seed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,6 +239,13 @@ def _positive(at: str, section: Any, *keys: str) -> None:
             raise ConfigError(f"{at}.{key}: must be > 0, got {getattr(section, key)}")
 
 
+def _non_negative(at: str, section: Any, *keys: str) -> None:
+    """Refuse values below 0; seeds too, which numpy's generators refuse with a traceback at first use."""
+    for key in keys:
+        if getattr(section, key) < 0:
+            raise ConfigError(f"{at}.{key}: must be >= 0, got {getattr(section, key)}")
+
+
 def _port(at: str, port: int, *, allow_zero: bool) -> None:
     if not (0 if allow_zero else 1) <= port <= 65535:
         raise ConfigError(f"{at}: not a TCP port: {port}")
@@ -284,7 +293,14 @@ def _convert(value: Any, hint: Any, at: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{at}: expected a number, got {type(value).__name__} {value!r}")
-        return float(value)
+        # NaN passes every `< 0` / `<= 0` check and .inf makes a deadline wait forever: refuse both here, once.
+        try:
+            number = float(value)
+        except OverflowError:  # an integer past float's range
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{at}: must be a finite number, got {value}")
+        return number
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{at}: expected an integer, got {type(value).__name__} {value!r}")

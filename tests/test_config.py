@@ -45,6 +45,15 @@ def test_a_user_file_changes_only_its_keys(tmp_path):
      "model.focus.momentum"),
     ("serving:\n  coordinator_port: 70000\n", "serving.coordinator_port: not a TCP port"),
     ("- just\n- a list\n", "expected a mapping"),
+    ("serving:\n  deadline_ms: .inf\n", "serving.deadline_ms: must be a finite number, got inf"),
+    ("serving:\n  batch_linger_ms: .nan\n", "serving.batch_linger_ms: must be a finite number, got nan"),
+    ("training:\n  transaction_cost: -.inf\n", "training.transaction_cost: must be a finite number, got -inf"),
+    ("training:\n  learning_rate: .nan\n", "training.learning_rate: must be a finite number"),
+    ("aggregation:\n  weights: {fvg: .nan, momentum: 1, entry: 1}\n", "aggregation.weights.fvg: must be a finite"),
+    ("synthetic:\n  sigma: 1" + "0" * 400 + "\n", "synthetic.sigma: must be a finite number"),
+    ("synthetic:\n  seed: -1\n", "synthetic.seed: must be >= 0, got -1"),
+    ("training:\n  seed: -3\n", "training.seed: must be >= 0, got -3"),
+    ("model:\n  init_seed: -1\n", "model.init_seed: must be >= 0"),
 ])
 def test_bad_config_is_named(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
