@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+from tactical.cli import main
 
 TACTICAL = [sys.executable, "-m", "tactical.cli"]
 
@@ -44,3 +47,33 @@ def test_bad_config_is_named(tmp_path):
     cfg.write_text("features:\n  windw: 60\n")
     res = run("features", "--synthetic", "100", "--config", str(cfg))
     assert res.returncode == 2 and "unknown config key 'features.windw'" in res.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["audit", "--last", "-2"], "--last must be at least 1, got -2"),
+    (["tune", "--startup-trials", "-1"], "--startup-trials must be at least 0, got -1"),
+    (["tune", "--warmup-updates", "-1"], "--warmup-updates must be at least 0, got -1"),
+    (["tune", "--trials", "0"], "--trials must be at least 1, got 0"),
+    (["demo", "--updates", "0"], "--updates must be at least 1, got 0"),  # was: silently the default
+    (["demo", "--push-every", "0"], "--push-every must be at least 1, got 0"),
+    (["backtest", "--synthetic", "--target", "127.0.0.1:1", "--streams", "0"], "--streams must be at least 1, got 0"),
+    (["backtest", "--synthetic", "--seed", "-1"], "--seed must be at least 0, got -1"),
+    (["backtest", "--synthetic", "--version", "-1"], "--version must be at least 0, got -1"),
+    (["rollout", "--version", "-1"], "--version must be at least 0, got -1"),
+    (["train", "--seed", "-1"], "--seed must be at least 0, got -1"),
+    (["train", "--save-every", "-1"], "--save-every must be at least 0, got -1"),
+    (["features", "--synthetic", "0"], "--synthetic must be at least 1, got 0"),
+    (["features", "--seed", "-1"], "--seed must be at least 0, got -1"),
+    (["decide", "--seed", "-1"], "--seed must be at least 0, got -1"),
+    (["decide", "--timeout", "0"], "--timeout must be a positive number of seconds, got 0.0"),
+    (["status", "--timeout", "nan"], "--timeout must be a positive number of seconds, got nan"),
+    (["health", "--wait", "nan"], "--wait must be at least 0, got nan"),
+    (["up", "--duration", "-1"], "--duration must be a positive number of seconds, got -1.0"),
+    (["agent", "--name", "fvg", "--port", "-5"], "--port must be between 0 and 65535, got -5"),  # gRPC: port 65531
+    (["agent", "--name", "fvg", "--core", "-2"], "--core must be at least -1, got -2"),
+    (["coordinator", "--port", "70000"], "--port must be between 0 and 65535, got 70000"),
+])
+def test_numbers_out_of_range_are_refused_before_any_work(capsys, args, message):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err == f"tactical {args[0]}: error: {message}\n"

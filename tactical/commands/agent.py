@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tactical.cli import add_config_option
+from tactical.commands import require_range
 from tactical.config import AGENT_NAMES
 
 
@@ -38,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from tactical.launcher import ensure_model_store
     from tactical.rpc import admin_token, follow_launcher, setup_logging
 
+    require_range("--port", args.port, 0, 65535)
+    require_range("--core", args.core, -1)
     follow_launcher()
     cfg = load_config(args.config)
     setup_logging(f"agent {args.name}")

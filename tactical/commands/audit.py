@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tactical.cli import CliError, add_config_option
+from tactical.commands import require_range
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tactical.config import load_config
 
+    require_range("--last", args.last, 1)
     cfg = load_config(args.config)
     path = Path(args.db or cfg.paths.audit_log)
     if not path.exists():

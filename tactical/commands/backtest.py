@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tactical.cli import CliError, add_config_option
+from tactical.commands import require_range
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -65,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
     from tactical.backtest import BacktestResult, decision_bars, local_decisions, plot, remote_decisions, score
     from tactical.config import load_config
 
+    require_range("--version", args.version, 0)
+    require_range("--streams", args.streams, 1)
+    require_range("--seed", args.seed, 0)
     cfg = load_config(args.config)
     bars = load_bars_csv(args.data) if args.data else configured(cfg.synthetic).bars
     first, last = decision_bars(bars, cfg, _time(args.from_, "--from"), _time(args.to, "--to"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tactical.cli import CliError, add_config_option
+from tactical.commands import require_range
 from tactical.config import AGENT_NAMES
 
 
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from tactical.config import load_config
     from tactical.rpc import admin_token, follow_launcher, setup_logging
 
+    require_range("--port", args.port, 0, 65535)
     follow_launcher()
     cfg = load_config(args.config)
     setup_logging("coordinator")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tactical.cli import CliError, add_config_option, add_target_option
+from tactical.commands import require_range, require_seconds
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from tactical.config import load_config
     from tactical.wire import action_label
 
+    require_range("--seed", args.seed, 0)
+    require_seconds("--timeout", args.timeout)
     cfg = load_config(args.config)
     need = cfg.features.min_bars
     window = bars = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from tactical.commands import require_range
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -42,10 +43,12 @@ def run(args: argparse.Namespace) -> int:
     from tactical.rpc import admin_token
     from tactical.wire import action_label
 
+    require_range("--updates", args.updates, 1)
+    require_range("--push-every", args.push_every, 1)
     if not 0 < args.holdout < 1:
         raise CliError(f"--holdout must be between 0 and 1, got {args.holdout}")
     config_path = args.config or str(DEMO_CONFIG_PATH)
-    cfg = load_config(config_path, {"training": {"updates": args.updates}} if args.updates else None)
+    cfg = load_config(config_path, {"training": {"updates": args.updates}} if args.updates is not None else None)
     started = time.perf_counter()
 
     def step(text: str) -> None:

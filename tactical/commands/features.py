@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from tactical.cli import CliError, add_config_option
+from tactical.cli import add_config_option
+from tactical.commands import require_range
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,13 +32,13 @@ def run(args: argparse.Namespace) -> int:
     from market.synthetic import synthetic_bars
     from tactical.config import load_config
 
+    require_range("--synthetic", args.synthetic, 1)
+    require_range("--seed", args.seed, 0)
     cfg = load_config(args.config)
     if args.csv:
         bars, source = load_bars_csv(args.csv), args.csv
     else:
         n = args.synthetic if args.synthetic is not None else 100_000
-        if n < 1:
-            raise CliError(f"--synthetic needs a positive number of bars, got {n}")
         bars, source = synthetic_bars(n, seed=args.seed), f"synthetic (seed {args.seed})"
     start = time.perf_counter()
     features = compute_features(bars, cfg.features)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tactical.cli import add_config_option, add_target_option
+from tactical.commands import require_range, require_seconds
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -59,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
 
     from tactical.config import load_config
 
+    require_seconds("--timeout", args.timeout)
+    require_range("--wait", args.wait, 0)
     cfg = load_config(args.config)
     target = args.target or cfg.serving.local_coordinator
     deadline = time.monotonic() + args.wait

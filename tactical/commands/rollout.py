@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tactical.cli import CliError, add_config_option, add_target_option, cluster_admin_token
+from tactical.commands import require_range
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from tactical.config import load_config
     from tactical.rollout import RolloutError, rollout
 
+    require_range("--version", args.version, 0)
     cfg = load_config(args.config)
     store = ModelStore(cfg.paths.model_store)
     token = cluster_admin_token(cfg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tactical.cli import add_config_option, add_target_option
+from tactical.commands import require_seconds
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from tactical.client import TacticalClient, active_version_text
     from tactical.config import load_config
 
+    require_seconds("--timeout", args.timeout)
     cfg = load_config(args.config)
     target = args.target or cfg.serving.local_coordinator
     with TacticalClient(target, cfg, timeout=args.timeout) as client:

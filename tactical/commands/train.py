@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from tactical.cli import CliError, add_config_option, add_target_option
+from tactical.commands import require_range
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -56,12 +57,10 @@ def _overrides(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     from tactical.config import load_config
 
-    if args.updates is not None and args.updates < 1:
-        raise CliError(f"--updates must be at least 1, got {args.updates}")
-    if args.save_every < 0:
-        raise CliError(f"--save-every must be >= 0, got {args.save_every}")
-    if args.nproc < 1:
-        raise CliError(f"--nproc must be at least 1, got {args.nproc}")
+    require_range("--updates", args.updates, 1)
+    require_range("--seed", args.seed, 0)
+    require_range("--save-every", args.save_every, 0)
+    require_range("--nproc", args.nproc, 1)
     if args.resume and not Path(args.resume).exists():
         raise CliError(f"--resume: no checkpoint at {args.resume}")
     cfg = load_config(args.config, _overrides(args))

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from tactical.cli import CliError, add_config_option
+from tactical.commands import require_range
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,10 +41,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tactical.config import load_config
 
-    if args.trials < 1:
-        raise CliError(f"--trials must be at least 1, got {args.trials}")
-    if args.updates is not None and args.updates < 1:
-        raise CliError(f"--updates must be at least 1, got {args.updates}")
+    require_range("--trials", args.trials, 1)
+    require_range("--updates", args.updates, 1)
+    require_range("--startup-trials", args.startup_trials, 0)
+    require_range("--warmup-updates", args.warmup_updates, 0)
     overrides: dict = {}
     if args.updates is not None:
         overrides["training"] = {"updates": args.updates}

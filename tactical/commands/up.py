@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tactical.cli import add_config_option
+from tactical.commands import require_seconds
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from tactical.launcher import LocalCluster
     from tactical.rpc import setup_logging
 
+    require_seconds("--duration", args.duration)
     cfg = load_config(args.config)
     setup_logging("up")
     cluster = LocalCluster(cfg, args.config, restart=not args.no_restart)
