@@ -24,8 +24,25 @@ class WireError(UserError, ValueError):
     """A message that breaks the contract; the text names the problem."""
 
 
+def window_values(window: np.ndarray) -> np.ndarray:
+    """The window as contiguous little-endian float32, refusing what would not convert faithfully.
+
+    numpy would turn text into a ValueError, drop the imaginary part of complex numbers with only a
+    warning, and make values past float32's range inf; each is a WireError naming the problem here.
+    """
+    values = np.asarray(window)
+    if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
+        raise WireError(f"a window must hold real numbers (integers or floats), got dtype {values.dtype}")
+    with np.errstate(over="raise"):
+        try:
+            return np.ascontiguousarray(values, dtype=F32)
+        except FloatingPointError:
+            peak = np.abs(values[np.isfinite(values)]).max()
+            raise WireError(f"a window holds {peak:g}, past float32's range (+-3.4e38)") from None
+
+
 def encode_window(window: np.ndarray) -> common_pb2.Window:
-    w = np.ascontiguousarray(window, dtype=F32)
+    w = window_values(window)
     if w.ndim != 2:
         raise WireError(f"a window is 2-D (bars, features), got shape {w.shape}")
     return common_pb2.Window(data=w.tobytes(), bars=w.shape[0], features=w.shape[1])

@@ -77,3 +77,17 @@ def test_numbers_out_of_range_are_refused_before_any_work(capsys, args, message)
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err == f"tactical {args[0]}: error: {message}\n"
+
+
+@pytest.mark.parametrize("values,message", [
+    (np.full((60, 7), "x"), "must hold real numbers (integers or floats), got dtype <U1"),
+    (np.zeros((60, 7), complex), "must hold real numbers (integers or floats), got dtype complex128"),
+    (np.full((60, 7), 1e39), "a window holds 1e+39, past float32's range"),
+])
+def test_decide_refuses_a_window_file_that_is_not_real_numbers(tmp_path, capsys, values, message):
+    path = tmp_path / "w.npy"
+    np.save(path, values)
+    assert main(["decide", "--window", str(path), "--target", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tactical decide: error: cannot read window file {path}: ") and message in err
+    assert len(err.splitlines()) == 1

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from market.synthetic import synthetic_bars
     from tactical.client import TacticalClient
     from tactical.config import load_config
-    from tactical.wire import action_label
+    from tactical.wire import action_label, window_values
 
     require_range("--seed", args.seed, 0)
     require_seconds("--timeout", args.timeout)
@@ -46,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
     window = bars = None
     if args.window:
         try:
-            window = np.load(args.window)
-        except (OSError, ValueError) as exc:
+            window = window_values(np.load(args.window))
+        except (OSError, ValueError) as exc:  # WireError is a ValueError too
             raise CliError(f"cannot read window file {args.window}: {exc}") from None
     elif args.csv:
         series = load_bars_csv(args.csv)
