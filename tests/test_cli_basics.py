@@ -9,7 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from market.features import compute_features
+from market.synthetic import configured
 from tactical.cli import main
+from tactical.config import load_config
+from tactical.v1 import common_pb2, decision_pb2
 
 TACTICAL = [sys.executable, "-m", "tactical.cli"]
 
@@ -91,3 +95,53 @@ def test_decide_refuses_a_window_file_that_is_not_real_numbers(tmp_path, capsys,
     err = capsys.readouterr().err
     assert err.startswith(f"tactical decide: error: cannot read window file {path}: ") and message in err
     assert len(err.splitlines()) == 1
+
+
+SYNTHETIC = "synthetic:\n  seed: 5\n  sigma: 0.004\n  trend_drift: 1.0\n"
+
+
+def test_features_use_the_config_synthetic_market_and_seed(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(SYNTHETIC)
+    cfg = load_config(config)
+    for extra, seed in (([], 5), (["--seed", "6"], 6)):
+        out = tmp_path / f"f{seed}.npy"
+        assert main(["features", "--synthetic", "500", "--out", str(out), "--config", str(config), *extra]) == 0
+        bars = configured(cfg.replace(synthetic={"bars": 500, "seed": seed}).synthetic).bars
+        np.testing.assert_array_equal(np.load(out), compute_features(bars, cfg.features))
+
+
+def test_decide_sends_bars_of_the_config_synthetic_market(tmp_path, monkeypatch, capsys):
+    sent = []
+
+    class Client:  # stands in for the cluster: records what decide sends
+        def __init__(self, target, cfg, timeout):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def decide(self, *, window=None, bars=None, request_id=""):
+            sent.append(bars)
+            return decision_pb2.Decision(action=common_pb2.ACTION_HOLD, confidence=0.5, probabilities=[0.2, 0.5, 0.3])
+
+    monkeypatch.setattr("tactical.client.TacticalClient", Client)
+    config = tmp_path / "c.yaml"
+    config.write_text(SYNTHETIC)
+    cfg = load_config(config)
+    for extra, seed in (([], 5), (["--seed", "6"], 6)):
+        assert main(["decide", "--config", str(config), *extra]) == 0
+        expected = configured(cfg.replace(synthetic={"bars": cfg.features.min_bars, "seed": seed}).synthetic).bars
+        np.testing.assert_array_equal(sent[-1].close, expected.close)
+        np.testing.assert_array_equal(sent[-1].time, expected.time)
+    assert "decision Hold" in capsys.readouterr().out
+
+
+def test_help_says_the_seed_defaults_to_the_config(capsys):
+    for command in ("features", "decide"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "default: the config's synthetic.seed" in " ".join(capsys.readouterr().out.split())

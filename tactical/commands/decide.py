@@ -12,13 +12,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("decide", help="ask the cluster for one decision (from a CSV, a saved window or synthetic bars)",
                        description="Send one Decide request to the coordinator and print the decision with each "
                                    "agent's vote, the model version and the latency. Input: the last bars of a "
-                                   "CSV (--csv), a saved (60, 7) float32 window (--window FILE.npy), or synthetic "
-                                   "bars (the default).")
+                                   "CSV (--csv), a saved (60, 7) float32 window (--window FILE.npy), or bars of "
+                                   "the config's synthetic market (the default).")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--csv", metavar="FILE", help="send the last bars of this CSV (time, open, high, low, close, volume)")
     src.add_argument("--window", metavar="FILE.npy", help="send this (60, 7) feature window")
-    src.add_argument("--synthetic", action="store_true", help="send synthetic bars (the default)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic bars (default 0)")
+    src.add_argument("--synthetic", action="store_true",
+                     help="send bars of the market the config's synthetic: section describes (the default)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the synthetic bars (default: the config's synthetic.seed)")
     p.add_argument("--request-id", default="", help="id echoed in the decision and the audit log")
     add_target_option(p)
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
@@ -34,14 +36,14 @@ def run(args: argparse.Namespace) -> int:
     from google.protobuf import json_format
 
     from market.csv_loader import load_bars_csv
-    from market.synthetic import synthetic_bars
+    from market.synthetic import configured
     from tactical.client import TacticalClient
     from tactical.config import load_config
     from tactical.wire import action_label, window_values
 
     require_range("--seed", args.seed, 0)
     require_seconds("--timeout", args.timeout)
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, {"synthetic": {"seed": args.seed}} if args.seed is not None else None)
     need = cfg.features.min_bars
     window = bars = None
     if args.window:
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"{args.csv} has {len(series)} bars; a decision needs at least {need}")
         bars = series[len(series) - need:]
     else:
-        bars = synthetic_bars(need, seed=args.seed)
+        bars = configured(cfg.replace(synthetic={"bars": need}).synthetic).bars
     target = args.target or cfg.serving.local_coordinator
     with TacticalClient(target, cfg, timeout=args.timeout) as client:
         start = time.perf_counter()

@@ -12,13 +12,15 @@ from tactical.commands import require_range
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("features", help="compute the seven bar features and print a summary",
                        description="Compute the seven bar features (fair value gaps, momentum, volume; see the "
-                                   "README) over a CSV of bars or synthetic "
-                                   "bars, print per-feature statistics and the speed, optionally save them.")
+                                   "README) over a CSV of bars or the synthetic market of the config's "
+                                   "synthetic: section, print per-feature statistics and the speed, optionally "
+                                   "save them.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--csv", metavar="FILE", help="bars from a CSV file (time, open, high, low, close, volume)")
     src.add_argument("--synthetic", metavar="N", type=int, default=None,
-                     help="N synthetic bars (default when no --csv: 100000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic bars (default 0)")
+                     help="N synthetic bars (default when no --csv: the config's synthetic.bars)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the synthetic bars (default: the config's synthetic.seed)")
     p.add_argument("--out", metavar="FILE.npy", help="save the (N, 7) float32 feature matrix")
     add_config_option(p)
     p.set_defaults(handler=run)
@@ -29,17 +31,17 @@ def run(args: argparse.Namespace) -> int:
 
     from market.csv_loader import load_bars_csv
     from market.features import FEATURE_NAMES, compute_features
-    from market.synthetic import synthetic_bars
+    from market.synthetic import configured
     from tactical.config import load_config
 
     require_range("--synthetic", args.synthetic, 1)
     require_range("--seed", args.seed, 0)
-    cfg = load_config(args.config)
+    synthetic = {key: value for key, value in (("bars", args.synthetic), ("seed", args.seed)) if value is not None}
+    cfg = load_config(args.config, {"synthetic": synthetic})
     if args.csv:
         bars, source = load_bars_csv(args.csv), args.csv
     else:
-        n = args.synthetic if args.synthetic is not None else 100_000
-        bars, source = synthetic_bars(n, seed=args.seed), f"synthetic (seed {args.seed})"
+        bars, source = configured(cfg.synthetic).bars, f"the config's synthetic market (seed {cfg.synthetic.seed})"
     start = time.perf_counter()
     features = compute_features(bars, cfg.features)
     elapsed = time.perf_counter() - start
