@@ -10,9 +10,11 @@ side by side with buy-and-hold, always-flat and random votes, on the same bars a
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -118,8 +120,8 @@ def score(result: BacktestResult, cfg: Config, seed: int) -> None:
     result.reports = {name: backtest(name, p, close, time, cost) for name, p in candidates.items()}
 
 
-def plot(result: BacktestResult, path: str) -> None:
-    """Equity curves of every policy and the model's positions, as a PNG (needs matplotlib)."""
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, or a BacktestError saying how to install it."""
     try:
         import matplotlib
 
@@ -127,6 +129,29 @@ def plot(result: BacktestResult, path: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise BacktestError("--plot needs matplotlib: pip install -e '.[plot]'") from None
+    return plt
+
+
+def check_plot_path(path: str) -> None:
+    """Refuse a plot file that cannot be written before the backtest runs, not after it."""
+    _pyplot()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    file = Path(path)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if file.suffix.lower()[1:] not in formats:
+        raise BacktestError(f"--plot {path}: give a file name ending in one of .{', .'.join(sorted(formats))}")
+    if file.is_dir():
+        raise BacktestError(f"--plot {path}: is a directory")
+    if not file.parent.is_dir():
+        raise BacktestError(f"--plot {path}: no directory {file.parent}")
+    if not os.access(file.parent, os.W_OK):
+        raise BacktestError(f"--plot {path}: the directory {file.parent} is not writable")
+
+
+def plot(result: BacktestResult, path: str) -> None:
+    """Equity curves of every policy and the model's positions, as an image (PNG, SVG, PDF...; needs matplotlib)."""
+    plt = _pyplot()
     import datetime as dt
 
     times = [dt.datetime.fromtimestamp(t / 1000, tz=dt.timezone.utc)
@@ -142,5 +167,9 @@ def plot(result: BacktestResult, path: str) -> None:
     bottom.set_yticks([-1, 0, 1], ["short", "flat", "long"])
     bottom.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as exc:  # the directory went away, a full disk...
+        raise BacktestError(f"--plot: cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)

@@ -12,7 +12,9 @@ import pytest
 from agents.model_store import ModelStore
 from coordinator.local_engine import LocalEngine
 from market.synthetic import configured
-from tactical.backtest import BacktestResult, decision_bars, local_decisions, remote_decisions
+from tactical.backtest import (BacktestError, BacktestResult, decision_bars, local_decisions, plot,
+                               remote_decisions, score)
+from tactical.cli import main
 from tactical.config import load_config
 
 from cluster_helpers import prepare_store, running_cluster, write_config
@@ -98,3 +100,25 @@ def test_plot_writes_a_png(setup, tmp_path):
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
     assert f"plot written to {png}" in res.stdout
+
+
+def test_a_plot_file_that_cannot_be_written_is_refused_before_the_backtest(tmp_path, capsys):
+    config = write_config(tmp_path)  # an empty model store: a backtest that ran would fail with "no version"
+    (tmp_path / "d.png").mkdir()
+    for target, message in [(tmp_path / "no" / "x.png", f"no directory {tmp_path / 'no'}"),
+                            (tmp_path / "x.txt", "give a file name ending in one of"),
+                            (tmp_path, "give a file name ending in one of"),
+                            (tmp_path / "d.png", "is a directory")]:
+        assert main(["backtest", "--synthetic", "--plot", str(target), "--config", str(config)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"tactical backtest: error: --plot {target}: ") and message in err, err
+        assert len(err.splitlines()) == 1
+
+
+def test_a_failed_plot_write_is_a_backtest_error(tmp_path):
+    cfg = load_config(write_config(tmp_path))
+    bars = configured(cfg.synthetic).bars
+    result = BacktestResult({}, 100, 200, bars, np.zeros(101))
+    score(result, cfg, seed=0)
+    with pytest.raises(BacktestError, match=f"--plot: cannot write {tmp_path}/gone/x.png: No such file or directory"):
+        plot(result, str(tmp_path / "gone" / "x.png"))  # e.g. the directory was removed while the backtest ran

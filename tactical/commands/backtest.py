@@ -29,7 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="ask this running coordinator instead (its active version), sending bars over gRPC")
     p.add_argument("--streams", type=int, default=4, help="concurrent gRPC streams with --target (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random-votes baseline (default 0)")
-    p.add_argument("--plot", metavar="FILE.png", help="draw equity curves and positions (needs matplotlib)")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw equity curves and positions (needs matplotlib; .svg, .pdf and the like work too)")
     p.add_argument("--json", action="store_true", help="print JSON")
     add_config_option(p)
     p.set_defaults(handler=run)
@@ -63,12 +64,15 @@ def run(args: argparse.Namespace) -> int:
     from agents.model_store import ModelStore
     from market.csv_loader import load_bars_csv
     from market.synthetic import configured
-    from tactical.backtest import BacktestResult, decision_bars, local_decisions, plot, remote_decisions, score
+    from tactical.backtest import (BacktestResult, check_plot_path, decision_bars, local_decisions, plot,
+                                   remote_decisions, score)
     from tactical.config import load_config
 
     require_range("--version", args.version, 0)
     require_range("--streams", args.streams, 1)
     require_range("--seed", args.seed, 0)
+    if args.plot:
+        check_plot_path(args.plot)
     cfg = load_config(args.config)
     bars = load_bars_csv(args.data) if args.data else configured(cfg.synthetic).bars
     first, last = decision_bars(bars, cfg, _time(args.from_, "--from"), _time(args.to, "--to"))
