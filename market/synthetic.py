@@ -11,7 +11,11 @@ move. The same seed and parameters always give the same series.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -105,3 +109,15 @@ def configured(cfg: "SyntheticConfig") -> SyntheticSeries:
     params = SyntheticParams(sigma=cfg.sigma, trend_drift=cfg.trend_drift, mean_reversion=cfg.mean_reversion,
                              burst_vol=cfg.burst_vol, mean_duration=cfg.mean_duration)
     return generate(cfg.bars, cfg.seed, params)
+
+
+def series_source(data: str | Path | None, cfg: "SyntheticConfig") -> str:
+    """Which bars a run used: the CSV's absolute path, or the configured synthetic series' identity.
+
+    A version records it when trained; a backtest compares it with its own to say whether it
+    runs on the same bars (then in or out of sample by time) or on other ones.
+    """
+    if data:
+        return str(Path(data).resolve())
+    digest = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+    return f"synthetic (seed {cfg.seed}, {cfg.bars:,} bars, parameters {digest})"

@@ -78,7 +78,10 @@ def test_in_sample_backtests_are_flagged(tmp_path):
     inside = run("backtest", "--synthetic", "--from", "2024-01-01T12:00Z", "--config", str(path))
     assert "WARNING: in sample" in inside.stdout
     outside = run("backtest", "--synthetic", "--from", "2024-01-01T21:00Z", "--config", str(path))
-    assert "out of sample: the model trained on bars through 2024-01-01" in outside.stdout
+    assert "out of sample: version 1 trained on bars through 2024-01-01" in outside.stdout
+    other_market = write_config(tmp_path, synthetic={"bars": 2000, "seed": 99}, training=SMALL)  # same store
+    elsewhere = run("backtest", "--synthetic", "--from", "2024-01-01T21:00Z", "--config", str(other_market))
+    assert "version 1 was trained on other bars (synthetic (seed 11, 2,000 bars" in elsewhere.stdout
 
 
 def test_demo_runs_end_to_end_and_stops_cleanly(tmp_path):

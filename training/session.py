@@ -13,7 +13,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -23,7 +22,7 @@ import numpy as np
 from agents.model_store import ModelStore
 from market.bars import Bars
 from market.csv_loader import load_bars_csv
-from market.synthetic import configured
+from market.synthetic import configured, series_source
 from tactical.config import Config, config_from_dict
 from training.evaluation import PolicyScore
 from training.mappo import TacticalMAPPOTrainer
@@ -86,7 +85,7 @@ def run_session(config: dict[str, Any], *, data: str | None = None, until_ms: in
     bars = training_bars(cfg, data, until_ms)
     trainer = TacticalMAPPOTrainer(cfg, bars=bars, progress=progress)
     split = trainer.series.split
-    data_info = {"data": {"source": str(Path(data).resolve()) if data else "synthetic", "bars": len(bars), "first_ms": int(bars.time[0]),
+    data_info = {"data": {"source": series_source(data, cfg.synthetic), "bars": len(bars), "first_ms": int(bars.time[0]),
                           "train_last_ms": int(bars.time[split - 1]), "last_ms": int(bars.time[-1])}}
     if resume:
         trainer.load_checkpoint(resume)

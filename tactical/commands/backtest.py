@@ -53,17 +53,39 @@ def _stamp(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
+def _sample_notes(store, versions: dict[int, int], source: str, first_ms: int) -> list[str]:
+    """In or out of sample, per model version used, from what the version recorded of its training bars."""
+    notes = []
+    for version in sorted(versions):
+        trained = store.info(version).get("data", {}) if version in store.versions() else None
+        if trained is None:
+            notes.append(f"version {version} is not in the local model store {store.root}: cannot tell whether "
+                         f"these bars are in or out of its sample")
+        elif not trained:  # the embedded default, or published without a record of its bars
+            continue
+        elif trained.get("source") != source:
+            notes.append(f"version {version} was trained on other bars ({trained.get('source')}): "
+                         f"neither in nor out of sample in the time-split sense")
+        elif trained.get("train_last_ms") is not None:
+            train_last = int(trained["train_last_ms"])
+            if first_ms <= train_last:
+                notes.append(f"WARNING: in sample. Version {version} trained on bars through {_stamp(train_last)}; "
+                             f"backtest --from after that for out-of-sample results")
+            else:
+                notes.append(f"out of sample: version {version} trained on bars through {_stamp(train_last)}")
+    return notes
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     import math
-    from pathlib import Path
 
     import numpy as np
     from tqdm import tqdm
 
     from agents.model_store import ModelStore
     from market.csv_loader import load_bars_csv
-    from market.synthetic import configured
+    from market.synthetic import configured, series_source
     from tactical.backtest import (BacktestResult, check_plot_path, decision_bars, local_decisions, plot,
                                    remote_decisions, score)
     from tactical.config import load_config
@@ -78,33 +100,21 @@ def run(args: argparse.Namespace) -> int:
     first, last = decision_bars(bars, cfg, _time(args.from_, "--from"), _time(args.to, "--to"))
     result = BacktestResult({}, first, last, bars, np.zeros(0))
     notes = []
+    store = ModelStore(cfg.paths.model_store)
     if args.target:
         with tqdm(total=last - first + 1, desc="decisions", unit="bar", disable=args.json) as bar:
             result.positions = remote_decisions(args.target, cfg, bars, first, last, result, args.streams, bar.update)
         source = f"cluster {args.target}, version(s) {dict(result.versions)}"
-        trained = {}
     else:
         from coordinator.local_engine import LocalEngine
 
-        store = ModelStore(cfg.paths.model_store)
         version = args.version if args.version is not None else store.latest()
         if version is None or version not in store.versions():
             raise CliError(f"no version {version} in the model store {store.root} (train one: tactical train)")
         result.positions = local_decisions(LocalEngine(store, version, cfg), bars, cfg, first, last)
         result.versions[version] = last - first + 1
         source = f"in-process engine, model version {version}"
-        trained = store.info(version).get("data", {})
-    train_last = trained.get("train_last_ms")
-    this_source = str(Path(args.data).resolve()) if args.data else "synthetic"
-    if trained and trained.get("source") != this_source:
-        notes.append(f"the model was trained on other bars ({trained.get('source')}): neither in nor out of "
-                     f"sample in the time-split sense")
-    elif train_last is not None:
-        if bars.time[first] <= train_last:
-            notes.append(f"WARNING: in sample. The model trained on bars through {_stamp(train_last)}; "
-                         f"backtest --from after that for out-of-sample results")
-        else:
-            notes.append(f"out of sample: the model trained on bars through {_stamp(train_last)}")
+    notes += _sample_notes(store, result.versions, series_source(args.data, cfg.synthetic), int(bars.time[first]))
     score(result, cfg, args.seed)
     if args.plot:
         plot(result, args.plot)
