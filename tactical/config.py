@@ -228,6 +228,12 @@ class Config:
         """Plain dict form, as YAML would hold it."""
         return dataclasses.asdict(self)
 
+    def shareable_dict(self) -> dict[str, Any]:
+        """to_dict without secrets (the admin token), for files that travel: checkpoints, tuned configs."""
+        data = self.to_dict()
+        data["serving"]["admin_token"] = ""
+        return data
+
     def replace(self, **sections: Mapping[str, Any]) -> "Config":
         """A copy with some keys changed, validated: `cfg.replace(training={"updates": 3})`."""
         return config_from_dict(_deep_merge(self.to_dict(), sections))

@@ -106,3 +106,10 @@ def test_corrupt_and_foreign_files_are_refused(tmp_path):
         read_checkpoint(tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         read_checkpoint(tmp_path / "missing.pt")
+
+
+def test_a_checkpoint_never_carries_the_admin_token(tmp_path):
+    cfg = default_config().replace(serving={"admin_token": "s3cret"})
+    save_checkpoint(tmp_path / "c.pt", model(cfg=cfg))
+    assert b"s3cret" not in (tmp_path / "c.pt").read_bytes()
+    assert read_checkpoint(tmp_path / "c.pt")["config"]["serving"]["admin_token"] == ""

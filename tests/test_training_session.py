@@ -41,3 +41,4 @@ def test_published_artifacts_serve_the_value_denormalized_with_the_trainers_stat
         np.testing.assert_array_equal(ActorRunner(*store.read_artifact(again, name)).run(windows).values, first)
     _, republished = load_checkpoint(store.path(again) / CHECKPOINT_FILE)
     assert republished["extra"]["trainer"] == payload["extra"]["trainer"]
+    assert str(republished["optimizer_state"]) == str(payload["optimizer_state"])

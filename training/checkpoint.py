@@ -55,7 +55,7 @@ def checkpoint_bytes(model: TacticalMARLSystem, *, version: int = 0, optimizer: 
     payload = {
         "format": FORMAT,
         "version": int(version),
-        "config": model.config.to_dict(),
+        "config": model.config.shareable_dict(),
         "feature_schema": feature_schema(model.config),
         "architecture": _shapes(model),
         "model_state": model.state_dict(),

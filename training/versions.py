@@ -77,13 +77,17 @@ def publish_checkpoint(store: ModelStore, path: str | Path) -> int:
     """
     path = Path(path)
     model, payload = load_checkpoint(path / CHECKPOINT_FILE if path.is_dir() else path)
+    optimizer = None
+    if payload.get("optimizer_state") is not None:  # carried over as saved (its param groups hold lr and eps)
+        optimizer = torch.optim.Adam(model.parameters())
+        optimizer.load_state_dict(payload["optimizer_state"])
     extra = payload.get("extra") or {}
     value_norm = None
     if extra.get("trainer") is not None:
         value_norm = ValueNormalizer()
         value_norm.load_state_dict(extra["trainer"]["value_norm"])
-    return publish(store, model, source=f"checkpoint {path}", metrics=payload.get("metrics"), extra=extra,
-                   value_norm=value_norm)
+    return publish(store, model, source=f"checkpoint {path}", optimizer=optimizer, metrics=payload.get("metrics"),
+                   extra=extra, value_norm=value_norm)
 
 
 def default_model(cfg: Config) -> TacticalMARLSystem:
