@@ -33,13 +33,20 @@ def _tmp_prefix(path: Path) -> str:
     return f"{TMP_PREFIX}{path.name}.{_host()}.{os.getpid()}."
 
 
-def _umask() -> int:
-    for line in open("/proc/self/status", encoding="ascii"):
-        if line.startswith("Umask:"):
-            return int(line.split()[1], 8)
-    mask = os.umask(0o022)  # no /proc: read it the old way
-    os.umask(mask)
-    return mask
+def _read_umask() -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    raise OSError("no Umask line in /proc/self/status")
+
+
+try:
+    _UMASK = _read_umask()
+except OSError:  # no /proc: read it the old way, once, before any thread of ours runs
+    _UMASK = os.umask(0o022)
+    os.umask(_UMASK)
+_IMPORTED = time.time()  # a temporary with our pid but older than this is a dead namesake's
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -59,7 +66,7 @@ def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None,
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes owner-only files
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes owner-only files
         with os.fdopen(fd, mode, encoding=encoding, newline=newline) as f:
             yield f
             f.flush()
@@ -92,7 +99,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), dir=path.parent))
     try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes owner-only directories
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes owner-only directories
         yield tmp
         fsync_dir(tmp)
         if path.exists():
@@ -113,6 +120,11 @@ def _writer_gone(entry: Path) -> bool:
     """Whether the process that made this temporary is gone (or, on another host, it is stale)."""
     parts = entry.name.rsplit(".", 3)  # [.tmp-<name>, host, pid, random]
     if len(parts) == 4 and parts[1] == _host() and parts[2].isdigit():
+        if int(parts[2]) == os.getpid():  # ours, unless it predates us (a restarted container reuses pids)
+            try:
+                return entry.lstat().st_mtime < _IMPORTED
+            except FileNotFoundError:
+                return False
         try:
             os.kill(int(parts[2]), 0)
         except ProcessLookupError:

@@ -171,5 +171,7 @@ def plot(result: BacktestResult, path: str) -> None:
         fig.savefig(path, dpi=110)
     except OSError as exc:  # the directory went away, a full disk...
         raise BacktestError(f"--plot: cannot write {path}: {exc.strerror or exc}") from None
+    except RuntimeError as exc:  # a backend that needs an external tool (pgf: xelatex)
+        raise BacktestError(f"--plot: matplotlib cannot write {path}: {str(exc).splitlines()[0]}") from None
     finally:
         plt.close(fig)

@@ -12,20 +12,15 @@ import pytest
 from tactical.atomic import atomic_directory, atomic_write_text, sweep_temporaries
 
 
-@pytest.fixture
-def umask_022():
-    old = os.umask(0o022)
-    yield
-    os.umask(old)
-
-
-def test_files_and_directories_get_umask_permissions(tmp_path, umask_022):
-    atomic_write_text(tmp_path / "a.txt", "x")
-    with atomic_directory(tmp_path / "v000001") as tmp:
-        atomic_write_text(tmp / "b.txt", "y")
-    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
-    assert stat.S_IMODE((tmp_path / "v000001").stat().st_mode) == 0o755
-    assert stat.S_IMODE((tmp_path / "v000001" / "b.txt").stat().st_mode) == 0o644
+def test_files_and_directories_get_umask_permissions(tmp_path):
+    code = ("import sys; from pathlib import Path; from tactical.atomic import atomic_directory, atomic_write_text\n"
+            "root = Path(sys.argv[1]); atomic_write_text(root / 'a.txt', 'x')\n"
+            "with atomic_directory(root / 'v000001') as tmp:\n"
+            "    atomic_write_text(tmp / 'b.txt', 'y')\n")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, preexec_fn=lambda: os.umask(0o027))
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "v000001").stat().st_mode) == 0o750
+    assert stat.S_IMODE((tmp_path / "v000001" / "b.txt").stat().st_mode) == 0o640
 
 
 def test_sweep_removes_a_dead_writers_leftover_and_keeps_a_live_one(tmp_path):
@@ -50,3 +45,13 @@ def test_a_version_directory_is_never_overwritten(tmp_path):
             atomic_write_text(tmp / "a", "second")
     assert (tmp_path / "v000001" / "a").read_text() == "first"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_a_leftover_with_our_pid_from_before_we_started_is_swept(tmp_path):
+    # a restarted container often gives the new process the dead one's pid
+    from tactical.atomic import _tmp_prefix
+
+    old = tmp_path / (_tmp_prefix(tmp_path / "v000003") + "abc")
+    old.mkdir()
+    os.utime(old, (1_000_000_000, 1_000_000_000))
+    assert sweep_temporaries(tmp_path) == 1 and not old.exists()

@@ -31,7 +31,9 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         try:
-            os.write(fd, line.encode("utf-8"))
+            data = line.encode("utf-8")
+            while data:  # a short write (a full disk) must not leave half a line for the next one to join
+                data = data[os.write(fd, data):]
             os.fsync(fd)
         finally:
             os.close(fd)

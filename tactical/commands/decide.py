@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
     if args.window:
         try:
             window = window_values(np.load(args.window))
-        except (OSError, ValueError) as exc:  # WireError is a ValueError too
-            raise CliError(f"cannot read window file {args.window}: {exc}") from None
+        except (OSError, ValueError, EOFError) as exc:  # WireError is a ValueError too; EOFError: empty file
+            raise CliError(f"cannot read window file {args.window}: {exc or 'empty file'}") from None
     elif args.csv:
         series = load_bars_csv(args.csv)
         if len(series) < need:

@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     except StopRequested:
         pass
     finally:
+        stopping.append(None)  # from here on a signal must not interrupt the clean stop
         print("stopping: coordinator first (drains in-flight calls), then the agents", flush=True)
         cluster.stop()
     print("stopped", flush=True)
