@@ -57,14 +57,18 @@ def _sample_notes(store, versions: dict[int, int], source: str, first_ms: int) -
     """In or out of sample, per model version used, from what the version recorded of its training bars."""
     notes = []
     for version in sorted(versions):
-        trained = store.info(version).get("data", {}) if version in store.versions() else None
-        if trained is None:
+        if version not in store.versions():
             notes.append(f"version {version} is not in the local model store {store.root}: cannot tell whether "
                          f"these bars are in or out of its sample")
-        elif not trained:  # the embedded default, or published without a record of its bars
             continue
-        elif trained.get("source") != source:
-            notes.append(f"version {version} was trained on other bars ({trained.get('source')}): "
+        trained = store.info(version).get("data", {})
+        recorded = trained.get("source")
+        # versions trained before synthetic series were told apart recorded just "synthetic"
+        same_bars = recorded == source or (recorded == "synthetic" and source.startswith("synthetic"))
+        if not trained:  # the embedded default, or published without a record of its bars
+            continue
+        if not same_bars:
+            notes.append(f"version {version} was trained on other bars ({recorded}): "
                          f"neither in nor out of sample in the time-split sense")
         elif trained.get("train_last_ms") is not None:
             train_last = int(trained["train_last_ms"])
