@@ -240,21 +240,28 @@ def test_agent_killed_mid_write_of_a_staged_version_serves_its_last_good_version
     store_dir = setup.store.root.parent / "agents" / "fvg"
     # restart the agent with a crash point inside the model store's atomic write of a version
     child.env = {CRASH_AT_ENV: "model_store.write_version"}
-    killed_pid = child.proc.pid
-    child.proc.kill()
-    wait_for(lambda: child.alive() and child.proc.pid != killed_pid and _info(setup, child) is not None, timeout=30)
-    child.env = {}  # its next restart is a normal one
-    before = _info(setup, child)
+    try:
+        killed_pid = child.proc.pid
+        child.proc.kill()
+        wait_for(lambda: child.alive() and child.proc.pid != killed_pid and _info(setup, child) is not None,
+                 timeout=30)
+    finally:
+        child.env = {}  # its next restart is a normal one
     crashing = child.proc
-    blob, _ = setup.store.read_artifact(1, "fvg")
-    version = 50
-    with AgentClient(child.address, setup.cfg, admin_token=setup.token) as agent:
-        with pytest.raises(grpc.RpcError) as err:
-            agent.stage("fvg", version, blob, Manifest.for_blob("fvg", version, blob).to_json(),
-                        hashlib.sha256(blob).hexdigest(), timeout=30)
-    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-    crashing.wait(timeout=10)
-    assert crashing.returncode == -signal.SIGKILL  # it died inside the write, at the crash point
+    try:
+        before = _info(setup, child)
+        blob, _ = setup.store.read_artifact(1, "fvg")
+        version = 50
+        with AgentClient(child.address, setup.cfg, admin_token=setup.token) as agent:
+            with pytest.raises(grpc.RpcError) as err:
+                agent.stage("fvg", version, blob, Manifest.for_blob("fvg", version, blob).to_json(),
+                            hashlib.sha256(blob).hexdigest(), timeout=30)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        crashing.wait(timeout=10)
+        assert crashing.returncode == -signal.SIGKILL  # it died inside the write, at the crash point
+    finally:
+        if crashing.poll() is None:  # the crash point was never reached: do not leave it armed for other tests
+            crashing.kill()
     wait_for(lambda: child.alive() and child.proc.pid != crashing.pid and _info(setup, child) is not None, timeout=30)
     info = _info(setup, child)
     assert version not in info.loaded_versions and version not in info.stored_versions

@@ -15,6 +15,7 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from coordinator.aggregation import AggregationRule
+from coordinator.server import AUTO_ACTIVATE_WAIT_S
 from market.features import compute_features
 from market.synthetic import synthetic_bars
 from tactical.client import AgentClient, TacticalClient, decide_request
@@ -298,7 +299,9 @@ def test_coordinator_started_before_its_agents(tmp_path):
             for agent in agents[:2]:
                 agent.spawn()
             wait_for(lambda: sum(a.connected and a.HasField("info") for a in client.status().agents) == 2)
-            assert client.health() == "NOT_SERVING" and not client.status().HasField("active_version")
+            status = client.status()
+            if status.uptime_s < AUTO_ACTIVATE_WAIT_S - 1:  # (a very slow start may pass the wait: then it serves)
+                assert not status.HasField("active_version") and not status.serving
             agents[2].spawn()
             wait_for(lambda: client.health() == "SERVING")
             wait_for(lambda: all(v.ok for v in client.decide(window=random_window(8)).votes))
@@ -370,6 +373,7 @@ def test_up_command_health_wait_and_sigterm_drains_a_running_stream(tmp_path):
         assert health.returncode == 0, health.stdout + health.stderr
         statuses = [row["status"] for row in json.loads(health.stdout)["processes"]]
         assert statuses == ["SERVING"] * 4, health.stdout
+        assert len(_children_of_launcher(up.pid)) == 4
 
         watched: list[str] = []
         signalled = threading.Event()
@@ -408,7 +412,7 @@ def test_up_command_health_wait_and_sigterm_drains_a_running_stream(tmp_path):
     finally:
         up.send_signal(signal.SIGTERM)
         out, _ = up.communicate(timeout=60)
-    assert up.returncode == 0
+    assert up.returncode == 0 and _children_of_launcher(up.pid) == []
     assert "all SERVING" in out and f"127.0.0.1:{port}" in out and out.rstrip().endswith("stopped")
 
 
@@ -426,3 +430,21 @@ def test_up_command_stops_at_ctrl_c_while_still_starting(tmp_path):
     out, _ = up.communicate(timeout=60)
     assert up.returncode == 0
     assert "all SERVING" not in out and out.rstrip().endswith("stopped")
+    assert _children_of_launcher(up.pid) == []  # every process it had started is gone
+
+
+def _children_of_launcher(pid: int) -> list[int]:
+    """Live processes started by the launcher with this pid (they carry it in their environment)."""
+    from tactical.rpc import LAUNCHER_PID_ENV
+
+    marker = f"{LAUNCHER_PID_ENV}={pid}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if marker in f.read().split(b"\0"):
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
