@@ -373,7 +373,7 @@ def test_up_command_health_wait_and_sigterm_drains_a_running_stream(tmp_path):
         assert health.returncode == 0, health.stdout + health.stderr
         statuses = [row["status"] for row in json.loads(health.stdout)["processes"]]
         assert statuses == ["SERVING"] * 4, health.stdout
-        assert len(_children_of_launcher(up.pid)) == 4
+        assert len(_children_of_launcher(up.pid)) == 5  # three agents, the coordinator, its audit writer
 
         watched: list[str] = []
         signalled = threading.Event()
