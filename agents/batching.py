@@ -82,7 +82,7 @@ class InferenceBatcher:
 
     def _run(self, runner, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         start = time.perf_counter()
-        probs, _, values = runner.run(windows)
+        probs, values = runner.infer(windows)
         micros = (time.perf_counter() - start) * 1e6
         self.inference_us.append(micros)
         self.batches += 1

@@ -66,13 +66,18 @@ class ActorRunner:
         """Run a fixed batch; raise ArtifactError unless probabilities are finite and sum to 1."""
         rng = np.random.default_rng(0)
         windows = rng.uniform(-1, 1, size=(PROBE_BATCH, self.window, N_FEATURES)).astype(np.float32)
-        probs, _, values = self.run(windows)
+        probs, values = self.infer(windows)
         m = self.manifest
         if not (np.isfinite(probs).all() and np.isfinite(values).all()):
             raise ArtifactError(f"{m.agent} v{m.version}: probe inference gave non-finite outputs (NaN weights?)")
         if not np.allclose(probs.sum(axis=1), 1.0, atol=1e-4) or (probs < 0).any():
             raise ArtifactError(f"{m.agent} v{m.version}: probe probabilities do not form a distribution")
 
-    def run(self, windows: np.ndarray) -> ActorOutput:
+    def infer(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, values): the serving hot path, which sends probabilities and needs no actions."""
         probs, values = self.session.run(OUTPUT_NAMES, {INPUT_NAME: windows})
+        return probs, values
+
+    def run(self, windows: np.ndarray) -> ActorOutput:
+        probs, values = self.infer(windows)
         return ActorOutput(probs, probs.argmax(axis=1), values)

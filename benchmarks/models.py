@@ -80,7 +80,7 @@ def main() -> None:
             runner = ActorRunner(*store.read_artifact(0, name))
             for batch in (1, 32):
                 w = np.random.default_rng(0).uniform(-1, 1, (batch, 60, 7)).astype(np.float32)
-                p50, p99, mean = percentiles(time_calls(lambda: runner.run(w), args.iterations))
+                p50, p99, mean = percentiles(time_calls(lambda: runner.infer(w), args.iterations))
                 rows.append((f"ONNX Runtime actor {name}, batch {batch}", batch, p50, p99, mean))
         rss = float(subprocess.run([sys.executable, "-c", RSS_PROBE, tmp], capture_output=True, text=True,
                                    check=True).stdout)
