@@ -235,7 +235,7 @@ class ModelAdminServicer(cluster_pb2_grpc.ModelAdminServiceServicer):
         log.info("%s version %d (was %s)", "rolled back to" if rollback else "activated", version, previous)
         await self.on_change()
         return cluster_pb2.ActivationResult(active_version=version,
-                                            previous_version=previous if previous is not None else 0)
+                                            previous_version=previous)
 
     async def Activate(self, request, context):
         await require_admin(context, self.token)

@@ -41,9 +41,14 @@ def decide_request(*, window: np.ndarray | None = None, bars: Bars | None = None
     return decision_pb2.DecideRequest(request_id=request_id, bars=encode_bars(bars))
 
 
+def version_text(version: int | None) -> str:
+    """A model version for people: its number, or 'none' (0 is a version: the embedded default)."""
+    return "none" if version is None else str(version)
+
+
 def active_version_text(message: cluster_pb2.ClusterStatus | cluster_pb2.VersionList) -> str:
     """The active version for people: its number, or 'none' while no version is active."""
-    return str(message.active_version) if message.HasField("active_version") else "none"
+    return version_text(message.active_version if message.HasField("active_version") else None)
 
 
 class TacticalClient:

@@ -27,7 +27,7 @@ class RolloutError(UserError, RuntimeError):
 @dataclass(frozen=True)
 class RolloutResult:
     version: int
-    previous: int
+    previous: int | None  # None: no version was active
     staged: dict[str, bool]  # "agent at host:port" -> it already held that version
     seconds: float
 
@@ -61,4 +61,5 @@ def rollout(client: TacticalClient, store: ModelStore, version: int, cfg: Config
         result = client.activate(version)
     except grpc.RpcError as exc:
         raise RolloutError(f"activating version {version} failed: {exc.code().name}: {exc.details()}") from None
-    return RolloutResult(version, result.previous_version, outcomes, time.perf_counter() - start)
+    previous = result.previous_version if result.HasField("previous_version") else None
+    return RolloutResult(version, previous, outcomes, time.perf_counter() - start)

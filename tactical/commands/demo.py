@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from market.synthetic import configured
     from tactical.backtest import BacktestResult, remote_decisions, score
     from tactical.cli import CliError
-    from tactical.client import TacticalClient
+    from tactical.client import TacticalClient, version_text
     from tactical.config import AGENT_NAMES, load_config
     from tactical.launcher import LocalCluster
     from tactical.rollout import rollout
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         def push(version: int) -> None:
             with TacticalClient(target, cfg, admin_token=token) as client:
                 result = rollout(client, store, version, cfg, token)
-            tqdm.write(f"  rolled out version {version} to the running agents (was {result.previous}) in "
+            tqdm.write(f"  rolled out version {version} to the running agents (was {version_text(result.previous)}) in "
                        f"{result.seconds:.2f} s")
 
         run_session(cfg.to_dict(), until_ms=until_ms, updates=cfg.training.updates, save_every=args.push_every,

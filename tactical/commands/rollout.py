@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from agents.model_store import ModelStore
-    from tactical.client import TacticalClient
+    from tactical.client import TacticalClient, version_text
     from tactical.config import load_config
     from tactical.rollout import RolloutError, rollout
 
@@ -61,5 +61,5 @@ def run(args: argparse.Namespace) -> int:
             print(f"tactical rollout: {exc}", file=sys.stderr)
             return 1
     staged = ", ".join(f"{name} ({'already held' if already else 'staged'})" for name, already in result.staged.items())
-    print(f"version {result.version} active (was {result.previous}) after {result.seconds:.2f} s; agents: {staged}")
+    print(f"version {result.version} active (was {version_text(result.previous)}) after {result.seconds:.2f} s; agents: {staged}")
     return 0

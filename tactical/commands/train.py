@@ -120,7 +120,7 @@ def _pusher(config: dict, push: dict):
     from tqdm import tqdm
 
     from agents.model_store import ModelStore
-    from tactical.client import TacticalClient
+    from tactical.client import TacticalClient, version_text
     from tactical.config import config_from_dict
     from tactical.rollout import RolloutError, rollout
 
@@ -132,7 +132,7 @@ def _pusher(config: dict, push: dict):
             with TacticalClient(push["target"], cfg, admin_token=push["token"]) as client:
                 result = rollout(client, store, version, cfg, push["token"])
             tqdm.write(f"rolled out version {version} to the cluster at {push['target']} "
-                       f"(was {result.previous}) in {result.seconds:.2f} s")
+                       f"(was {version_text(result.previous)}) in {result.seconds:.2f} s")
         except (RolloutError, grpc.RpcError) as exc:  # the cluster being away must not stop training
             detail = exc.details() if isinstance(exc, grpc.RpcError) else str(exc)
             tqdm.write(f"push of version {version} to {push['target']} failed: {detail.splitlines()[0]}")
