@@ -277,6 +277,17 @@ def test_a_resumed_run_continues_the_entropy_schedule(tmp_path):
     assert entropy_coefficients(resumed, 3) == pytest.approx([0.0055, 0.00325, 0.001])
 
 
+def test_the_entropy_coefficient_never_jumps_back_up(tmp_path):
+    cfg = small_config(tmp_path, epochs=1, updates=3)
+    finished = TacticalMAPPOTrainer(cfg, progress=False, log_metrics=False)
+    assert entropy_coefficients(finished, 3, 2) == pytest.approx([0.01, 0.0055, 0.001, 0.001, 0.001])
+    interrupted = TacticalMAPPOTrainer(cfg, progress=False, log_metrics=False)
+    entropy_coefficients(interrupted, 1)  # stopped after 1 of 3; then `tactical train --resume` runs 3 more
+    resumed = TacticalMAPPOTrainer(cfg, progress=False, log_metrics=False)
+    resumed.load_checkpoint(interrupted.save_checkpoint(tmp_path / "after-1.pt"))
+    assert entropy_coefficients(resumed, 3) == pytest.approx([0.0055, 0.00325, 0.001])
+
+
 def test_target_kl_stops_the_epochs_early(tmp_path):
     trainer = TacticalMAPPOTrainer(small_config(tmp_path, epochs=4, target_kl=1e-12), progress=False,
                                    log_metrics=False)

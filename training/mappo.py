@@ -10,9 +10,10 @@ One update, top to bottom:
 4. `epochs` passes over shuffled minibatches (or minibatches drawn with probability
    proportional to |advantage|^alpha, importance-weighted by (N * P)^-beta / max, the weights
    multiplying the policy and value losses); per agent a clipped surrogate on the normalized
-   advantage and an entropy bonus whose coefficient decays linearly start -> end from update 1 to
-   update max(training.updates, the last update of this train() call), counted over the model's
-   life (so repeated short calls and resumed runs follow the configured schedule; see train());
+   advantage and an entropy bonus whose coefficient decays linearly start -> end, reaching the
+   end at update max(training.updates, the last update of this train() call), counted over the
+   model's life; a later call goes on from the coefficient where the last one stopped, so it
+   never jumps back up (repeated short calls and resumed runs follow one schedule; see train());
    a clipped value loss for the critic (clipped around its rollout values, re-expressed under the
    statistics just updated, like the targets); each actor's own value head regresses onto the same
    standardized returns (an auxiliary loss, so the value an agent serves means something);
@@ -118,6 +119,7 @@ class TacticalMAPPOTrainer:
         self._inference_s: list[float] = []
         self._update_s: list[float] = []
         self._rollout_s: list[float] = []
+        self.entropy_coef = t.entropy_coef_start  # the next update's; restored by load_checkpoint
         self.seed_streams()
 
     def seed_streams(self) -> None:
@@ -140,10 +142,10 @@ class TacticalMAPPOTrainer:
               callback: Callable[[int, dict[str, float]], bool | None] | None = None) -> dict[str, float]:
         """Run `updates` updates (default training.updates); returns the last update's stats.
 
-        The entropy coefficient goes linearly from entropy_coef_start at update 1 to
-        entropy_coef_end at update max(training.updates, updates_done + updates), then stays
-        there: train() once, train(1) training.updates times, or a run resumed from a checkpoint
-        follow the same schedule; a call that runs past training.updates stretches it to its end.
+        The entropy coefficient goes linearly from where it stands (entropy_coef_start for a new
+        model) to entropy_coef_end at update max(training.updates, updates_done + updates), then
+        stays there: train() once, train(1) training.updates times, or a run resumed from a
+        checkpoint follow the same line; a longer call stretches what is left of it to its end.
 
         After each update, callback(update_index, stats) is called on every rank (update_index
         counts from 1 over the model's life); returning False stops training after that
@@ -151,7 +153,7 @@ class TacticalMAPPOTrainer:
         """
         t = self.config.training
         updates = t.updates if updates is None else updates
-        schedule_end = max(t.updates, self.updates_done + updates)  # the entropy coefficient's end update
+        schedule = (self.updates_done, self.entropy_coef, max(t.updates, self.updates_done + updates))
         bar = tqdm(total=updates, desc=self.progress_label, unit="update", disable=not self.progress,
                    dynamic_ncols=True)
         try:
@@ -161,7 +163,8 @@ class TacticalMAPPOTrainer:
                 rollout = self.collect_rollout()
                 collected = time.perf_counter()
                 advantages, returns = self.compute_advantages(rollout)
-                stats = self.optimize(rollout, advantages, returns, schedule_end)
+                stats = self.optimize(rollout, advantages, returns, self.entropy_coef)
+                self.entropy_coef = self.scheduled_entropy_coef(*schedule, self.updates_done + 1)
                 finished = time.perf_counter()
 
                 self.updates_done += 1
@@ -246,8 +249,15 @@ class TacticalMAPPOTrainer:
         return advantages, advantages + values
 
     # ------------------------------------------------------------------ 3.-5. optimization
+    def scheduled_entropy_coef(self, first: int, coef: float, end: int, update: int) -> float:
+        """The coefficient of update `update` (0-based) on the line from `coef` at update `first` to
+        entropy_coef_end at update `end` - 1."""
+        left = end - 1 - first
+        fraction = 1.0 if left <= 0 else min((update - first) / left, 1.0)
+        return coef + (self.config.training.entropy_coef_end - coef) * fraction
+
     def optimize(self, r: Rollout, advantages: torch.Tensor, returns: torch.Tensor,
-                 schedule_end: int) -> dict[str, float]:
+                 entropy_coef: float) -> dict[str, float]:
         t = self.config.training
         b_obs = r.obs.reshape(-1, *r.obs.shape[2:])
         b_states = b_obs.flatten(1)
@@ -273,8 +283,6 @@ class TacticalMAPPOTrainer:
         else:
             probabilities, b_weights = None, torch.ones(batch)
 
-        progress = self.updates_done / max(schedule_end - 1, 1)
-        entropy_coef = t.entropy_coef_start + (t.entropy_coef_end - t.entropy_coef_start) * min(progress, 1.0)
         networks: list[nn.Module] = [*self.model.actors.values(), self.model.critic]
         n_minibatches = max(1, batch // t.minibatch_size)
         sums = {"policy_loss": 0.0, "value_loss": 0.0, "actor_value_loss": 0.0, "entropy": 0.0,
@@ -355,7 +363,7 @@ class TacticalMAPPOTrainer:
     # ------------------------------------------------------------------ checkpoints, evaluation, stats
     def trainer_state(self) -> dict[str, Any]:
         """What a checkpoint needs beyond weights and optimizer to resume: update count, value normalizer."""
-        return {"updates_done": self.updates_done, "env_steps": self.env_steps,
+        return {"updates_done": self.updates_done, "env_steps": self.env_steps, "entropy_coef": self.entropy_coef,
                 "value_norm": self.value_norm.state_dict()}
 
     def save_checkpoint(self, path: str | Path) -> Path:
@@ -378,6 +386,9 @@ class TacticalMAPPOTrainer:
             self.updates_done = int(state["updates_done"])
             self.env_steps = int(state["env_steps"])
             self.value_norm.load_state_dict(state["value_norm"])
+            # (checkpoints from before the coefficient was saved: where the configured schedule puts it)
+            self.entropy_coef = float(state.get("entropy_coef", self.scheduled_entropy_coef(
+                0, self.config.training.entropy_coef_start, self.config.training.updates, self.updates_done)))
         self.model.eval()
         return payload
 
