@@ -105,13 +105,20 @@ def _line_after(head: str) -> int:
     return head.count("\n") + head.count("\r") - head.count("\r\n") + 1
 
 
-def _read_text(path: Path) -> str:
-    """The file's text: UTF-8, or what its byte-order mark says; BarDataError naming the line otherwise."""
+def _encoding(head: bytes) -> tuple[bytes, str]:
+    """(byte-order mark, encoding) for a file starting with `head`: UTF-8 when there is no mark."""
+    return next(((bom, enc) for bom, enc in _BOMS if head.startswith(bom)), (b"", "utf-8"))
+
+
+def _text_problem(path: Path) -> str:
+    """Decode the whole file to find where it stops being text; raises BarDataError naming the line.
+
+    Only for the error path: loading streams the file instead of holding it in memory."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise BarDataError(f"{path}: cannot open: {exc.strerror}") from exc
-    bom, encoding = next(((bom, enc) for bom, enc in _BOMS if data.startswith(bom)), (b"", "utf-8"))
+    bom, encoding = _encoding(data)
     data = data[len(bom):]
     try:
         text = data.decode(encoding)
@@ -124,17 +131,35 @@ def _read_text(path: Path) -> str:
     if nul >= 0:
         raise BarDataError(f"{path}: line {_line_after(text[:nul])}: a NUL character (UTF-16 text without a byte-order "
                            f"mark?); save the file as UTF-8")
-    return text
+    return "the file is not text"
+
+
+def _open_text(path: Path) -> io.TextIOWrapper:
+    """The file as a text stream: UTF-8, or what its byte-order mark says (the mark skipped)."""
+    try:
+        raw = open(path, "rb")
+    except OSError as exc:
+        raise BarDataError(f"{path}: cannot open: {exc.strerror}") from exc
+    head = raw.read(4)
+    bom, encoding = _encoding(head)
+    if not bom and b"\x00" in head:  # UTF-16/32 without a mark: the csv module would read NULs as text
+        raw.close()
+        raise BarDataError(f"{path}: {_text_problem(path)}")
+    raw.seek(len(bom))
+    return io.TextIOWrapper(raw, encoding=encoding, newline="")
 
 
 def load_bars_csv(path: str | Path) -> Bars:
     """Read and validate the bars of a CSV file; raise BarDataError naming the first bad line."""
     path = Path(path)
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
-    try:
-        times, values, lines = _read_rows(path, reader)
-    except csv.Error as exc:  # e.g. a field over the csv module's size limit: not a bar file
-        raise BarDataError(f"{path}: line {reader.line_num}: {exc}") from None
+    with _open_text(path) as text:
+        reader = csv.reader(text)
+        try:
+            times, values, lines = _read_rows(path, reader)
+        except UnicodeDecodeError:
+            raise BarDataError(f"{path}: {_text_problem(path)}") from None
+        except csv.Error as exc:  # e.g. a field over the csv module's size limit: not a bar file
+            raise BarDataError(f"{path}: line {reader.line_num}: {exc}") from None
     v = np.asarray(values, dtype=np.float64)
     bars = Bars.from_arrays(times, v[:, 0], v[:, 1], v[:, 2], v[:, 3], v[:, 4])
     validate_bars(bars, names=lines)
