@@ -64,6 +64,7 @@ _FRAME = struct.Struct("<IQ32s")  # decision length, answered at (ms), window sh
 MAX_BUFFERED = 64 << 20  # bytes waiting for a stuck writer before frames are dropped
 PIPE_BYTES = 1 << 20  # pipe capacity: a flush interval's frames at several thousand decisions/s
 _F_SETPIPE_SZ = 1031  # Linux fcntl
+DRAIN_ATTEMPTS = 3  # writers started at shutdown before the rest is given up
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
@@ -145,17 +146,20 @@ class AuditLog:
         self._into_head = count
 
     def _writer_died(self) -> None:
-        """Start a new writer; the frame the dead one got half of is lost, the rest goes to the new one."""
         if self._watching:
             asyncio.get_running_loop().remove_writer(self._writer.stdin.fileno())
             self._watching = False
+        self._replace_writer()
+        self._write()
+
+    def _replace_writer(self) -> None:
+        """Start a new writer; the frame the dead one got half of is lost, the rest goes to the new one."""
         log.error("the audit writer died (exit code %s); starting a new one", self._writer.wait())
         if self._into_head:
             del self._buffer[:self._lengths.popleft() - self._into_head]
             self._into_head = 0
             self.dropped += 1
         self._writer = self._start_writer()
-        self._write()
 
     def _overflow(self) -> None:
         """The writer is stuck: drop every whole frame not yet started (keeping the stream aligned)."""
@@ -176,14 +180,20 @@ class AuditLog:
         await asyncio.to_thread(self._drain)
 
     def _drain(self) -> None:
-        fd = self._writer.stdin.fileno()
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-        try:
-            while self._buffer:
-                self._sent(os.write(fd, self._buffer))
-            self._writer.stdin.close()
-        except BrokenPipeError:
-            log.error("the audit writer died before shutdown: %d decisions not logged", len(self._lengths))
+        """Blocking hand-over of the rest; a writer found dead now (a kill since the last flush) is replaced."""
+        for _ in range(DRAIN_ATTEMPTS):
+            fd = self._writer.stdin.fileno()
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+            try:
+                while self._buffer:
+                    self._sent(os.write(fd, self._buffer))
+                self._writer.stdin.close()
+                break
+            except BrokenPipeError:
+                self._replace_writer()
+        else:
+            log.error("audit writers keep dying at shutdown: %d decisions not logged", len(self._lengths))
+            self.dropped += len(self._lengths)
         self._writer.wait()
 
 

@@ -341,6 +341,18 @@ def test_a_dead_audit_writer_is_replaced_and_the_log_stays_readable(tmp_path):
     assert len(latest(path, 10)) == 10
 
 
+def test_a_writer_killed_since_the_last_flush_is_replaced_at_shutdown_and_nothing_is_lost(tmp_path):
+    config_path = write_config(tmp_path, serving={"audit_flush_ms": 5000.0})  # no flush before the stop
+    prepare_store(tmp_path, config_path)
+    path = load_config(config_path).paths.audit_log
+    with running_cluster(config_path) as cluster:
+        answered = _stream_decisions(cluster, "c", 200)
+        writer = subprocess.run(["pgrep", "-f", f"coordinator.audit {path}"], capture_output=True, text=True)
+        os.kill(int(writer.stdout.split()[0]), 9)
+        answered |= _stream_decisions(cluster, "d", 200)
+    assert answered == {r[0] for r in audit_rows(path)} and len(answered) == 400
+
+
 def test_a_killed_coordinator_loses_at_most_the_flush_window(tmp_path):
     config_path = write_config(tmp_path, serving={"audit_flush_ms": 200.0})
     prepare_store(tmp_path, config_path)
