@@ -184,10 +184,11 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
     async def DecideStream(self, request_iterator, context):
+        # context.read()/write() rather than iterating and yielding: no async generators per message
         stream = id(context)
         forecast = self.engine.forecast
         try:
-            async for request in request_iterator:
+            while (request := await context.read()) is not grpc.aio.EOF:
                 forecast.arrived(stream)
                 try:
                     decision = await self.engine.decide(request)
@@ -195,7 +196,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
                     decision = decision_pb2.Decision(request_id=request.request_id[:64], error=common_pb2.Error(
                         code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=str(exc)))
                 forecast.answered(stream)
-                yield decision
+                await context.write(decision)
         finally:
             forecast.arrived(stream)
 
