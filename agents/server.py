@@ -84,14 +84,15 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     async def ActStream(self, request_iterator, context):
         self.open_streams += 1
-        try:
-            async for request in request_iterator:
+        try:  # context.read()/write(): no async generator per message
+            while (request := await context.read()) is not grpc.aio.EOF:
                 try:
-                    yield await self._act(request, streamed=True)
+                    response = await self._act(request, streamed=True)
                 except Exception as exc:
                     code, message = self._status(exc, request.model_version)
-                    yield agent_pb2.ActResponse(seq=request.seq, model_version=request.model_version,
-                                                error=common_pb2.Error(code=code.value[0], message=message))
+                    response = agent_pb2.ActResponse(seq=request.seq, model_version=request.model_version,
+                                                     error=common_pb2.Error(code=code.value[0], message=message))
+                await context.write(response)
         finally:
             self.open_streams -= 1
 

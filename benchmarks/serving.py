@@ -52,8 +52,8 @@ async def serve_trivial_agent(name: str, port: int) -> None:
             return self.answer(request)
 
         async def ActStream(self, request_iterator, context):
-            async for request in request_iterator:
-                yield self.answer(request)
+            while (request := await context.read()) is not grpc.aio.EOF:
+                await context.write(self.answer(request))
 
         async def GetInfo(self, request, context):
             return agent_pb2.AgentInfo(agent=name, loaded_versions=[0], stored_versions=[0])
