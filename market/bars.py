@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,10 +46,10 @@ class Bars:
         return Bars(*(getattr(self, f)[index] for f in ("time", "open", "high", "low", "close", "volume")))
 
 
-def validate_bars(bars: Bars, *, min_bars: int = 1, names: list[str] | None = None) -> None:
+def validate_bars(bars: Bars, *, min_bars: int = 1, name_of: Callable[[int], str] | None = None) -> None:
     """Raise BarDataError for the first bar that breaks the contract.
 
-    `names[i]` says how to refer to bar i in the message (a CSV loader passes file lines);
+    `name_of(i)` says how to refer to bar i in the message (a CSV loader names file lines);
     by default bars are named by their 0-based index.
     """
     n = len(bars)
@@ -57,7 +58,7 @@ def validate_bars(bars: Bars, *, min_bars: int = 1, names: list[str] | None = No
     o, h, l, c, v, t = bars.open, bars.high, bars.low, bars.close, bars.volume, bars.time
 
     def name(i: int) -> str:
-        return names[i] if names is not None else f"bar {i}"
+        return name_of(i) if name_of is not None else f"bar {i}"
 
     checks = (
         (~(np.isfinite(o) & np.isfinite(h) & np.isfinite(l) & np.isfinite(c) & np.isfinite(v)),
