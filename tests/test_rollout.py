@@ -324,15 +324,23 @@ def test_every_answered_decision_is_audited_after_graceful_shutdown(tmp_path):
     assert len(rows) == 2500 and {r[1] for r in rows} == {1}
 
 
-def test_a_dead_audit_writer_is_replaced_and_the_log_stays_readable(tmp_path):
-    config_path = write_config(tmp_path)
+def _decisions_around_a_writer_kill(tmp_path, count: int, **serving) -> tuple[set[str], set[str], str]:
+    """Stream `count` decisions, SIGKILL the audit writer, stream `count` more, stop gracefully.
+
+    Returns the request ids answered before and after the kill, and the audit log's path."""
+    config_path = write_config(tmp_path, serving=serving)
     prepare_store(tmp_path, config_path)
     path = load_config(config_path).paths.audit_log
     with running_cluster(config_path) as cluster:
-        before = _stream_decisions(cluster, "a", 500)
+        before = _stream_decisions(cluster, "a", count)
         writer = subprocess.run(["pgrep", "-f", f"coordinator.audit {path}"], capture_output=True, text=True)
         os.kill(int(writer.stdout.split()[0]), 9)
-        after = _stream_decisions(cluster, "b", 500)
+        after = _stream_decisions(cluster, "b", count)
+    return before, after, path
+
+
+def test_a_dead_audit_writer_is_replaced_and_the_log_stays_readable(tmp_path):
+    before, after, path = _decisions_around_a_writer_kill(tmp_path, 500)
     logged = {r[0] for r in audit_rows(path)}
     assert after <= logged  # everything after the replacement is there
     assert len(before & logged) > 0  # what the dead writer had committed stays readable
@@ -342,15 +350,9 @@ def test_a_dead_audit_writer_is_replaced_and_the_log_stays_readable(tmp_path):
 
 
 def test_a_writer_killed_since_the_last_flush_is_replaced_at_shutdown_and_nothing_is_lost(tmp_path):
-    config_path = write_config(tmp_path, serving={"audit_flush_ms": 5000.0})  # no flush before the stop
-    prepare_store(tmp_path, config_path)
-    path = load_config(config_path).paths.audit_log
-    with running_cluster(config_path) as cluster:
-        answered = _stream_decisions(cluster, "c", 200)
-        writer = subprocess.run(["pgrep", "-f", f"coordinator.audit {path}"], capture_output=True, text=True)
-        os.kill(int(writer.stdout.split()[0]), 9)
-        answered |= _stream_decisions(cluster, "d", 200)
-    assert answered == {r[0] for r in audit_rows(path)} and len(answered) == 400
+    # a 5 s flush interval: nothing reaches the first writer, the graceful stop finds it dead
+    before, after, path = _decisions_around_a_writer_kill(tmp_path, 200, audit_flush_ms=5000.0)
+    assert before | after == {r[0] for r in audit_rows(path)} and len(before | after) == 400
 
 
 def test_a_killed_coordinator_loses_at_most_the_flush_window(tmp_path):
