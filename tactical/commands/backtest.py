@@ -55,9 +55,9 @@ def _stamp(ms: int) -> str:
 
 def _sample_notes(store, versions: dict[int, int], source: str, first_ms: int) -> list[str]:
     """In or out of sample, per model version used, from what the version recorded of its training bars."""
-    notes = []
+    notes, stored = [], set(store.versions())
     for version in sorted(versions):
-        if version not in store.versions():
+        if version not in stored:
             notes.append(f"version {version} is not in the local model store {store.root}: cannot tell whether "
                          f"these bars are in or out of its sample")
             continue
