@@ -403,6 +403,7 @@ def test_up_command_health_wait_and_sigterm_drains_a_running_stream(tmp_path):
 
             follower = threading.Thread(target=follow)
             follower.start()
+            wait_for(lambda: watched)  # the watch is open before the signal can come
             with TacticalClient(f"127.0.0.1:{port}", cfg) as client:
                 answers = list(client.decide_stream(requests()))
             follower.join(timeout=30)
