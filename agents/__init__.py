@@ -1,1 +1,1 @@
-"""Agents: the actor network (torch), its ONNX artifact, and the agent server (no torch)."""
+"""Agents: the actor (agents.model, torch) and everything that serves it (agents.serving, no torch)."""

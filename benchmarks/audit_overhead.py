@@ -28,9 +28,9 @@ def main() -> None:
     parser.add_argument("--audit-dir", default=None, help="directory of the audit log (default: a temporary one)")
     args = parser.parse_args()
 
+    from loadgen import run_load
     from tactical.config import load_config
-    from tactical.launcher import LocalCluster, write_isolated_config
-    from tactical.loadgen import run_load
+    from tactical_engine.launcher import LocalCluster, write_isolated_config
 
     latencies: dict[tuple[str, int], list[float]] = {}
     seconds: dict[tuple[str, int], float] = {}

@@ -34,7 +34,8 @@ def main() -> None:
         times.append(time.perf_counter() - start)
     median, best = statistics.median(times), min(times)
     rate = args.bars / median
-    print(f"{'bars':>10} {'repeats':>8} {'median ms':>10} {'best ms':>9} {'bars/s (median)':>16} {'target':>12} {'ok':>4}")
+    print(f"{'bars':>10} {'repeats':>8} {'median ms':>10} {'best ms':>9} {'bars/s (median)':>16} {'target':>12} "
+          f"{'ok':>4}")
     print(f"{args.bars:>10,} {args.repeats:>8} {median * 1e3:>10.1f} {best * 1e3:>9.1f} {rate:>16,.0f} "
           f"{TARGET_BARS_PER_S:>12,} {'yes' if rate >= TARGET_BARS_PER_S else 'NO':>4}")
 

@@ -36,8 +36,8 @@ def time_calls(fn, iterations: int, warmup: int = 200) -> list[float]:
 
 RSS_PROBE = """
 import sys
-from agents.model_store import ModelStore
-from agents.runtime import ActorRunner
+from agents.serving.model_store import ModelStore
+from agents.serving.runtime import ActorRunner
 store = ModelStore(sys.argv[1])
 runners = [ActorRunner(*store.read_artifact(0, name)) for name in ("fvg", "momentum", "entry")]
 assert "torch" not in sys.modules
@@ -54,8 +54,8 @@ def main() -> None:
 
     import torch
 
-    from agents.model_store import ModelStore
-    from agents.runtime import ActorRunner
+    from agents.serving.model_store import ModelStore
+    from agents.serving.runtime import ActorRunner
     from tactical.config import AGENT_NAMES, default_config
     from training.versions import default_model, ensure_default_version
 
@@ -66,7 +66,7 @@ def main() -> None:
     for batch in (1, 32):
         x = torch.randn(batch, 60, 7)
 
-        def forward():
+        def forward(x: torch.Tensor = x) -> None:
             with torch.inference_mode():
                 model(x, deterministic=True)
 
@@ -80,7 +80,7 @@ def main() -> None:
             runner = ActorRunner(*store.read_artifact(0, name))
             for batch in (1, 32):
                 w = np.random.default_rng(0).uniform(-1, 1, (batch, 60, 7)).astype(np.float32)
-                p50, p99, mean = percentiles(time_calls(lambda: runner.infer(w), args.iterations))
+                p50, p99, mean = percentiles(time_calls(lambda r=runner, w=w: r.infer(w), args.iterations))
                 rows.append((f"ONNX Runtime actor {name}, batch {batch}", batch, p50, p99, mean))
         rss = float(subprocess.run([sys.executable, "-c", RSS_PROBE, tmp], capture_output=True, text=True,
                                    check=True).stdout)
@@ -93,9 +93,11 @@ def main() -> None:
     onnx_p50 = max(r[2] for r in rows if r[0].startswith("ONNX") and r[1] == 1) * 1e6
     print()
     print(f"{'target':<52}{'measured':>12}{'goal':>10}{'ok':>5}")
-    print(f"{'torch system forward p50, batch 1 (ms)':<52}{torch_p50:>12.3f}{'< 0.8':>10}{'yes' if torch_p50 < 0.8 else 'NO':>5}")
-    print(f"{'slowest ONNX actor p50, batch 1 (us)':<52}{onnx_p50:>12.1f}{'< 60':>10}{'yes' if onnx_p50 < 60 else 'NO':>5}")
-    print(f"{'runner process with three actors (MB resident)':<52}{rss:>12.1f}{'< 100':>10}{'yes' if rss < 100 else 'NO':>5}")
+    for label, value, digits, target, met in (
+            ("torch system forward p50, batch 1 (ms)", torch_p50, 3, "< 0.8", torch_p50 < 0.8),
+            ("slowest ONNX actor p50, batch 1 (us)", onnx_p50, 1, "< 60", onnx_p50 < 60),
+            ("runner process with three actors (MB resident)", rss, 1, "< 100", rss < 100)):
+        print(f"{label:<52}{value:>12.{digits}f}{target:>10}{'yes' if met else 'NO':>5}")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ async def serve_trivial_agent(name: str, port: int) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_health.v1.health import aio as health_aio
 
-    from tactical.rpc import announce_listening, on_shutdown_signals
+    from tactical.process import announce_listening, on_shutdown_signals
     from tactical.v1 import agent_pb2, agent_pb2_grpc
 
     class Trivial(agent_pb2_grpc.AgentServiceServicer):
@@ -73,14 +73,15 @@ async def serve_trivial_agent(name: str, port: int) -> None:
 
 
 def rss_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) / 1024
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
     return float("nan")
 
 
 def measure(target: str, cfg, seconds: float) -> dict:
-    from tactical.loadgen import run_load
+    from loadgen import run_load
 
     results = {}
     for mode, streams in SCENARIOS:
@@ -101,9 +102,9 @@ def main() -> None:
         asyncio.run(serve_trivial_agent(args.trivial_agent, args.port))
         return
 
-    from tactical.client import TacticalClient
     from tactical.config import AGENT_NAMES, load_config
-    from tactical.launcher import Child, LocalCluster, tactical_command, write_isolated_config
+    from tactical_engine.client import TacticalClient
+    from tactical_engine.launcher import Child, LocalCluster, tactical_command, write_isolated_config
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -117,7 +118,7 @@ def main() -> None:
             for child in trivial:
                 child.spawn()
                 child.wait_listening()
-            agents = ",".join(f"{n}={c.address}" for n, c in zip(AGENT_NAMES, trivial))
+            agents = ",".join(f"{n}={c.address}" for n, c in zip(AGENT_NAMES, trivial, strict=True))
             coordinator.command = tactical_command("coordinator", "--agents", agents, "--config", str(config_path),
                                                    "--state", str(tmp / "floor"),
                                                    "--audit", str(tmp / "floor-audit.sqlite"))
@@ -141,7 +142,7 @@ def main() -> None:
             real = measure(cluster.coordinator.address, cfg, args.seconds)
             memory = {child.name: rss_mb(child.proc.pid) for child in cluster.children}
             pid = cluster.coordinator.proc.pid
-            for writer in open(f"/proc/{pid}/task/{pid}/children").read().split():
+            for writer in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
                 memory["audit writer"] = rss_mb(int(writer))
         finally:
             cluster.stop()

@@ -75,8 +75,8 @@ async def stream_client(target, cfg, windows, count, out, failures) -> None:
 def chaos(cluster, cfg, store, token, stop: threading.Event, seed: int, log: list) -> None:
     import grpc
 
-    from tactical.client import TacticalClient
-    from tactical.rollout import RolloutError, rollout
+    from tactical_engine.client import TacticalClient
+    from tactical_engine.rollout import RolloutError, rollout
 
     rng = random.Random(seed)
     undoable = 0  # rollouts not yet rolled back: a rollback only makes sense after one
@@ -110,11 +110,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from agents.model_store import ModelStore
-    from agents.runtime import ActorRunner
+    from agents.serving.model_store import ModelStore
+    from agents.serving.runtime import ActorRunner
     from tactical.config import AGENT_NAMES, load_config
-    from tactical.launcher import LocalCluster, write_isolated_config
     from tactical.rpc import admin_token
+    from tactical_engine.launcher import LocalCluster, write_isolated_config
     from training.versions import ensure_default_version
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -188,7 +188,8 @@ def main() -> None:
         if "refused" in what:
             print(f"{'':<34}{what}")
     print(f"{'restarts by the launcher':<34}{sum('restarted' in e for e in supervisor_log):>12}")
-    print(f"{'latency p50 / p99, all':<34}{pct(np.ones_like(during), 50):>9.2f} ms / {pct(np.ones_like(during), 99):.2f} ms")
+    everything = np.ones_like(during)
+    print(f"{'latency p50 / p99, all':<34}{pct(everything, 50):>9.2f} ms / {pct(everything, 99):.2f} ms")
     print(f"{'latency p50 / p99, <=2 s after kill':<34}{pct(during, 50):>9.2f} ms / {pct(during, 99):.2f} ms")
     print(f"{'latency p50 / p99, otherwise':<34}{pct(~during, 50):>9.2f} ms / {pct(~during, 99):.2f} ms")
 

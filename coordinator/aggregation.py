@@ -6,7 +6,8 @@ over the agents that voted). The decision is the argmax, except Hold when:
 - the winning probability is under `min_confidence` (LOW_CONFIDENCE),
 - two actions tie for the top (TIE): balanced evidence means stay flat.
 Training applies the same function to one-hot vectors of the agents' sampled actions.
-Numpy only, vectorized over a batch of decisions.
+Actions are tactical.actions values (Short 1, Hold 2, Long 3), probability vectors are in
+that order. Numpy only, vectorized over a batch of decisions.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tactical.actions import N_ACTIONS, Action, actions_from_indices, indices_from_actions, to_positions
 from tactical.config import AGENT_NAMES, AggregationConfig
 
-SHORT, HOLD, LONG = 0, 1, 2
-ACTION_NAMES = ("short", "hold", "long")
 # Why a decision is Hold against its argmax (0: it is not).
 DECIDED, TOO_FEW_AGENTS, LOW_CONFIDENCE, TIE = 0, 1, 2, 3
 _TIE_TOLERANCE = 1e-9
@@ -26,7 +26,7 @@ _TIE_TOLERANCE = 1e-9
 
 @dataclass(frozen=True)
 class Aggregate:
-    actions: np.ndarray  # (N,) int64 in {SHORT, HOLD, LONG}
+    actions: np.ndarray  # (N,) int64 Action values
     combined: np.ndarray  # (N, 3) float64, rows sum to 1 (zeros when nobody voted)
     confidence: np.ndarray  # (N,) the highest combined probability
     hold_reason: np.ndarray  # (N,) DECIDED, TOO_FEW_AGENTS, LOW_CONFIDENCE or TIE
@@ -39,7 +39,7 @@ class AggregationRule:
     min_agents: int
 
     @classmethod
-    def from_config(cls, cfg: AggregationConfig) -> "AggregationRule":
+    def from_config(cls, cfg: AggregationConfig) -> AggregationRule:
         return cls(np.array([cfg.weights[name] for name in AGENT_NAMES], dtype=np.float64), cfg.min_confidence,
                    cfg.min_agents)
 
@@ -57,19 +57,14 @@ class AggregationRule:
         reason[top.sum(axis=1) > 1] = TIE
         reason[confidence < self.min_confidence] = LOW_CONFIDENCE
         reason[voted.sum(axis=1) < self.min_agents] = TOO_FEW_AGENTS
-        actions = np.where(reason == DECIDED, combined.argmax(axis=1), HOLD)
+        actions = np.where(reason == DECIDED, actions_from_indices(combined.argmax(axis=1)), Action.HOLD)
         return Aggregate(actions, combined, confidence, reason)
 
     def vote(self, actions: np.ndarray) -> np.ndarray:
-        """The team's action from each agent's discrete action, actions (N, A) -> (N,)."""
-        one_hot = np.eye(3)[np.asarray(actions)]
+        """The team's action from each agent's action, actions (N, A) Action values -> (N,) Action values."""
+        one_hot = np.eye(N_ACTIONS)[indices_from_actions(actions)]
         return self(one_hot).actions
 
     def random_positions(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """The random baseline: every agent votes uniformly at random, votes aggregated as in training."""
-        return position(self.vote(rng.integers(0, 3, size=(n, len(self.weights)))))
-
-
-def position(actions: np.ndarray) -> np.ndarray:
-    """Position in {-1, 0, +1} for actions in {SHORT, HOLD, LONG}."""
-    return np.asarray(actions) - 1
+        return to_positions(self.vote(rng.integers(Action.SHORT, Action.LONG + 1, size=(n, len(self.weights)))))

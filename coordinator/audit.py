@@ -36,8 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tactical.actions import action_label
 from tactical.v1 import decision_pb2
-from tactical.wire import action_label
 
 log = logging.getLogger(__name__)
 

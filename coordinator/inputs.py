@@ -13,13 +13,11 @@ import os
 
 import numpy as np
 
-from market.bars import validate_bars
+from market.bars import Bars, validate_bars
 from market.features import compute_features
 from tactical.config import Config
 from tactical.v1 import decision_pb2
-from tactical.wire import F32, WireError, decode_bars, decode_window
-
-MAX_REQUEST_ID = 64
+from tactical.wire import F32, MAX_REQUEST_ID, WireError, decode_bars, decode_window
 
 
 class RequestDecoder:
@@ -52,7 +50,8 @@ class RequestDecoder:
                                 f"{self.features.warmup_bars} bars of feature warm-up), got {n}")
             if n > self.max_bars:
                 raise WireError(f"too many bars: at most {self.max_bars} per request, got {n}")
-            bars = decode_bars(request.bars)
+            time, ohlcv = decode_bars(request.bars)
+            bars = Bars(time, *ohlcv.T)
             validate_bars(bars)
             rows = compute_features(bars[n - need:], self.features)[-self.features.window:]
             return np.ascontiguousarray(rows, dtype=F32).tobytes(), int(bars.time[-1])

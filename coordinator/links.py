@@ -14,6 +14,7 @@ reconnects by itself as soon as the agent is back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ class Fanout:
     hot path, and this halves its bookkeeping.
     """
 
-    __slots__ = ("answers", "errors", "remaining", "done")
+    __slots__ = ("answers", "done", "errors", "remaining")
 
     def __init__(self, agents: int, loop: asyncio.AbstractEventLoop):
         self.answers: list[AgentAnswer | None] = [None] * agents
@@ -197,7 +198,8 @@ class AgentLink:
             await asyncio.sleep(0.05)
 
     def _fail_all(self, error: str) -> None:
-        slots = [(f, i) for _, _, f, i in self._pending] + [slot for slots in self._in_flight.values() for slot in slots]
+        slots = [(f, i) for _, _, f, i in self._pending]
+        slots += [slot for waiting in self._in_flight.values() for slot in waiting]
         self._pending.clear()
         self._in_flight.clear()
         for fanout, index in slots:
@@ -211,10 +213,8 @@ class AgentLink:
             while self._pending and len(self._in_flight) < self.max_in_flight:
                 linger = self._linger()
                 if linger > 0:
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), linger)
-                    except TimeoutError:
-                        pass
                     self._wake.clear()
                     continue
                 version = self._pending[0][0]

@@ -9,12 +9,11 @@ focus. The tokens attend to each other (residual, then LayerNorm) and are averag
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
-
-from agents.actor import layer_init
 
 
 class CentralizedCritic(nn.Module):
@@ -34,10 +33,11 @@ class CentralizedCritic(nn.Module):
         layers: list[nn.Module] = []
         width = state_dim
         for hidden in hidden_dims:
-            layers += [layer_init(nn.Linear(width, hidden)), nn.LayerNorm(hidden), nn.ReLU(), nn.Dropout(dropout)]
+            layers += [_orthogonal(nn.Linear(width, hidden), math.sqrt(2)), nn.LayerNorm(hidden), nn.ReLU(),
+                       nn.Dropout(dropout)]
             width = hidden
         self.mlp = nn.Sequential(*layers)
-        self.value_head = layer_init(nn.Linear(width, 1), std=1.0)
+        self.value_head = _orthogonal(nn.Linear(width, 1), 1.0)
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
         b = state.shape[0]
@@ -46,3 +46,10 @@ class CentralizedCritic(nn.Module):
         attended, _ = self.attention(tokens, tokens, tokens, need_weights=False)
         pooled = self.norm(tokens + attended).mean(dim=1)
         return self.value_head(self.mlp(pooled)).squeeze(-1)
+
+
+def _orthogonal(linear: nn.Linear, gain: float) -> nn.Linear:
+    """Orthogonal weights and zero bias, the initialization PPO networks train best from (as the actors use)."""
+    nn.init.orthogonal_(linear.weight, gain)
+    nn.init.zeros_(linear.bias)
+    return linear

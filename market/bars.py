@@ -26,7 +26,7 @@ class Bars:
     volume: np.ndarray
 
     @classmethod
-    def from_arrays(cls, time, open, high, low, close, volume) -> "Bars":
+    def from_arrays(cls, time, open, high, low, close, volume) -> Bars:
         """Build bars from any array-likes of equal length (copied into int64/float64)."""
         arrays = [np.asarray(time, dtype=np.int64)] + [
             np.asarray(a, dtype=np.float64) for a in (open, high, low, close, volume)
@@ -39,7 +39,7 @@ class Bars:
     def __len__(self) -> int:
         return int(self.close.shape[0])
 
-    def __getitem__(self, index: slice) -> "Bars":
+    def __getitem__(self, index: slice) -> Bars:
         """A slice of the series (views, no copies)."""
         if not isinstance(index, slice):
             raise TypeError("Bars supports slicing only")
@@ -55,19 +55,19 @@ def validate_bars(bars: Bars, *, min_bars: int = 1, name_of: Callable[[int], str
     n = len(bars)
     if n < min_bars:
         raise BarDataError(f"need at least {min_bars} bars, got {n}")
-    o, h, l, c, v, t = bars.open, bars.high, bars.low, bars.close, bars.volume, bars.time
+    o, h, lo, c, v, t = bars.open, bars.high, bars.low, bars.close, bars.volume, bars.time
 
     def name(i: int) -> str:
         return name_of(i) if name_of is not None else f"bar {i}"
 
     checks = (
-        (~(np.isfinite(o) & np.isfinite(h) & np.isfinite(l) & np.isfinite(c) & np.isfinite(v)),
-         lambda i: f"non-finite value (open={o[i]}, high={h[i]}, low={l[i]}, close={c[i]}, volume={v[i]})"),
-        (~((o > 0) & (h > 0) & (l > 0) & (c > 0)),
-         lambda i: f"prices must be positive (open={o[i]}, high={h[i]}, low={l[i]}, close={c[i]})"),
-        (h < l, lambda i: f"high {h[i]} is below low {l[i]}"),
-        ((o < l) | (o > h), lambda i: f"open {o[i]} is outside [low {l[i]}, high {h[i]}]"),
-        ((c < l) | (c > h), lambda i: f"close {c[i]} is outside [low {l[i]}, high {h[i]}]"),
+        (~(np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c) & np.isfinite(v)),
+         lambda i: f"non-finite value (open={o[i]}, high={h[i]}, low={lo[i]}, close={c[i]}, volume={v[i]})"),
+        (~((o > 0) & (h > 0) & (lo > 0) & (c > 0)),
+         lambda i: f"prices must be positive (open={o[i]}, high={h[i]}, low={lo[i]}, close={c[i]})"),
+        (h < lo, lambda i: f"high {h[i]} is below low {lo[i]}"),
+        ((o < lo) | (o > h), lambda i: f"open {o[i]} is outside [low {lo[i]}, high {h[i]}]"),
+        ((c < lo) | (c > h), lambda i: f"close {c[i]} is outside [low {lo[i]}, high {h[i]}]"),
         (v < 0, lambda i: f"negative volume {v[i]}"),
     )
     first: tuple[int, str] | None = None

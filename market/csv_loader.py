@@ -64,10 +64,9 @@ class _TimeColumn:
     def _epoch_ms(self, text: str, number: Decimal) -> int:
         if not number.is_finite():
             raise ValueError(f"time {text!r} is not finite")
-        for unit, bound, ms_per_unit in _EPOCH_UNITS:
-            if abs(number) < bound:
-                break
-        else:
+        unit, ms_per_unit = next(((unit, per) for unit, bound, per in _EPOCH_UNITS if abs(number) < bound),
+                                 (None, None))
+        if unit is None:
             raise ValueError(f"epoch time {text} is out of range (the largest is {2 ** 63 - 1} nanoseconds, "
                              f"2262-04-11)")
         if self.first_epoch is None:
@@ -92,8 +91,8 @@ def _iso_ms(text: str) -> int:
         else:
             raise ValueError(f"cannot read time {text!r} (expected ISO 8601 or a Unix epoch number)") from None
     if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=dt.timezone.utc)
-    return int(round(stamp.timestamp() * 1000))
+        stamp = stamp.replace(tzinfo=dt.UTC)
+    return round(stamp.timestamp() * 1000)
 
 
 def parse_time_ms(text: str) -> int:
@@ -138,7 +137,7 @@ def _text_problem(path: Path) -> str:
 def _open_text(path: Path) -> io.TextIOWrapper:
     """The file as a text stream: UTF-8, or what its byte-order mark says (the mark skipped)."""
     try:
-        raw = open(path, "rb")
+        raw = open(path, "rb")  # noqa: SIM115 (returned, wrapped in the text stream that closes it)
     except OSError as exc:
         raise BarDataError(f"{path}: cannot open: {exc.strerror}") from exc
     head = raw.read(4)
@@ -199,7 +198,7 @@ def _read_rows(path: Path, reader) -> tuple[array.array, array.array, array.arra
         try:
             values.extend([float(row[i]) for i in price_idx])
         except ValueError:
-            bad = next(c for c, i in zip(_PRICE_COLUMNS, price_idx) if not _is_float(row[i]))
+            bad = next(c for c, i in zip(_PRICE_COLUMNS, price_idx, strict=True) if not _is_float(row[i]))
             raise BarDataError(f"{where}: {bad} {row[columns[bad]]!r} is not a number") from None
         lines.append(line)
     if not times:
@@ -229,7 +228,7 @@ def write_bars_csv(bars: Bars, path: str | Path) -> None:
     with atomic_open(path, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["time", *_PRICE_COLUMNS])
-        for t, o, h, l, c, v in zip(bars.time.tolist(), bars.open.tolist(), bars.high.tolist(), bars.low.tolist(),
-                                    bars.close.tolist(), bars.volume.tolist()):
-            stamp = dt.datetime.fromtimestamp(t / 1000, tz=dt.timezone.utc).isoformat().replace("+00:00", "Z")
-            writer.writerow([stamp, repr(o), repr(h), repr(l), repr(c), repr(v)])
+        for t, o, h, lo, c, v in zip(bars.time.tolist(), bars.open.tolist(), bars.high.tolist(), bars.low.tolist(),
+                                     bars.close.tolist(), bars.volume.tolist(), strict=True):
+            stamp = dt.datetime.fromtimestamp(t / 1000, tz=dt.UTC).isoformat().replace("+00:00", "Z")
+            writer.writerow([stamp, repr(o), repr(h), repr(lo), repr(c), repr(v)])

@@ -19,17 +19,7 @@ import numpy as np
 
 from market.bars import Bars
 from tactical.config import FeatureConfig, default_config
-
-FEATURE_NAMES = (
-    "fvg_bullish_active",
-    "fvg_bearish_active",
-    "fvg_nearest_level",
-    "fvg_age",
-    "fvg_mitigation_signal",
-    "price_momentum_5",
-    "volume_ratio",
-)
-N_FEATURES = len(FEATURE_NAMES)
+from tactical.wire import N_FEATURES
 
 
 def feature_bounds(cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -92,15 +82,15 @@ def _track_gaps(high: np.ndarray, low: np.ndarray, close: np.ndarray, max_age: i
 def compute_features(bars: Bars, cfg: FeatureConfig | None = None) -> np.ndarray:
     """Feature matrix (len(bars), 7) float32 in FEATURE_NAMES order. Bars are assumed validated."""
     cfg = cfg or default_config().features
-    h, l, c, v = bars.high, bars.low, bars.close, bars.volume
+    h, lo, c, v = bars.high, bars.low, bars.close, bars.volume
     n = c.shape[0]
     out = np.zeros((n, N_FEATURES), dtype=np.float32)
     if n == 0:
         return out
 
     nearest = _Nearest(n)
-    bull, bull_hit = _track_gaps(h, l, c, cfg.fvg_max_age, True, nearest)
-    bear, bear_hit = _track_gaps(h, l, c, cfg.fvg_max_age, False, nearest)
+    bull, bull_hit = _track_gaps(h, lo, c, cfg.fvg_max_age, True, nearest)
+    bear, bear_hit = _track_gaps(h, lo, c, cfg.fvg_max_age, False, nearest)
     any_open = np.isfinite(nearest.dist)
     out[:, 0] = bull
     out[:, 1] = bear

@@ -104,14 +104,14 @@ def synthetic_bars(n: int, seed: int = 0, params: SyntheticParams = SyntheticPar
     return generate(n, seed, params).bars
 
 
-def configured(cfg: "SyntheticConfig") -> SyntheticSeries:
+def configured(cfg: SyntheticConfig) -> SyntheticSeries:
     """The series a config's `synthetic:` section describes (what train, tune and backtest use)."""
     params = SyntheticParams(sigma=cfg.sigma, trend_drift=cfg.trend_drift, mean_reversion=cfg.mean_reversion,
                              burst_vol=cfg.burst_vol, mean_duration=cfg.mean_duration)
     return generate(cfg.bars, cfg.seed, params)
 
 
-def series_source(data: str | Path | None, cfg: "SyntheticConfig") -> str:
+def series_source(data: str | Path | None, cfg: SyntheticConfig) -> str:
     """Which bars a run used: the CSV's absolute path, or the configured synthetic series' identity.
 
     A version records it when trained; a backtest compares it with its own to say whether it

@@ -1,4 +1,4 @@
-"""Observation windows: the last `bars` feature rows ending at a bar, one or all at once."""
+"""Observation windows: the last `bars` feature rows ending at a bar, one or all at once; which bars to decide at."""
 
 from __future__ import annotations
 
@@ -26,3 +26,14 @@ def all_windows(features: np.ndarray, bars: int = 60) -> np.ndarray:
     s0, s1 = features.strides
     return np.lib.stride_tricks.as_strided(features, shape=(n - bars + 1, bars, f), strides=(s0, s0, s1),
                                            writeable=False)
+
+
+def decision_range(n_bars: int, min_bars: int, first: int = 0, last: int | None = None) -> tuple[int, int]:
+    """First and last bar (inclusive) of [first, last] at which a decision can be taken and scored.
+
+    The one rule for training, evaluation and backtests: a decision at bar t needs `min_bars` bars
+    of history (features.min_bars: the window plus the features' warm-up, exactly what the served
+    path computes from bars) and the bar after t, whose return it earns. The range is empty
+    (last < first) when no bar qualifies.
+    """
+    return max(first, min_bars - 1), min(n_bars - 2, n_bars - 2 if last is None else last)

@@ -234,7 +234,7 @@ class Config:
         data["serving"]["admin_token"] = ""
         return data
 
-    def replace(self, **sections: Mapping[str, Any]) -> "Config":
+    def replace(self, **sections: Mapping[str, Any]) -> Config:
         """A copy with some keys changed, validated: `cfg.replace(training={"updates": 3})`."""
         return config_from_dict(_deep_merge(self.to_dict(), sections))
 

@@ -1,21 +1,15 @@
-"""gRPC plumbing shared by the servers and the CLI: options, binding, TLS, admin token, logging.
+"""gRPC plumbing shared by the servers and their clients: options, binding, channels, TLS, the admin token.
 
 Servers disable SO_REUSEPORT so that a port already in use is an error instead of two
-processes silently sharing it. A server process announces where it listens with one JSON
-line on stdout ({"listening": "host:port", "pid": N}); its logs go to stderr.
+processes silently sharing it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
-import json
-import logging
 import os
 import secrets
-import signal
-import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import grpc
@@ -23,12 +17,9 @@ import numpy as np
 
 from tactical.config import Config, ServingConfig
 from tactical.errors import UserError
+from tactical.wire import ADMIN_TOKEN_HEADER
 
-ADMIN_TOKEN_HEADER = "x-tactical-admin-token"
-LAUNCHER_PID_ENV = "TACTICAL_LAUNCHER_PID"
-_PR_SET_PDEATHSIG = 1
 ADMIN_TOKEN_ENV = "TACTICAL_ADMIN_TOKEN"
-log = logging.getLogger(__name__)
 
 
 class ServeError(UserError, RuntimeError):
@@ -153,51 +144,3 @@ def percentile(values: Iterable[float], q: float) -> float:
     """A percentile of a server's recent latencies, for its info RPC (0 before the first)."""
     array = np.fromiter(values, dtype=np.float64)
     return float(np.percentile(array, q)) if array.size else 0.0
-
-
-def announce_listening(address: str) -> None:
-    """The one stdout line a launcher waits for."""
-    sys.stdout.write(json.dumps({"listening": address, "pid": os.getpid()}) + "\n")
-    sys.stdout.flush()
-
-
-def setup_logging(name: str, level: int = logging.INFO) -> None:
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format=f"%(asctime)s %(levelname)s [{name} pid {os.getpid()}] %(message)s")
-
-
-def on_shutdown_signals(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
-    """Run `callback` on SIGINT or SIGTERM (graceful shutdown)."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, callback)
-
-
-async def serve_until_signal(address: str) -> None:
-    """Announce `address` to the launcher, then return at the first SIGINT or SIGTERM."""
-    announce_listening(address)
-    stop = asyncio.Event()
-    on_shutdown_signals(asyncio.get_running_loop(), stop.set)
-    await stop.wait()
-
-
-def follow_launcher() -> None:
-    """Started by `tactical up`: have the kernel send SIGTERM if the launcher dies (Linux prctl)."""
-    launcher = os.environ.get(LAUNCHER_PID_ENV)
-    if not launcher:
-        return
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != int(launcher):  # the launcher died before we got here
-        raise ServeError("the launcher that started this process is gone")
-
-
-def pin_to_core(core: int) -> int:
-    """Pin this process (and the threads it starts later) to one CPU; return the core, -1 if not pinned."""
-    if core < 0:
-        return -1
-    available = sorted(os.sched_getaffinity(0))
-    if core not in available:
-        raise ServeError(f"cannot pin to core {core}: this process may use cores {available}")
-    os.sched_setaffinity(0, {core})
-    return core

@@ -1,23 +1,45 @@
-"""Conversions between numpy arrays and the wire messages, with the validation every server applies.
+"""The wire: numpy arrays <-> messages, with the validation every server applies, and the protocol's constants.
 
-Windows travel as little-endian float32 bytes with their shape. Decoding checks the shape
-and every value and raises WireError (a ValueError) whose message names the problem, for the
-servers to return as INVALID_ARGUMENT.
+Windows travel as little-endian float32 bytes with their shape; bars as repeated messages.
+Decoding checks the shape and every value and raises WireError (a ValueError) whose message
+names the problem, for the servers to return as INVALID_ARGUMENT. A window's columns are the
+seven features in FEATURE_NAMES order: part of the contract, so they are defined here.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
-from market.bars import Bars
-from market.features import FEATURE_NAMES, N_FEATURES
 from tactical.errors import UserError
 from tactical.v1 import common_pb2
 
 F32 = np.dtype("<f4")
-ACTIONS = (common_pb2.ACTION_SHORT, common_pb2.ACTION_HOLD, common_pb2.ACTION_LONG)  # index = network output
-ACTION_LABELS = {common_pb2.ACTION_SHORT: "Short", common_pb2.ACTION_HOLD: "Hold", common_pb2.ACTION_LONG: "Long",
-                 common_pb2.ACTION_UNSPECIFIED: "-"}
+FEATURE_NAMES = (
+    "fvg_bullish_active",
+    "fvg_bearish_active",
+    "fvg_nearest_level",
+    "fvg_age",
+    "fvg_mitigation_signal",
+    "price_momentum_5",
+    "volume_ratio",
+)
+N_FEATURES = len(FEATURE_NAMES)
+STAGE_CHUNK = 1 << 20  # StageVersion sends a blob in data chunks of at most this many bytes
+MAX_REQUEST_ID = 64  # characters of a client's request_id
+ADMIN_TOKEN_HEADER = "x-tactical-admin-token"  # metadata key of the admin token on admin calls
+
+
+class BarColumns(Protocol):
+    """OHLCV columns of equal length (market.bars.Bars is one): what a BarSeries carries."""
+
+    time: np.ndarray  # int64 ms since the epoch
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
 
 
 class WireError(UserError, ValueError):
@@ -88,21 +110,17 @@ def decode_batch(msg: common_pb2.WindowBatch, window: int, max_count: int) -> np
     return _decode(msg.data, msg.count, msg.bars, msg.features, window, "batch ")
 
 
-def encode_bars(bars: Bars) -> common_pb2.BarSeries:
+def encode_bars(bars: BarColumns) -> common_pb2.BarSeries:
     return common_pb2.BarSeries(bars=[
-        common_pb2.Bar(time_ms=t, open=o, high=h, low=l, close=c, volume=v)
-        for t, o, h, l, c, v in zip(bars.time.tolist(), bars.open.tolist(), bars.high.tolist(), bars.low.tolist(),
-                                    bars.close.tolist(), bars.volume.tolist())])
+        common_pb2.Bar(time_ms=t, open=o, high=h, low=low, close=c, volume=v)
+        for t, o, h, low, c, v in zip(bars.time.tolist(), bars.open.tolist(), bars.high.tolist(), bars.low.tolist(),
+                                      bars.close.tolist(), bars.volume.tolist(), strict=True)])
 
 
-def decode_bars(msg: common_pb2.BarSeries) -> Bars:
-    """Bars as arrays (not yet validated: call market.bars.validate_bars)."""
+def decode_bars(msg: common_pb2.BarSeries) -> tuple[np.ndarray, np.ndarray]:
+    """(time int64 (n,), open/high/low/close/volume float64 (n, 5)), not yet validated (market.bars does that)."""
     n = len(msg.bars)
     time = np.fromiter((b.time_ms for b in msg.bars), dtype=np.int64, count=n)
     cols = np.fromiter((x for b in msg.bars for x in (b.open, b.high, b.low, b.close, b.volume)), dtype=np.float64,
                        count=5 * n).reshape(n, 5)
-    return Bars(time, cols[:, 0], cols[:, 1], cols[:, 2], cols[:, 3], cols[:, 4])
-
-
-def action_label(action: int) -> str:
-    return ACTION_LABELS.get(action, "?")
+    return time, cols

@@ -10,15 +10,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.model_store import ModelStore
+from agents.serving.model_store import ModelStore
 from tactical.config import load_config
-from tactical.launcher import LocalCluster, write_isolated_config
+from tactical_engine.launcher import LocalCluster, write_isolated_config
 from training.system import TacticalMARLSystem
 from training.versions import ensure_default_version, publish
 
+# Tests whose point is not the deadline must not fail because a shared 2-core machine stalled a vote
+# past the packaged 50 ms: they run with this one; a test about deadlines sets its own.
+TEST_DEADLINE_MS = 1000.0
+
 
 def write_config(tmp: Path, **sections) -> Path:
-    """A config file with every port 0 (free ports) and every path under `tmp`."""
+    """A config file with every port 0 (free ports), every path under `tmp` and a patient deadline."""
+    sections["serving"] = {"deadline_ms": TEST_DEADLINE_MS, **sections.get("serving", {})}
     return write_isolated_config(tmp, **sections)
 
 

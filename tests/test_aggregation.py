@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coordinator.aggregation import (DECIDED, HOLD, LONG, LOW_CONFIDENCE, SHORT, TIE, TOO_FEW_AGENTS,
-                                     AggregationRule, position)
+from coordinator.aggregation import DECIDED, LOW_CONFIDENCE, TIE, TOO_FEW_AGENTS, AggregationRule
+from tactical.actions import Action, to_positions
 from tactical.config import default_config
+
+SHORT, HOLD, LONG = Action.SHORT, Action.HOLD, Action.LONG
 
 
 @pytest.fixture
@@ -55,4 +57,4 @@ def test_ties_are_hold():
 def test_vote_on_discrete_actions(rule):
     actions = np.array([[LONG, LONG, SHORT], [SHORT, SHORT, SHORT], [LONG, SHORT, HOLD], [HOLD, LONG, LONG]])
     np.testing.assert_array_equal(rule.vote(actions), [LONG, SHORT, SHORT, LONG])
-    np.testing.assert_array_equal(position(rule.vote(actions)), [1, -1, -1, 1])
+    np.testing.assert_array_equal(to_positions(rule.vote(actions)), [1, -1, -1, 1])

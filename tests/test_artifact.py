@@ -11,10 +11,10 @@ import onnx
 import pytest
 import torch
 
-from agents.artifact import ArtifactError, Manifest
-from agents.export import export_artifact
-from agents.model_store import ModelStore
-from agents.runtime import ActorRunner
+from agents.model.export import export_artifact
+from agents.serving.artifact import ArtifactError, Manifest
+from agents.serving.model_store import ModelStore
+from agents.serving.runtime import ActorRunner
 from tactical.config import AGENT_NAMES, default_config
 from training.system import TacticalMARLSystem
 from training.value_norm import ValueNormalizer
@@ -86,7 +86,7 @@ def test_blob_is_self_contained_with_a_manifest(store):
 
 
 def test_runner_imports_no_torch():
-    code = ("import sys, agents.runtime, agents.model_store, agents.artifact; "
+    code = ("import sys, agents.serving.runtime, agents.serving.model_store, agents.serving.artifact; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
@@ -98,7 +98,8 @@ def test_version_zero_is_the_seeded_default(tmp_path):
     other = tmp_path / "again"
     ensure_default_version(other, cfg)
     for name in AGENT_NAMES:  # same seed, same weights
-        assert ModelStore(tmp_path).read_artifact(0, name)[1].sha256 == ModelStore(other).read_artifact(0, name)[1].sha256
+        ours, theirs = ModelStore(tmp_path).read_artifact(0, name)[1], ModelStore(other).read_artifact(0, name)[1]
+        assert ours.sha256 == theirs.sha256
     assert "embedded default" in ModelStore(tmp_path).info(0)["source"]
 
 
@@ -114,7 +115,7 @@ def test_flipped_and_truncated_bytes_are_refused(store):
     blob, manifest = store.read_artifact(1, "fvg")
     flipped = bytearray(blob)
     flipped[len(blob) // 2] ^= 0xFF
-    with pytest.raises(ArtifactError, match="sha256 .* does not match"):
+    with pytest.raises(ArtifactError, match=r"sha256 .* does not match"):
         ActorRunner(bytes(flipped), manifest)
     with pytest.raises(ArtifactError, match="truncated"):
         ActorRunner(blob[:-100], manifest)
@@ -135,7 +136,7 @@ def test_nan_weights_are_refused(store):
 
 
 def test_wrong_agent_is_refused(store):
-    blob, manifest = store.read_artifact(1, "fvg")
+    blob, _ = store.read_artifact(1, "fvg")
     lying = Manifest.for_blob("momentum", 1, blob)
     with pytest.raises(ArtifactError, match="exported for agent 'fvg'"):
         ActorRunner(blob, lying)

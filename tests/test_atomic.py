@@ -40,9 +40,8 @@ def test_sweep_removes_a_dead_writers_leftover_and_keeps_a_live_one(tmp_path):
 def test_a_version_directory_is_never_overwritten(tmp_path):
     with atomic_directory(tmp_path / "v000001") as tmp:
         atomic_write_text(tmp / "a", "first")
-    with pytest.raises(FileExistsError):
-        with atomic_directory(tmp_path / "v000001") as tmp:
-            atomic_write_text(tmp / "a", "second")
+    with pytest.raises(FileExistsError), atomic_directory(tmp_path / "v000001") as tmp:
+        atomic_write_text(tmp / "a", "second")
     assert (tmp_path / "v000001" / "a").read_text() == "first"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
 

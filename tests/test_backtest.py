@@ -9,17 +9,25 @@ import sys
 import numpy as np
 import pytest
 
-from agents.model_store import ModelStore
-from coordinator.local_engine import LocalEngine
-from market.synthetic import configured
-from tactical.backtest import (BacktestError, BacktestResult, decision_bars, local_decisions, plot,
-                               remote_decisions, score)
-from tactical.cli import main
-from tactical.config import load_config
-
+from agents.serving.model_store import ModelStore
 from cluster_helpers import prepare_store, running_cluster, write_config
+from market.synthetic import configured
+from tactical.config import load_config
+from tactical_engine.backtest import (
+    BacktestError,
+    BacktestResult,
+    decision_bars,
+    local_decisions,
+    plot,
+    remote_decisions,
+    score,
+)
+from tactical_engine.cli import main
+from tactical_engine.engine import LocalEngine
 
-TACTICAL = [sys.executable, "-m", "tactical.cli"]
+pytestmark = pytest.mark.cluster
+
+TACTICAL = [sys.executable, "-m", "tactical_engine"]
 SMALL = {"num_envs": 4, "episode_length": 16, "minibatch_size": 32, "epochs": 1}
 
 

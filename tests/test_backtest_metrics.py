@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from market.backtest import backtest, bars_per_year
+from market.performance import backtest, bars_per_year
 
 MINUTE = 60_000
 

@@ -29,14 +29,17 @@ def test_card_usage_snippet(tmp_path, monkeypatch, capsys):
     numpy.random.seed(0)  # (the snippet imports numpy as np and torch itself)
 
     # ---- the card's snippet -------------------------------------------------------------
-    from training.mappo import TacticalMAPPOTrainer as CardTrainer  # card: from training.tactical_mappo_trainer import ...
     import yaml
-    with open('configs/tactical_marl_v1.yaml', 'r') as f:
+
+    from training.mappo import (
+        TacticalMAPPOTrainer as CardTrainer,  # card: from training.tactical_mappo_trainer import ...
+    )
+    with open('configs/tactical_marl_v1.yaml') as f:
         config = yaml.safe_load(f)
     trainer = CardTrainer(config)
     trainer.load_checkpoint('models/tactical_marl_initial.pt')
-    import torch
     import numpy as np
+    import torch
     market_data = np.random.random((60, 7))
     state_tensor = torch.FloatTensor(market_data).unsqueeze(0)
     with torch.no_grad():

@@ -11,17 +11,18 @@ import pytest
 
 from market.features import compute_features
 from market.synthetic import configured
-from tactical.cli import main
 from tactical.config import load_config
 from tactical.v1 import common_pb2, decision_pb2
+from tactical_engine.cli import main
 
-TACTICAL = [sys.executable, "-m", "tactical.cli"]
+TACTICAL = [sys.executable, "-m", "tactical_engine"]
 
 
 def run(*args, cwd=None):
     return subprocess.run([*TACTICAL, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
+@pytest.mark.cluster
 def test_console_script_is_installed():
     script = Path(sys.executable).parent / "tactical"
     assert script.exists(), "pip install -e . should put the `tactical` script beside the interpreter"
@@ -29,6 +30,7 @@ def test_console_script_is_installed():
     assert out.returncode == 0 and "COMMAND" in out.stdout
 
 
+@pytest.mark.cluster
 def test_features_on_synthetic_bars_and_saved_matrix(tmp_path):
     out_file = tmp_path / "f.npy"
     res = run("features", "--synthetic", "5000", "--seed", "3", "--out", str(out_file))
@@ -37,6 +39,7 @@ def test_features_on_synthetic_bars_and_saved_matrix(tmp_path):
     assert np.load(out_file).shape == (5000, 7)
 
 
+@pytest.mark.cluster
 def test_bad_csv_is_one_readable_line_and_exit_2(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("time,open,high,low,close,volume\n2024-01-01T00:00:00Z,1,0.5,2,1,1\n")
@@ -46,6 +49,7 @@ def test_bad_csv_is_one_readable_line_and_exit_2(tmp_path):
     assert len(lines) == 1 and "line 2" in lines[0] and "high 0.5 is below low 2.0" in lines[0]
 
 
+@pytest.mark.cluster
 def test_bad_config_is_named(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("features:\n  windw: 60\n")
@@ -128,7 +132,7 @@ def test_decide_sends_bars_of_the_config_synthetic_market(tmp_path, monkeypatch,
             sent.append(bars)
             return decision_pb2.Decision(action=common_pb2.ACTION_HOLD, confidence=0.5, probabilities=[0.2, 0.5, 0.3])
 
-    monkeypatch.setattr("tactical.client.TacticalClient", Client)
+    monkeypatch.setattr("tactical_engine.client.TacticalClient", Client)
     config = tmp_path / "c.yaml"
     config.write_text(SYNTHETIC)
     cfg = load_config(config)

@@ -13,7 +13,8 @@ def test_defaults_hold_the_model_card_values():
     t = cfg.training
     assert (t.learning_rate, t.gamma, t.gae_lambda, t.clip_epsilon, t.value_loss_coef) == (
         0.000185, 0.9728, 0.9047, 0.2328, 0.7181)
-    assert (t.entropy_coef_start, t.entropy_coef_end, t.priority_alpha, t.priority_beta) == (0.01, 0.001, 0.4866, 0.3922)
+    assert (t.entropy_coef_start, t.entropy_coef_end) == (0.01, 0.001)
+    assert (t.priority_alpha, t.priority_beta) == (0.4866, 0.3922)
     assert t.clip_value_loss and t.episode_length == 64
     assert (cfg.model.dropout, cfg.model.temperature_init) == (0.2286, 1.0136)
     assert cfg.model.focus["fvg"] == [0.40, 0.40, 0.10, 0.05, 0.05, 0.0, 0.0]
@@ -78,5 +79,5 @@ def test_as_config_accepts_a_parsed_yaml_mapping_and_replace_validates():
     raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     assert as_config(raw) == default_config()
     assert as_config({"training": {"seed": 9}}).training.seed == 9
-    with pytest.raises(ConfigError, match="training.epochs: must be > 0"):
+    with pytest.raises(ConfigError, match=r"training\.epochs: must be > 0"):
         default_config().replace(training={"epochs": 0})

@@ -26,7 +26,7 @@ GOOD = [(100, 101, 99.5, 100.5, 10), (100.5, 102, 100, 101.5, 0), (101.5, 101.5,
     ("Datetime,Open,High,Low,Close,Volume", ["2024-01-02 09:30:00", "2024-01-02 09:31:00", "2024-01-02 09:32:00"]),
 ])
 def test_layouts(tmp_path, header, times):
-    rows = [f"{t},{o},{h},{l},{c},{v}" for t, (o, h, l, c, v) in zip(times, GOOD)]
+    rows = [f"{t},{o},{h},{lo},{c},{v}" for t, (o, h, lo, c, v) in zip(times, GOOD, strict=True)]
     bars = load_bars_csv(write(tmp_path, "\n".join([header, *rows]) + "\n"))
     assert len(bars) == 3
     np.testing.assert_array_equal(bars.time, [1704187800000, 1704187860000, 1704187920000])
@@ -74,9 +74,9 @@ def test_bad_rows_name_the_line_and_problem(tmp_path, bad_row, problem):
 
 
 def test_missing_column(tmp_path):
-    with pytest.raises(BarDataError, match="missing column.*volume"):
+    with pytest.raises(BarDataError, match=r"missing column.*volume"):
         load_bars_csv(write(tmp_path, "time,open,high,low,close\n2024-01-02,1,1,1,1\n"))
-    with pytest.raises(BarDataError, match="missing column.*time"):
+    with pytest.raises(BarDataError, match=r"missing column.*time"):
         load_bars_csv(write(tmp_path, "open,high,low,close,volume\n1,1,1,1,1\n"))
 
 
@@ -129,7 +129,7 @@ def test_a_field_past_the_csv_limit_is_a_bar_data_error(tmp_path):
                          ids=["seconds", "milliseconds", "microseconds", "nanoseconds"])
 def test_the_epoch_unit_is_read_from_the_magnitude(tmp_path, first):
     minute = 60 * first // 1704187800
-    rows = [f"{first + i * minute},{o},{h},{l},{c},{v}" for i, (o, h, l, c, v) in enumerate(GOOD)]
+    rows = [f"{first + i * minute},{o},{h},{lo},{c},{v}" for i, (o, h, lo, c, v) in enumerate(GOOD)]
     bars = load_bars_csv(write(tmp_path, HEADER + "\n".join(rows) + "\n"))
     np.testing.assert_array_equal(bars.time, [1704187800000, 1704187860000, 1704187920000])
 

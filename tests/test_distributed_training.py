@@ -1,5 +1,5 @@
 """Data-parallel training: two ranks on this machine (gloo, 127.0.0.1) stay identical while learning
-from different rollouts; `python -m training --nproc 2` (= `tactical train --nproc 2`) publishes once,
+from different trajectories; `tactical train --nproc 2` publishes once,
 from rank 0."""
 
 from __future__ import annotations
@@ -9,13 +9,16 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
-from agents.model_store import ModelStore
+from agents.serving.model_store import ModelStore
 from tactical.config import default_config
 from training.distributed import free_port
 from training.mappo import TacticalMAPPOTrainer
 from training.metrics_log import read_metrics
+
+pytestmark = pytest.mark.cluster
 
 SMALL = {"num_envs": 4, "episode_length": 16, "minibatch_size": 32, "epochs": 2}
 
@@ -35,7 +38,7 @@ with process_group() as ctx:  # joins through RANK / WORLD_SIZE / MASTER_ADDR / 
 """
 
 
-def test_two_ranks_keep_identical_parameters_while_collecting_different_rollouts(tmp_path):
+def test_two_ranks_keep_identical_parameters_while_collecting_different_trajectories(tmp_path):
     port = free_port()
     procs = []
     for rank in range(2):
@@ -65,9 +68,10 @@ def test_two_ranks_keep_identical_parameters_while_collecting_different_rollouts
 
 def test_nproc_2_trains_and_rank_0_publishes_once(tmp_path):
     config = tmp_path / "small.yaml"
-    config.write_text(json.dumps({"training": SMALL, "synthetic": {"bars": 3000}, "paths": {"model_store": str(tmp_path / "store"),
-                                                               "metrics": str(tmp_path / "metrics.jsonl")}}))
-    res = subprocess.run([sys.executable, "-m", "training", "--config", str(config), "--updates", "2",
+    config.write_text(json.dumps({"training": SMALL, "synthetic": {"bars": 3000},
+                                  "paths": {"model_store": str(tmp_path / "store"),
+                                            "metrics": str(tmp_path / "metrics.jsonl")}}))
+    res = subprocess.run([sys.executable, "-m", "tactical_engine", "train", "--config", str(config), "--updates", "2",
                           "--nproc", "2"], capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stderr[-2000:]
     store = ModelStore(tmp_path / "store")

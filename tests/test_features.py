@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import make_bars
 from market.bars import Bars
-from market.features import FEATURE_NAMES, N_FEATURES, compute_features, feature_bounds
+from market.features import compute_features, feature_bounds
 from market.synthetic import SyntheticParams, synthetic_bars
 from tactical.config import default_config
-
-from conftest import make_bars
+from tactical.wire import FEATURE_NAMES, N_FEATURES
 
 BULL, BEAR, LEVEL, AGE, MITIGATION, MOMENTUM, VOLUME = range(7)
 
@@ -146,7 +146,7 @@ def test_prefix_invariance(seed):
     bars = synthetic_bars(3000, seed=seed, params=SyntheticParams(burst_vol=5.0))
     full = compute_features(bars, c)
     rng = np.random.default_rng(seed)
-    for cut in [1, 2, 3, 4, 7, 60] + rng.integers(5, len(bars), size=10).tolist():
+    for cut in [1, 2, 3, 4, 7, 60, *rng.integers(5, len(bars), size=10).tolist()]:
         np.testing.assert_array_equal(compute_features(bars[:cut], c), full[:cut], err_msg=f"prefix {cut}")
 
 
@@ -167,7 +167,7 @@ def test_features_do_not_modify_the_bars():
     bars = synthetic_bars(500, seed=1)
     before = [a.copy() for a in (bars.open, bars.high, bars.low, bars.close, bars.volume)]
     compute_features(bars)
-    for a, b in zip(before, (bars.open, bars.high, bars.low, bars.close, bars.volume)):
+    for a, b in zip(before, (bars.open, bars.high, bars.low, bars.close, bars.volume), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

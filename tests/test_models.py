@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from agents.actor import TacticalActor, adaptive_pool_matrix
+from agents.model.actor import TacticalActor, adaptive_pool_matrix
 from tactical.config import AGENT_NAMES, default_config
 from training.system import TacticalMARLSystem
 
@@ -20,7 +20,7 @@ def system():
 def test_forward_shapes(system):
     out = system(torch.randn(5, 60, 7), deterministic=True)
     assert set(out["agents"]) == set(AGENT_NAMES)
-    for name, agent in out["agents"].items():
+    for agent in out["agents"].values():
         assert agent["action"].shape == (5,) and agent["action"].dtype == torch.int64
         assert agent["probabilities"].shape == (5, 3)
         torch.testing.assert_close(agent["probabilities"].sum(-1), torch.ones(5))

@@ -23,7 +23,8 @@ def test_generated_stubs_are_not_stale(tmp_path):
     assert fresh, "protoc produced nothing"
     committed = REPO / "tactical" / "v1"
     names = {p.name for p in fresh}
-    assert names == {p.name for p in committed.glob("*_pb2*.py*")}, "stub files added or removed: run protos/generate.py"
+    committed_names = {p.name for p in committed.glob("*_pb2*.py*")}
+    assert names == committed_names, "stub files added or removed: run protos/generate.py"
     for path in fresh:
         assert path.read_bytes() == (committed / path.name).read_bytes(), (
             f"tactical/v1/{path.name} is stale against the .proto: run `python protos/generate.py`")

@@ -18,19 +18,20 @@ import onnx
 import pytest
 import torch
 
-from agents.artifact import Manifest
-from agents.export import export_artifact
-from agents.model_store import ModelStore, artifact_names
-from agents.runtime import ActorRunner
-from tactical.client import AgentClient, TacticalClient, decide_request
+from agents.model.export import export_artifact
+from agents.serving.artifact import Manifest
+from agents.serving.model_store import ModelStore, artifact_names
+from agents.serving.runtime import ActorRunner
+from cluster_helpers import prepare_store, random_window, running_cluster, wait_for, write_config
 from tactical.config import AGENT_NAMES, load_config
 from tactical.failpoints import CRASH_AT_ENV
-from tactical.rollout import RolloutError, rollout
 from tactical.rpc import admin_token
 from tactical.v1 import agent_pb2, agent_pb2_grpc, cluster_pb2, cluster_pb2_grpc
+from tactical_engine.client import AgentClient, TacticalClient, decide_request
+from tactical_engine.rollout import RolloutError, rollout
 from training.system import TacticalMARLSystem
 
-from cluster_helpers import prepare_store, random_window, running_cluster, wait_for, write_config
+pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")
@@ -169,11 +170,11 @@ def raw_stage(address, token, header, chunks):
 
 def test_corrupt_artifacts_are_refused_and_serving_continues(setup):
     fvg = setup.agents[0].address
-    blob, manifest = setup.store.read_artifact(1, "fvg")
+    blob, _ = setup.store.read_artifact(1, "fvg")
     torch.manual_seed(0)
     short = TacticalMARLSystem(setup.cfg.replace(features={"window": 52}))
     short_blob, _ = export_artifact(short.actors["fvg"], 7)
-    momentum_blob, momentum_manifest = setup.store.read_artifact(1, "momentum")
+    momentum_blob, _ = setup.store.read_artifact(1, "momentum")
 
     def header(data, version=7, agent="fvg", sha=None, size=None, manifest_agent=None):
         sha = sha or hashlib.sha256(data).hexdigest()
@@ -229,7 +230,7 @@ def test_a_rollout_an_agent_refuses_activates_nothing_and_names_the_agent(setup)
                                                f"agent momentum at .*non-finite outputs"):
             rollout(client, store, version, setup.cfg, setup.token)
         assert client.status().active_version == active
-    out = subprocess.run([sys.executable, "-m", "tactical.cli", "rollout", "--version", str(version), "--target",
+    out = subprocess.run([sys.executable, "-m", "tactical_engine", "rollout", "--version", str(version), "--target",
                           setup.coordinator.address, "--config", str(setup.config_path)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "agent momentum" in out.stderr and "nothing was activated" in out.stderr
@@ -252,10 +253,10 @@ def test_agent_killed_mid_write_of_a_staged_version_serves_its_last_good_version
         before = _info(setup, child)
         blob, _ = setup.store.read_artifact(1, "fvg")
         version = 50
-        with AgentClient(child.address, setup.cfg, admin_token=setup.token) as agent:
-            with pytest.raises(grpc.RpcError) as err:
-                agent.stage("fvg", version, blob, Manifest.for_blob("fvg", version, blob).to_json(),
-                            hashlib.sha256(blob).hexdigest(), timeout=30)
+        with AgentClient(child.address, setup.cfg, admin_token=setup.token) as agent, \
+                pytest.raises(grpc.RpcError) as err:
+            agent.stage("fvg", version, blob, Manifest.for_blob("fvg", version, blob).to_json(),
+                        hashlib.sha256(blob).hexdigest(), timeout=30)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         crashing.wait(timeout=10)
         assert crashing.returncode == -signal.SIGKILL  # it died inside the write, at the crash point
@@ -359,17 +360,17 @@ def test_a_killed_coordinator_loses_at_most_the_flush_window(tmp_path):
     config_path = write_config(tmp_path, serving={"audit_flush_ms": 200.0})
     prepare_store(tmp_path, config_path)
     answered = {}
-    with running_cluster(config_path, restart=False) as cluster:
-        with TacticalClient(cluster.coordinator.address, cluster.cfg) as client:
-            start = time.perf_counter()
-            i = 0
-            while time.perf_counter() - start < 1.5:
-                d = client.decide(window=random_window(i), request_id=f"k{i}")
-                answered[d.request_id] = time.perf_counter()
-                i += 1
-            cluster.coordinator.proc.kill()
-            killed = time.perf_counter()
-            cluster.coordinator.proc.wait()
+    with running_cluster(config_path, restart=False) as cluster, \
+            TacticalClient(cluster.coordinator.address, cluster.cfg) as client:
+        start = time.perf_counter()
+        i = 0
+        while time.perf_counter() - start < 1.5:
+            d = client.decide(window=random_window(i), request_id=f"k{i}")
+            answered[d.request_id] = time.perf_counter()
+            i += 1
+        cluster.coordinator.proc.kill()
+        killed = time.perf_counter()
+        cluster.coordinator.proc.wait()
     cfg = load_config(config_path)
     path = cfg.paths.audit_log
     wait_for(lambda: _writer_done(path))  # the writer drains the pipe after the coordinator's death
@@ -405,8 +406,7 @@ def test_an_older_active_version_is_served_after_restarts(tmp_path):
             d = wait_for(lambda: (r := client.decide(window=random_window(1))).votes[1].ok and r)
             assert d.model_version == 1 and not d.degraded
             assert 1 in _info(cluster, killed).loaded_versions
-    with running_cluster(config_path) as cluster:  # the whole cluster again: comes back on v1
-        with client_for(cluster) as client:
-            assert client.status().active_version == 1
-            d = wait_for(lambda: (r := client.decide(window=random_window(2))).degraded is False and r)
-            assert d.model_version == 1
+    with running_cluster(config_path) as cluster, client_for(cluster) as client:  # the whole cluster again: on v1
+        assert client.status().active_version == 1
+        d = wait_for(lambda: (r := client.decide(window=random_window(2))).degraded is False and r)
+        assert d.model_version == 1

@@ -14,16 +14,17 @@ import numpy as np
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from cluster_helpers import prepare_store, random_window, reserved_port, running_cluster, wait_for, write_config
 from coordinator.aggregation import AggregationRule
-from coordinator.server import AUTO_ACTIVATE_WAIT_S
+from coordinator.core import AUTO_ACTIVATE_WAIT_S
 from market.features import compute_features
 from market.synthetic import synthetic_bars
-from tactical.client import AgentClient, TacticalClient, decide_request
 from tactical.config import AGENT_NAMES, load_config
 from tactical.v1 import agent_pb2, agent_pb2_grpc, common_pb2, decision_pb2, decision_pb2_grpc
 from tactical.wire import encode_batch, encode_window
+from tactical_engine.client import AgentClient, TacticalClient, decide_request
 
-from cluster_helpers import prepare_store, random_window, reserved_port, running_cluster, wait_for, write_config
+pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +49,13 @@ def test_decision_from_a_window_carries_every_vote(client, cluster):
     assert d.model_version == 1  # the newest version every agent holds was activated at start
     assert not d.degraded and (d.reason == "" or d.reason.startswith("Hold"))
     assert [v.agent for v in d.votes] == list(AGENT_NAMES)
-    assert all(v.ok and len(v.probabilities) == 3 and v.latency_ms > 0 for v in d.votes)
+    assert all(v.ok and len(v.probabilities) == 3 and 0 < v.latency_ms <= d.latency_ms for v in d.votes)
     np.testing.assert_allclose(sum(d.probabilities), 1.0, rtol=1e-5)
     # The coordinator applied the DESIGN rule to the votes.
     rule = AggregationRule.from_config(cluster.cfg.aggregation)
     expected = rule(np.array([[v.probabilities for v in d.votes]]))
     np.testing.assert_allclose(d.probabilities, expected.combined[0], rtol=1e-5)
-    assert d.action == [common_pb2.ACTION_SHORT, common_pb2.ACTION_HOLD, common_pb2.ACTION_LONG][expected.actions[0]]
+    assert d.action == expected.actions[0]  # one action encoding: the rule's output is the wire's value
     assert d.latency_ms > 0
 
 
@@ -121,7 +122,7 @@ def test_bad_input_on_a_stream_is_answered_and_the_stream_continues(client, clus
         requests += [request, decide_request(window=random_window(i), request_id=f"good{i}")]
     answers = list(client.decide_stream(iter(requests)))
     assert len(answers) == len(requests)
-    for bad, good in zip(answers[::2], answers[1::2]):
+    for bad, good in zip(answers[::2], answers[1::2], strict=True):
         assert bad.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and bad.error.message
         assert not good.HasField("error") and good.request_id.startswith("good")
 
@@ -142,7 +143,7 @@ def test_a_message_over_the_size_cap_is_invalid_argument_on_unary_and_stream(cli
 
 
 def test_health_command_reports_every_process_serving(cluster):
-    out = subprocess.run([sys.executable, "-m", "tactical.cli", "health", "--target", cluster.coordinator.address,
+    out = subprocess.run([sys.executable, "-m", "tactical_engine", "health", "--target", cluster.coordinator.address,
                           "--config", cluster.cfg_path], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.splitlines()
@@ -152,7 +153,7 @@ def test_health_command_reports_every_process_serving(cluster):
 
 
 def test_decide_command_prints_the_votes(cluster):
-    out = subprocess.run([sys.executable, "-m", "tactical.cli", "decide", "--target", cluster.coordinator.address,
+    out = subprocess.run([sys.executable, "-m", "tactical_engine", "decide", "--target", cluster.coordinator.address,
                           "--config", cluster.cfg_path], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "model version 1" in out.stdout and all(name in out.stdout for name in AGENT_NAMES)
@@ -169,14 +170,17 @@ def test_reflection_lists_the_services(cluster):
 
 
 def test_agents_are_pinned_and_do_not_load_torch(cluster):
-    for name, child in zip(AGENT_NAMES, cluster.agents):
+    for name, child in zip(AGENT_NAMES, cluster.agents, strict=True):
         assert os.sched_getaffinity(child.proc.pid) == {cluster.cores[name]}
         with open(f"/proc/{child.proc.pid}/maps") as maps:
             assert "libtorch" not in maps.read()
         with AgentClient(child.address, cluster.cfg) as agent:
+            before = agent.info()
+            with TacticalClient(cluster.coordinator.address, cluster.cfg) as client:
+                client.decide(window=random_window(3))
             info = agent.info()
         assert info.agent == name and info.pid == child.proc.pid and info.core == cluster.cores[name]
-        assert 1 in info.loaded_versions and info.windows_served > 0
+        assert 1 in info.loaded_versions and info.windows_served == before.windows_served + 1
 
 
 def test_agent_validates_its_own_input(cluster):
@@ -280,16 +284,16 @@ def test_coordinator_started_before_its_agents(tmp_path):
     """NOT_SERVING until the agents appear, then SERVING, without a restart. A fresh coordinator
     waits for every agent before its first activation (it would pick a version only the first
     ones hold), as long as they come within AUTO_ACTIVATE_WAIT_S."""
-    from tactical.launcher import Child, tactical_command
+    from tactical_engine.launcher import Child, tactical_command
 
     config_path = write_config(tmp_path)
     prepare_store(tmp_path, config_path)
     ports = [reserved_port() for _ in AGENT_NAMES]
-    agents_arg = ",".join(f"{n}=127.0.0.1:{p}" for n, p in zip(AGENT_NAMES, ports))
+    agents_arg = ",".join(f"{n}=127.0.0.1:{p}" for n, p in zip(AGENT_NAMES, ports, strict=True))
     coordinator = Child("coordinator", tactical_command("coordinator", "--agents", agents_arg, "--config",
                                                         str(config_path)), 0)
     agents = [Child(f"agent {n}", tactical_command("agent", "--name", n, "--config", str(config_path)), p)
-              for n, p in zip(AGENT_NAMES, ports)]
+              for n, p in zip(AGENT_NAMES, ports, strict=True)]
     cfg = load_config(config_path)
     try:
         coordinator.spawn()
@@ -364,10 +368,10 @@ def test_up_command_health_wait_and_sigterm_drains_a_running_stream(tmp_path):
     config_path = write_config(tmp_path, serving={"coordinator_port": port})
     prepare_store(tmp_path, config_path)
     cfg = load_config(config_path)
-    up = subprocess.Popen([sys.executable, "-m", "tactical.cli", "up", "--config", str(config_path)],
+    up = subprocess.Popen([sys.executable, "-m", "tactical_engine", "up", "--config", str(config_path)],
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        health = subprocess.run([sys.executable, "-m", "tactical.cli", "health", "--wait", "60", "--json",
+        health = subprocess.run([sys.executable, "-m", "tactical_engine", "health", "--wait", "60", "--json",
                                  "--target", f"127.0.0.1:{port}", "--config", str(config_path)],
                                 capture_output=True, text=True, timeout=120)
         assert health.returncode == 0, health.stdout + health.stderr
@@ -419,14 +423,15 @@ def test_up_command_health_wait_and_sigterm_drains_a_running_stream(tmp_path):
 
 def test_up_command_stops_at_ctrl_c_while_still_starting(tmp_path):
     import signal
-    import time
 
     config_path = write_config(tmp_path, serving={"coordinator_port": reserved_port()})
     prepare_store(tmp_path, config_path)
-    up = subprocess.Popen([sys.executable, "-m", "tactical.cli", "up", "--config", str(config_path)],
+    up = subprocess.Popen([sys.executable, "-m", "tactical_engine", "up", "--config", str(config_path)],
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert up.stdout.readline().startswith("starting the cluster")
-    time.sleep(0.3)  # the agents are being spawned and load their models
+    assert "agents started" in up.stdout.readline()
+    # The first agent is up; the others and the coordinator are still to come: a stop in mid start-up.
+    assert "listening on" in up.stdout.readline()
     up.send_signal(signal.SIGINT)
     out, _ = up.communicate(timeout=60)
     assert up.returncode == 0
@@ -436,7 +441,7 @@ def test_up_command_stops_at_ctrl_c_while_still_starting(tmp_path):
 
 def _children_of_launcher(pid: int) -> list[int]:
     """Live processes started by the launcher with this pid (they carry it in their environment)."""
-    from tactical.rpc import LAUNCHER_PID_ENV
+    from tactical.process import LAUNCHER_PID_ENV
 
     marker = f"{LAUNCHER_PID_ENV}={pid}".encode()
     found = []

@@ -8,12 +8,12 @@ import subprocess
 import grpc
 import pytest
 
-from tactical.client import TacticalClient
-from tactical.v1 import cluster_pb2, cluster_pb2_grpc
-
 from cluster_helpers import prepare_store, random_window, running_cluster, write_config
+from tactical.v1 import cluster_pb2, cluster_pb2_grpc
+from tactical_engine.client import TacticalClient
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+pytestmark = [pytest.mark.cluster,
+              pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")]
 
 
 def make_certificates(directory):
@@ -39,7 +39,6 @@ def test_a_tls_cluster_serves_tls_clients_and_refuses_plaintext(tmp_path):
         with TacticalClient(cluster.coordinator.address, cluster.cfg) as client:
             d = client.decide(window=random_window(1))
             assert all(v.ok for v in d.votes) and d.model_version == 1
-        with grpc.insecure_channel(cluster.coordinator.address) as channel:
-            with pytest.raises(grpc.RpcError) as err:
-                cluster_pb2_grpc.ClusterServiceStub(channel).GetStatus(cluster_pb2.GetStatusRequest(), timeout=3)
+        with grpc.insecure_channel(cluster.coordinator.address) as channel, pytest.raises(grpc.RpcError) as err:
+            cluster_pb2_grpc.ClusterServiceStub(channel).GetStatus(cluster_pb2.GetStatusRequest(), timeout=3)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -12,7 +12,7 @@ import optuna
 import pytest
 import yaml
 
-from agents.model_store import ModelStore
+from agents.serving.model_store import ModelStore
 from market.csv_loader import write_bars_csv
 from market.synthetic import synthetic_bars
 from tactical.config import default_config, load_config
@@ -22,9 +22,11 @@ from training.series import TradingSeries
 from training.system import TacticalMARLSystem
 from training.tuning import make_objective, run_study
 
-# Through tactical.cli.main as the console script does (`python -m tactical.cli` runs cli.py as __main__,
+pytestmark = pytest.mark.cluster
+
+# Through tactical_engine.cli.main as the console script does (`python -m tactical_engine.cli` runs cli.py as __main__,
 # whose CliError is another class than the one commands raise: see the report of issue 5).
-TACTICAL = [sys.executable, "-c", "import sys; from tactical.cli import main; sys.exit(main())"]
+TACTICAL = [sys.executable, "-c", "import sys; from tactical_engine.cli import main; sys.exit(main())"]
 SMALL = {"num_envs": 4, "episode_length": 16, "minibatch_size": 32, "epochs": 1}
 
 

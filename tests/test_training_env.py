@@ -14,11 +14,12 @@ import coordinator.aggregation as aggregation
 import training.env as env_module
 from market.bars import BarDataError
 from market.synthetic import synthetic_bars
+from tactical.actions import Action, to_positions
 from tactical.config import AGENT_NAMES, default_config
 from training.env import TacticalTradingEnv, VectorTradingEnv
 from training.series import HOLDOUT, TRAIN, TradingSeries
 
-LONG, HOLD, SHORT = aggregation.LONG, aggregation.HOLD, aggregation.SHORT
+LONG, HOLD, SHORT = Action.LONG, Action.HOLD, Action.SHORT
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +93,8 @@ def test_same_seed_gives_identical_whole_episodes_and_another_seed_does_not(cfg,
     a = play(make_env(cfg, series), seed=7, action_seed=1, episodes=2)
     b = play(make_env(cfg, series), seed=7, action_seed=1, episodes=2)
     assert len(a) == len(b) == 2 * (cfg.training.episode_length + 1)
-    for step_a, step_b in zip(a, b):
-        for part_a, part_b in zip(step_a, step_b):
+    for step_a, step_b in zip(a, b, strict=True):
+        for part_a, part_b in zip(step_a, step_b, strict=True):
             if isinstance(part_a, dict):
                 assert part_a.keys() == part_b.keys()
                 for key in part_a:
@@ -134,13 +135,12 @@ def test_reward_is_scaled_position_times_next_log_return_minus_costs(cfg, series
 
 def test_team_position_is_the_coordinators_rule_imported_not_copied(cfg, series):
     assert env_module.AggregationRule is aggregation.AggregationRule
-    assert env_module.position is aggregation.position
     rule = aggregation.AggregationRule.from_config(cfg.aggregation)
     env = make_env(cfg, series)
-    for votes in itertools.product(range(3), repeat=3):
+    for votes in itertools.product(list(Action), repeat=3):
         env.reset(seed=0)
-        _, _, _, _, infos = env.step(dict(zip(AGENT_NAMES, votes)))
-        expected = int(aggregation.position(rule.vote(np.array([votes])))[0])
+        _, _, _, _, infos = env.step(dict(zip(AGENT_NAMES, votes, strict=True)))
+        expected = int(to_positions(rule.vote(np.array([votes])))[0])
         assert infos["fvg"]["position"] == expected, votes
     # the env follows the configured weights: with only momentum weighted, momentum alone decides
     solo = cfg.replace(aggregation={"weights": {"fvg": 0.0, "momentum": 1.0, "entry": 0.0}})
@@ -156,10 +156,10 @@ def test_vector_env_with_one_env_replays_the_parallel_env(cfg, series):
     rng = np.random.default_rng(5)
     obs, _ = env.reset(seed=21)
     vobs = vec.reset(seed=21)
-    for step in range(3 * cfg.training.episode_length):
+    for _ in range(3 * cfg.training.episode_length):
         np.testing.assert_array_equal(vobs[0], obs["fvg"])
-        votes = rng.integers(0, 3, size=3)
-        step_obs, rewards, _, truncations, _ = env.step(dict(zip(AGENT_NAMES, votes.tolist())))
+        votes = rng.integers(Action.SHORT, Action.LONG + 1, size=3)
+        step_obs, rewards, _, truncations, _ = env.step(dict(zip(AGENT_NAMES, votes.tolist(), strict=True)))
         result = vec.step(votes[None, :])
         assert result.rewards[0] == pytest.approx(rewards["fvg"], rel=1e-12, abs=1e-15)
         assert bool(result.truncated[0]) == truncations["fvg"]
@@ -176,7 +176,7 @@ def test_vector_env_batches_and_restarts_finished_episodes(cfg, series):
     obs = vec.reset(seed=0)
     assert obs.shape == (6, 60, 7) and obs.dtype == np.float32
     returns = np.zeros(6)
-    for step in range(cfg.training.episode_length):
+    for _ in range(cfg.training.episode_length):
         result = vec.step(np.full((6, 3), LONG))
         returns += result.rewards
     assert result.truncated.all() and result.final_observations.shape == (6, 60, 7)

@@ -11,6 +11,7 @@ bars at the same costs.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from coordinator.aggregation import AggregationRule
 from market.synthetic import SyntheticParams, generate
@@ -18,6 +19,8 @@ from tactical.config import default_config
 from training.evaluation import model_positions, oracle_positions, score_positions
 from training.mappo import TacticalMAPPOTrainer
 from training.series import HOLDOUT
+
+pytestmark = pytest.mark.cluster
 
 BARS = 20_000
 UPDATES = 12

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from agents.model_store import CHECKPOINT_FILE, ModelStore
-from agents.runtime import ActorRunner
+from agents.serving.model_store import CHECKPOINT_FILE, ModelStore
+from agents.serving.runtime import ActorRunner
 from tactical.config import AGENT_NAMES, default_config
 from training.checkpoint import load_checkpoint
 from training.session import run_session
-from training.versions import publish_checkpoint
 from training.value_norm import ValueNormalizer
+from training.versions import publish_checkpoint
 
 
 def test_published_artifacts_serve_the_value_denormalized_with_the_trainers_statistics(tmp_path):

@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from market.features import FEATURE_NAMES
 from tactical.atomic import atomic_write_bytes
 from tactical.config import Config, config_from_dict
 from tactical.errors import UserError
+from tactical.wire import FEATURE_NAMES
 from training.system import TacticalMARLSystem
 
 FORMAT = "tactical-checkpoint/1"

@@ -1,6 +1,6 @@
 """Data-parallel training on torch.distributed: the process group, gradient averaging, a local launcher.
 
-Each rank collects its own rollouts; after every backward pass the gradients are averaged
+Each rank collects its own trajectories; after every backward pass the gradients are averaged
 over the ranks (one flat all_reduce), so every optimizer step is identical everywhere and the
 parameters stay equal. Rank 0 logs, checkpoints and publishes.
 
@@ -34,7 +34,7 @@ class DistContext:
     world_size: int = 1
 
     @classmethod
-    def current(cls) -> "DistContext":
+    def current(cls) -> DistContext:
         """The initialized process group's rank and size, or a single process."""
         if dist.is_available() and dist.is_initialized():
             return cls(dist.get_rank(), dist.get_world_size())

@@ -1,9 +1,10 @@
 """The trading game the agents learn: a PettingZoo ParallelEnv, and a vectorized form for the trainer.
 
 Every step each agent (fvg, momentum, entry) sees the same (60, 7) feature window and votes
-Short, Hold or Long. The team's position is the serving aggregation rule applied to the three
-votes (imported from the coordinator, so agents learn the game they are served in), and the
-team's reward is
+Short, Hold or Long (tactical.actions values 1, 2, 3: the action spaces are Discrete(3, start=1),
+so actions mean here what they mean on the wire). The team's position is the serving aggregation
+rule applied to the three votes (imported from the coordinator, so agents learn the game they are
+served in), and the team's reward is
 
     reward = reward_scale * (position * next bar's log return - transaction_cost * |position change|)
 
@@ -15,17 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium.spaces import Box, Discrete
 from pettingzoo import ParallelEnv
 
-from agents.actor import N_ACTIONS
-from coordinator.aggregation import ACTION_NAMES, AggregationRule, position
-from market.backtest import position_log_pnl
-from market.features import N_FEATURES, feature_bounds
+from coordinator.aggregation import AggregationRule
+from market.features import feature_bounds
+from market.performance import position_log_pnl
+from tactical.actions import N_ACTIONS, Action, to_positions
 from tactical.config import AGENT_NAMES, Config, TrainingConfig, as_config
+from tactical.wire import N_FEATURES
 from training.series import TRAIN, TradingSeries
 
 
@@ -37,8 +39,8 @@ def step_reward(positions: np.ndarray, previous: np.ndarray, next_log_return: np
 
 
 def team_positions(rule: AggregationRule, actions: np.ndarray) -> np.ndarray:
-    """Positions in {-1, 0, +1} from the agents' actions (n, 3) in AGENT_NAMES order."""
-    return position(rule.vote(actions))
+    """Positions in {-1, 0, +1} from the agents' actions (n, 3) Action values in AGENT_NAMES order."""
+    return to_positions(rule.vote(actions))
 
 
 def sample_starts(rng: np.random.Generator, first: int, last: int, episode_length: int, n: int) -> np.ndarray:
@@ -56,7 +58,7 @@ def observation_space(cfg: Config) -> Box:
 class TacticalTradingEnv(ParallelEnv):
     """One episode at a time, PettingZoo's parallel API. `state()` is the flattened window (420,)."""
 
-    metadata = {"name": "tactical_trading_v1", "render_modes": [], "is_parallelizable": True}
+    metadata: ClassVar[dict[str, Any]] = {"name": "tactical_trading_v1", "render_modes": [], "is_parallelizable": True}
 
     def __init__(self, config: Config | Mapping[str, Any] | str | None = None, *,
                  series: TradingSeries | None = None, part: str = TRAIN):
@@ -70,7 +72,7 @@ class TacticalTradingEnv(ParallelEnv):
         self._first, self._last = self.series.decision_bars(part)
         obs_space = observation_space(cfg)
         self._observation_spaces = {a: obs_space for a in AGENT_NAMES}
-        self._action_spaces = {a: Discrete(N_ACTIONS) for a in AGENT_NAMES}
+        self._action_spaces = {a: Discrete(N_ACTIONS, start=int(Action.SHORT)) for a in AGENT_NAMES}
         self.state_space = Box(obs_space.low.reshape(-1), obs_space.high.reshape(-1), (obs_space.low.size,),
                                np.float32)
         self._rng = np.random.default_rng()
@@ -104,7 +106,7 @@ class TacticalTradingEnv(ParallelEnv):
             raise ValueError(f"no action for agent(s) {missing}")
         votes = np.array([[int(actions[a]) for a in AGENT_NAMES]])
         team_action = int(self.rule.vote(votes)[0])
-        new_position = int(position(team_action))
+        new_position = Action(team_action).position
         reward = float(step_reward(np.float64(new_position), np.float64(self._position),
                                    self.series.next_log_return[self._bar], self.training))
         self._position = new_position
@@ -125,7 +127,7 @@ class TacticalTradingEnv(ParallelEnv):
 
     def _infos(self, team_action: int | None) -> dict[str, dict]:
         info = {"bar": self._bar, "position": self._position,
-                "team_action": ACTION_NAMES[team_action] if team_action is not None else None}
+                "team_action": Action(team_action).label if team_action is not None else None}
         return {a: dict(info) for a in self.agents}
 
 
@@ -161,7 +163,7 @@ class VectorTradingEnv:
         return self.series.window_at(self._bars)
 
     def step(self, actions: np.ndarray) -> VectorStep:
-        """actions (n, 3) int in AGENT_NAMES order."""
+        """actions (n, 3) Action values in AGENT_NAMES order."""
         new_positions = team_positions(self.rule, actions)
         rewards = step_reward(new_positions, self._positions, self.series.next_log_return[self._bars], self.training)
         self._positions = new_positions

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from coordinator.aggregation import AggregationRule, position
+from coordinator.aggregation import AggregationRule
 from market.synthetic import TREND_DOWN, TREND_UP
+from tactical.actions import to_positions
 from tactical.config import AGENT_NAMES, Config
 from training.env import step_reward
 from training.series import HOLDOUT, TradingSeries
@@ -58,7 +59,7 @@ def model_positions(model: TacticalMARLSystem, series: TradingSeries, rule: Aggr
         windows = torch.from_numpy(series.window_at(np.arange(start, min(start + batch, last + 1))))
         agents = model(windows, deterministic=True)["agents"]
         probs = torch.stack([agents[name]["probabilities"] for name in AGENT_NAMES], dim=1)
-        out.append(position(rule(probs.numpy()).actions))
+        out.append(to_positions(rule(probs.numpy()).actions))
     model.train(was_training)
     return np.concatenate(out)
 

@@ -1,7 +1,7 @@
 """MAPPO for the three tactical agents, with the centralized critic, in the style of CleanRL's ppo.py.
 
 One update, top to bottom:
-1. rollout: `num_envs` episodes of `episode_length` steps from the vectorized environment; each
+1. collect: `num_envs` trajectories of `episode_length` steps from the vectorized environment; each
    agent samples its own action, the critic values the 420-dim state;
 2. GAE (gamma, lambda) on the team reward with the critic's denormalized values, bootstrapped
    with the value of the window after the last step when an episode is truncated;
@@ -14,18 +14,22 @@ One update, top to bottom:
    end at update max(training.updates, the last update of this train() call), counted over the
    model's life; a later call goes on from the coefficient where the last one stopped, so it
    never jumps back up (repeated short calls and resumed runs follow one schedule; see train());
-   a clipped value loss for the critic (clipped around its rollout values, re-expressed under the
+   a clipped value loss for the critic (clipped around its collected values, re-expressed under the
    statistics just updated, like the targets); each actor's own value head regresses onto the same
    standardized returns (an auxiliary loss, so the value an agent serves means something);
    gradients averaged over ranks, clipped per network, one Adam step;
-5. stats: episode reward, losses, entropy, approx KL, clip fraction, explained variance, steps/s.
+5. stats: episode reward, losses, entropy, approx KL, clip fraction, explained variance, gradient
+   norms per network, the value normalizer's mean and std, steps/s.
+
+"Trajectories" are the experience of one update; "rollout" in this project means only a deployment
+of a model version (tactical_engine/rollout.py).
 
 Random streams (episode starts, action sampling, minibatch order, critic dropout) are seeded
 before every update from (seed, rank, update number): two runs with one seed are identical, each
 rank plays its own episodes, and a run resumed from a checkpoint goes on exactly as an
 uninterrupted one would.
 
-Dropout: the actors run in eval mode in rollouts and updates, so the probability ratio compares
+Dropout: the actors run in eval mode while collecting and updating, so the probability ratio compares
 exactly the network that acted (and that is served); dropout regularizes the critic.
 """
 
@@ -43,6 +47,7 @@ from torch import nn
 from tqdm import tqdm
 
 from market.bars import Bars
+from tactical.actions import actions_from_indices
 from tactical.config import AGENT_NAMES, Config, as_config
 from training import checkpoint as checkpoints
 from training.distributed import DistContext
@@ -68,12 +73,63 @@ def priority_sampling(advantages: torch.Tensor, alpha: float, beta: float) -> tu
     return probabilities.numpy(), (weights / weights.max()).float()
 
 
+@dataclass(frozen=True)
+class EntropySchedule:
+    """The entropy coefficient: linear from `coef` at update `first` to `end` at update `last` - 1, flat after.
+
+    train() starts one from where the coefficient stands, so train() once, train(1) repeatedly, or
+    a run resumed from a checkpoint follow one line, and a longer call stretches what is left of it.
+    """
+
+    first: int
+    coef: float
+    last: int
+    end: float
+
+    def at(self, update: int) -> float:
+        """The coefficient of update `update` (0-based over the model's life)."""
+        left = self.last - 1 - self.first
+        fraction = 1.0 if left <= 0 else min((update - self.first) / left, 1.0)
+        return self.coef + (self.end - self.coef) * fraction
+
+
+def ppo_agent_loss(actor: nn.Module, obs: torch.Tensor, actions: torch.Tensor, old_logprobs: torch.Tensor,
+                   advantages: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, clip: float,
+                   entropy_coef: float, value_coef: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """One agent's loss on a minibatch: clipped surrogate on the team advantage, entropy bonus, and its own
+    value head regressing onto the standardized returns; `weights` are the prioritized-sampling corrections."""
+    logits, value = actor(obs)
+    policy = torch.distributions.Categorical(logits=logits)
+    log_ratio = policy.log_prob(actions) - old_logprobs
+    ratio = log_ratio.exp()
+    pg_loss = (weights * torch.max(-advantages * ratio, -advantages * torch.clamp(ratio, 1 - clip, 1 + clip))).mean()
+    entropy = policy.entropy().mean()
+    value_loss = 0.5 * (weights * (value - targets) ** 2).mean()
+    with torch.no_grad():
+        approx_kl = ((ratio - 1) - log_ratio).mean().item()
+        clip_fraction = ((ratio - 1.0).abs() > clip).float().mean().item()
+    loss = pg_loss - entropy_coef * entropy + value_coef * value_loss
+    return loss, {"policy_loss": pg_loss.item(), "entropy": entropy.item(), "actor_value_loss": value_loss.item(),
+                  "approx_kl": approx_kl, "clip_fraction": clip_fraction}
+
+
+def critic_value_loss(critic: nn.Module, states: torch.Tensor, old_values: torch.Tensor, targets: torch.Tensor,
+                      weights: torch.Tensor, clip: float | None) -> torch.Tensor:
+    """The centralized critic's value loss on the standardized scale, clipped around its collected values."""
+    new_value = critic(states)
+    loss = (new_value - targets) ** 2
+    if clip is not None:
+        clipped = old_values + torch.clamp(new_value - old_values, -clip, clip)
+        loss = torch.max(loss, (clipped - targets) ** 2)
+    return 0.5 * (weights * loss).mean()
+
+
 @dataclass
-class Rollout:
-    """One rollout, time-major (T steps, n envs)."""
+class Trajectories:
+    """One update's experience, time-major (T steps, n envs)."""
 
     obs: torch.Tensor  # (T, n, window, 7)
-    actions: torch.Tensor  # (T, n, agents) int64
+    actions: torch.Tensor  # (T, n, agents) int64 indices into the policy's outputs (Action value - 1)
     logprobs: torch.Tensor  # (T, n, agents)
     values: torch.Tensor  # (T, n) critic output (normalized scale)
     next_values: torch.Tensor  # (T, n) critic output for the state after each step (normalized scale)
@@ -89,7 +145,7 @@ class TacticalMAPPOTrainer:
     bars: the series to train on (default: the config's synthetic series); its last
     training.holdout_fraction is held out for `evaluate()`. progress: a tqdm bar; log_metrics:
     append per-update records to paths.metrics, all of this trainer's under one run id. Under
-    torch.distributed each rank collects its own rollouts and gradients are averaged; rank 0 logs.
+    torch.distributed each rank collects its own trajectories and gradients are averaged; rank 0 logs.
     """
 
     def __init__(self, config: Config | Mapping[str, Any] | str | Path | None = None, *, bars: Bars | None = None,
@@ -118,7 +174,7 @@ class TacticalMAPPOTrainer:
         self.last_stats: dict[str, float] = {}
         self._inference_s: list[float] = []
         self._update_s: list[float] = []
-        self._rollout_s: list[float] = []
+        self._collect_s: list[float] = []
         self.entropy_coef = t.entropy_coef_start  # the next update's; restored by load_checkpoint
         self.seed_streams()
 
@@ -128,7 +184,7 @@ class TacticalMAPPOTrainer:
         Seeds derive from (training.seed, rank, updates_done) and train() calls this before every
         update, so a run resumed from a checkpoint after n updates goes on exactly as an
         uninterrupted run would instead of replaying the episodes and action noise of update 1,
-        and each rank plays its own episodes. The envs restart: a rollout ends every episode anyway.
+        and each rank plays its own episodes. The envs restart: an update's collection ends every episode anyway.
         """
         env_seed, action_seed, minibatch_seed, dropout_seed = (int(s) for s in np.random.SeedSequence(
             [self.config.training.seed, self.dist.rank, self.updates_done]).generate_state(4, np.uint64))
@@ -142,10 +198,8 @@ class TacticalMAPPOTrainer:
               callback: Callable[[int, dict[str, float]], bool | None] | None = None) -> dict[str, float]:
         """Run `updates` updates (default training.updates); returns the last update's stats.
 
-        The entropy coefficient goes linearly from where it stands (entropy_coef_start for a new
-        model) to entropy_coef_end at update max(training.updates, updates_done + updates), then
-        stays there: train() once, train(1) training.updates times, or a run resumed from a
-        checkpoint follow the same line; a longer call stretches what is left of it to its end.
+        The entropy coefficient follows an EntropySchedule from where it stands (entropy_coef_start
+        for a new model) to entropy_coef_end at update max(training.updates, updates_done + updates).
 
         After each update, callback(update_index, stats) is called on every rank (update_index
         counts from 1 over the model's life); returning False stops training after that
@@ -153,30 +207,31 @@ class TacticalMAPPOTrainer:
         """
         t = self.config.training
         updates = t.updates if updates is None else updates
-        schedule = (self.updates_done, self.entropy_coef, max(t.updates, self.updates_done + updates))
+        schedule = EntropySchedule(self.updates_done, self.entropy_coef, max(t.updates, self.updates_done + updates),
+                                   t.entropy_coef_end)
         bar = tqdm(total=updates, desc=self.progress_label, unit="update", disable=not self.progress,
                    dynamic_ncols=True)
         try:
             for _ in range(updates):
                 self.seed_streams()
                 started = time.perf_counter()
-                rollout = self.collect_rollout()
+                batch = self.collect_trajectories()
                 collected = time.perf_counter()
-                advantages, returns = self.compute_advantages(rollout)
-                stats = self.optimize(rollout, advantages, returns, self.entropy_coef)
-                self.entropy_coef = self.scheduled_entropy_coef(*schedule, self.updates_done + 1)
+                advantages, returns = self.compute_advantages(batch)
+                stats = self.optimize(batch, advantages, returns, self.entropy_coef)
+                self.entropy_coef = schedule.at(self.updates_done + 1)
                 finished = time.perf_counter()
 
                 self.updates_done += 1
-                steps = rollout.rewards.numel() * self.dist.world_size
+                steps = batch.rewards.numel() * self.dist.world_size
                 self.env_steps += steps
-                self._rollout_s.append(collected - started)
+                self._collect_s.append(collected - started)
                 self._update_s.append(finished - collected)
-                reward = self.dist.mean([float(np.mean(rollout.episode_returns)) if rollout.episode_returns
+                reward = self.dist.mean([float(np.mean(batch.episode_returns)) if batch.episode_returns
                                          else 0.0])[0]
                 stats = {"update": self.updates_done, "episode_reward": reward, **stats,
                          "steps_per_second": steps / (finished - started), "env_steps": self.env_steps,
-                         "rollout_seconds": collected - started, "update_seconds": finished - collected}
+                         "collect_seconds": collected - started, "update_seconds": finished - collected}
                 self.last_stats = stats
                 if self.metrics_log is not None:
                     self.metrics_log.write(stats)
@@ -191,9 +246,9 @@ class TacticalMAPPOTrainer:
             self.model.eval()
         return self.last_stats
 
-    # ------------------------------------------------------------------ 1. rollout
+    # ------------------------------------------------------------------ 1. collect
     @torch.no_grad()
-    def collect_rollout(self) -> Rollout:
+    def collect_trajectories(self) -> Trajectories:
         t = self.config.training
         steps, n, agents = t.episode_length, t.num_envs, len(AGENT_NAMES)
         window = self.config.features.window
@@ -210,15 +265,15 @@ class TacticalMAPPOTrainer:
         for step in range(steps):
             obs[step] = torch.from_numpy(self.next_obs)
             started = time.perf_counter()
-            for i, actor in enumerate(self.model.actors.values()):
-                logits, _ = actor(obs[step])
+            for i, name in enumerate(AGENT_NAMES):
+                logits, _ = self.model.actors[name](obs[step])
                 action = torch.multinomial(torch.softmax(logits, -1), 1, generator=self.action_generator).squeeze(1)
                 actions[step, :, i] = action
                 logprobs[step, :, i] = torch.log_softmax(logits, -1).gather(1, action[:, None]).squeeze(1)
             values[step] = self.model.critic(obs[step].flatten(1))
             self._inference_s.append(time.perf_counter() - started)
 
-            result = self.envs.step(actions[step].numpy())
+            result = self.envs.step(actions_from_indices(actions[step].numpy()))
             rewards[step] = torch.from_numpy(result.rewards)
             dones[step] = torch.from_numpy(result.truncated.astype(np.float32))
             episode_returns.extend(result.episode_returns.tolist())
@@ -228,14 +283,14 @@ class TacticalMAPPOTrainer:
                 ended = torch.from_numpy(np.flatnonzero(result.truncated))
                 next_values[step, ended] = self.model.critic(torch.from_numpy(result.final_observations).flatten(1))
             self.next_obs = result.observations
-        # the last step's successor, for envs whose episode goes on into the next rollout
+        # the last step's successor, for envs whose episode goes on into the next update's collection
         ongoing = dones[-1] == 0
         if ongoing.any():
             next_values[-1, ongoing] = self.model.critic(torch.from_numpy(self.next_obs).flatten(1))[ongoing]
-        return Rollout(obs, actions, logprobs, values, next_values, rewards, dones, episode_returns)
+        return Trajectories(obs, actions, logprobs, values, next_values, rewards, dones, episode_returns)
 
     # ------------------------------------------------------------------ 2. GAE
-    def compute_advantages(self, r: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute_advantages(self, r: Trajectories) -> tuple[torch.Tensor, torch.Tensor]:
         """Generalized advantage estimates and returns, (T, n) each, in reward units."""
         t = self.config.training
         values = self.value_norm.denormalize(r.values)
@@ -249,14 +304,7 @@ class TacticalMAPPOTrainer:
         return advantages, advantages + values
 
     # ------------------------------------------------------------------ 3.-5. optimization
-    def scheduled_entropy_coef(self, first: int, coef: float, end: int, update: int) -> float:
-        """The coefficient of update `update` (0-based) on the line from `coef` at update `first` to
-        entropy_coef_end at update `end` - 1."""
-        left = end - 1 - first
-        fraction = 1.0 if left <= 0 else min((update - first) / left, 1.0)
-        return coef + (self.config.training.entropy_coef_end - coef) * fraction
-
-    def optimize(self, r: Rollout, advantages: torch.Tensor, returns: torch.Tensor,
+    def optimize(self, r: Trajectories, advantages: torch.Tensor, returns: torch.Tensor,
                  entropy_coef: float) -> dict[str, float]:
         t = self.config.training
         b_obs = r.obs.reshape(-1, *r.obs.shape[2:])
@@ -283,10 +331,10 @@ class TacticalMAPPOTrainer:
         else:
             probabilities, b_weights = None, torch.ones(batch)
 
-        networks: list[nn.Module] = [*self.model.actors.values(), self.model.critic]
+        networks = {**{name: self.model.actors[name] for name in AGENT_NAMES}, "critic": self.model.critic}
         n_minibatches = max(1, batch // t.minibatch_size)
-        sums = {"policy_loss": 0.0, "value_loss": 0.0, "actor_value_loss": 0.0, "entropy": 0.0,
-                "approx_kl": 0.0, "clip_fraction": 0.0}
+        sums = dict.fromkeys(("policy_loss", "value_loss", "actor_value_loss", "entropy", "approx_kl", "clip_fraction",
+                              *(f"grad_norm_{name}" for name in networks)), 0.0)
         count = 0
         epochs_run = 0
 
@@ -299,66 +347,38 @@ class TacticalMAPPOTrainer:
             epoch_kl = 0.0
             for mb in np.array_split(order, n_minibatches):
                 mb = torch.from_numpy(mb)
-                mb_obs, mb_adv, mb_w, mb_targets = b_obs[mb], b_norm_advantages[mb], b_weights[mb], b_targets[mb]
                 loss = torch.zeros(())
-                mb_stats = {"policy_loss": 0.0, "actor_value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0,
-                            "clip_fraction": 0.0}
-                for i, actor in enumerate(self.model.actors.values()):
-                    logits, actor_value = actor(mb_obs)
-                    policy = torch.distributions.Categorical(logits=logits)
-                    new_logprob = policy.log_prob(b_actions[mb, i])
-                    log_ratio = new_logprob - b_logprobs[mb, i]
-                    ratio = log_ratio.exp()
-                    with torch.no_grad():
-                        mb_stats["approx_kl"] += ((ratio - 1) - log_ratio).mean().item() / len(AGENT_NAMES)
-                        mb_stats["clip_fraction"] += (((ratio - 1.0).abs() > t.clip_epsilon).float().mean().item()
-                                                      / len(AGENT_NAMES))
-
-                    # clipped surrogate, per agent, on the shared team advantage
-                    pg_loss1 = -mb_adv * ratio
-                    pg_loss2 = -mb_adv * torch.clamp(ratio, 1 - t.clip_epsilon, 1 + t.clip_epsilon)
-                    pg_loss = (mb_w * torch.max(pg_loss1, pg_loss2)).mean()
-                    entropy = policy.entropy().mean()
-                    # auxiliary: the actor's own value head learns the same standardized returns
-                    actor_value_loss = 0.5 * (mb_w * (actor_value - mb_targets) ** 2).mean()
-                    loss = loss + pg_loss - entropy_coef * entropy + t.value_loss_coef * actor_value_loss
-                    mb_stats["policy_loss"] += pg_loss.item() / len(AGENT_NAMES)
-                    mb_stats["entropy"] += entropy.item() / len(AGENT_NAMES)
-                    mb_stats["actor_value_loss"] += actor_value_loss.item() / len(AGENT_NAMES)
-
-                # centralized critic: clipped value loss on the standardized scale
-                new_value = self.model.critic(b_states[mb])
-                v_loss_unclipped = (new_value - mb_targets) ** 2
-                if t.clip_value_loss:
-                    v_clipped = b_values[mb] + torch.clamp(new_value - b_values[mb], -t.clip_epsilon, t.clip_epsilon)
-                    v_loss_max = torch.max(v_loss_unclipped, (v_clipped - mb_targets) ** 2)
-                else:
-                    v_loss_max = v_loss_unclipped
-                v_loss = 0.5 * (mb_w * v_loss_max).mean()
+                for i, name in enumerate(AGENT_NAMES):
+                    agent_loss, agent_stats = ppo_agent_loss(
+                        self.model.actors[name], b_obs[mb], b_actions[mb, i], b_logprobs[mb, i], b_norm_advantages[mb],
+                        b_targets[mb], b_weights[mb], t.clip_epsilon, entropy_coef, t.value_loss_coef)
+                    loss = loss + agent_loss
+                    for key, value in agent_stats.items():
+                        sums[key] += value / len(AGENT_NAMES)
+                    epoch_kl += agent_stats["approx_kl"] / len(AGENT_NAMES) / n_minibatches
+                v_loss = critic_value_loss(self.model.critic, b_states[mb], b_values[mb], b_targets[mb], b_weights[mb],
+                                           t.clip_epsilon if t.clip_value_loss else None)
                 loss = loss + t.value_loss_coef * v_loss
 
                 self.optimizer.zero_grad()
                 loss.backward()
                 self.dist.average_gradients(self.model.parameters())
-                for network in networks:
-                    nn.utils.clip_grad_norm_(network.parameters(), t.max_grad_norm)
+                for name, network in networks.items():  # clipped per network; the norm before clipping is logged
+                    sums[f"grad_norm_{name}"] += float(nn.utils.clip_grad_norm_(network.parameters(), t.max_grad_norm))
                 self.optimizer.step()
-
-                for key, value in mb_stats.items():
-                    sums[key] += value
                 sums["value_loss"] += v_loss.item()
-                epoch_kl += mb_stats["approx_kl"] / n_minibatches
                 count += 1
             epochs_run += 1
             if t.target_kl > 0 and self.dist.mean([epoch_kl])[0] > t.target_kl:
                 break
         self.model.eval()
 
-        # explained variance of the critic's rollout values: returns - values is exactly the advantage
+        # explained variance of the critic's collected values: returns - values is exactly the advantage
         var_returns = b_returns.var()
         explained_variance = float("nan") if var_returns == 0 else float(1 - b_advantages.var() / var_returns)
         return {**{k: v / count for k, v in sums.items()}, "explained_variance": explained_variance,
-                "entropy_coef": entropy_coef, "epochs": epochs_run}
+                "entropy_coef": entropy_coef, "epochs": epochs_run,
+                "value_norm_mean": self.value_norm.mean, "value_norm_std": self.value_norm.std}
 
     # ------------------------------------------------------------------ checkpoints, evaluation, stats
     def trainer_state(self) -> dict[str, Any]:
@@ -386,9 +406,9 @@ class TacticalMAPPOTrainer:
             self.updates_done = int(state["updates_done"])
             self.env_steps = int(state["env_steps"])
             self.value_norm.load_state_dict(state["value_norm"])
-            # (checkpoints from before the coefficient was saved: where the configured schedule puts it)
-            self.entropy_coef = float(state.get("entropy_coef", self.scheduled_entropy_coef(
-                0, self.config.training.entropy_coef_start, self.config.training.updates, self.updates_done)))
+            t = self.config.training  # (checkpoints from before the coefficient was saved: where the schedule puts it)
+            self.entropy_coef = float(state.get("entropy_coef", EntropySchedule(
+                0, t.entropy_coef_start, t.updates, t.entropy_coef_end).at(self.updates_done)))
         self.model.eval()
         return payload
 
@@ -398,16 +418,16 @@ class TacticalMAPPOTrainer:
                                 seed=self.config.training.seed if seed is None else seed, part=HOLDOUT)
 
     def get_performance_stats(self) -> dict[str, float]:
-        """Timing so far: policy inference per rollout step (batch of num_envs), update and rollout time."""
+        """Timing so far: policy inference per collected step (batch of num_envs), update and collection time."""
         inference = np.asarray(self._inference_s) * 1000
-        total = sum(self._rollout_s) + sum(self._update_s)
+        total = sum(self._collect_s) + sum(self._update_s)
         return {
             "inference_ms_mean": float(inference.mean()) if inference.size else float("nan"),
             "inference_ms_p99": float(np.percentile(inference, 99)) if inference.size else float("nan"),
             "inference_batch": self.config.training.num_envs,
             "update_ms_mean": float(np.mean(self._update_s) * 1000) if self._update_s else float("nan"),
-            "rollout_ms_mean": float(np.mean(self._rollout_s) * 1000) if self._rollout_s else float("nan"),
-            "steps_per_second": (len(self._rollout_s) * self.config.training.num_envs
+            "collect_ms_mean": float(np.mean(self._collect_s) * 1000) if self._collect_s else float("nan"),
+            "steps_per_second": (len(self._collect_s) * self.config.training.num_envs
                                  * self.config.training.episode_length * self.dist.world_size / total
                                  if total > 0 else float("nan")),
             "updates": len(self._update_s),

@@ -15,11 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
-import numpy as np
-
-from agents.model_store import ModelStore
+from agents.serving.model_store import ModelStore
 from market.bars import Bars
 from market.csv_loader import load_bars_csv
 from market.synthetic import configured, series_source
@@ -49,7 +48,7 @@ class StopOnInterrupt:
         self.requested = False
         self._previous: Any = None
 
-    def __enter__(self) -> "StopOnInterrupt":
+    def __enter__(self) -> StopOnInterrupt:
         self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
@@ -85,8 +84,9 @@ def run_session(config: dict[str, Any], *, data: str | None = None, until_ms: in
     bars = training_bars(cfg, data, until_ms)
     trainer = TacticalMAPPOTrainer(cfg, bars=bars, progress=progress)
     split = trainer.series.split
-    data_info = {"data": {"source": series_source(data, cfg.synthetic), "bars": len(bars), "first_ms": int(bars.time[0]),
-                          "train_last_ms": int(bars.time[split - 1]), "last_ms": int(bars.time[-1])}}
+    data_info = {"data": {"source": series_source(data, cfg.synthetic), "bars": len(bars),
+                          "first_ms": int(bars.time[0]), "train_last_ms": int(bars.time[split - 1]),
+                          "last_ms": int(bars.time[-1])}}
     if resume:
         trainer.load_checkpoint(resume)
     updates = cfg.training.updates if updates is None else updates

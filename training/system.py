@@ -11,10 +11,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from agents.actor import N_ACTIONS, TacticalActor
+from agents.model.actor import TacticalActor
 from critic.centralized_critic import CentralizedCritic
-from market.features import N_FEATURES
+from tactical.actions import N_ACTIONS
 from tactical.config import AGENT_NAMES, Config, ModelConfig, as_config
+from tactical.wire import N_FEATURES
 
 
 class TacticalMARLSystem(nn.Module):

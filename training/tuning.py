@@ -118,7 +118,7 @@ def write_best_config(study: optuna.Study, base: Config, path: str | Path) -> Co
     cfg = base.replace(**overrides_from_params(best.params))
     header = (f"# Best parameters of Optuna study '{study.study_name}': trial {best.number}, "
               f"objective {best.value:+.6f} (mean episode reward of the last {OBJECTIVE_WINDOW} updates).\n"
-              f"# Written {dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ}. "
+              f"# Written {dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%M:%SZ}. "
               f"Use it with: tactical train --config {Path(path).name}\n")
     atomic_write_text(path, header + yaml.safe_dump(cfg.shareable_dict(), sort_keys=False))
     return cfg

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from agents.export import export_artifact
-from agents.model_store import CHECKPOINT_FILE, VERSION_FILE, ModelStore, artifact_names
+from agents.model.export import export_artifact
+from agents.serving.model_store import CHECKPOINT_FILE, VERSION_FILE, ModelStore, artifact_names
 from tactical.config import Config
 from training.checkpoint import checkpoint_bytes, load_checkpoint
 from training.system import TacticalMARLSystem
@@ -44,7 +44,7 @@ def version_files(model: TacticalMARLSystem, version: int, *, source: str,
     files[CHECKPOINT_FILE] = checkpoint_bytes(model, version=version, optimizer=optimizer, metrics=metrics,
                                               extra=extra)
     summary = {**(info or {}), "version": version, "source": source, "sha256": manifests, "metrics": metrics or {},
-               "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")}
+               "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")}
     files[VERSION_FILE] = json.dumps(summary, indent=2, sort_keys=True).encode()
     return files
 

@@ -1,0 +1,236 @@
+"""The agent server: one process, one actor, one core. Torch-free: ONNX Runtime on one thread.
+
+Health (grpc.health.v1) is SERVING only while at least one model version is loaded. On
+SIGTERM or SIGINT the server goes NOT_SERVING, finishes in-flight calls (grace period) and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from agents.serving.artifact import ArtifactError, Manifest
+from agents.serving.batching import InferenceBatcher, UnknownVersion
+from agents.serving.model_store import ModelStore
+from agents.serving.registry import VersionRegistry
+from tactical.config import Config
+from tactical.process import pin_to_core, serve_until_signal
+from tactical.rpc import SHUTDOWN_GRACE_S, bind, percentile, require_admin, server_options
+from tactical.v1 import agent_pb2, agent_pb2_grpc, common_pb2
+from tactical.wire import STAGE_CHUNK, WireError, decode_batch
+
+log = logging.getLogger(__name__)
+
+
+class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
+    """Act, ActStream and GetInfo: validate, then hand the windows to the batcher."""
+
+    def __init__(self, agent: str, registry: VersionRegistry, batcher: InferenceBatcher, window: int,
+                 max_batch: int, core: int):
+        self.agent, self.registry, self.batcher = agent, registry, batcher
+        self.window, self.max_batch, self.core = window, max_batch, core
+        self.active_requests = 0
+        self.open_streams = 0
+        self.started = time.monotonic()
+
+    async def _act(self, request: agent_pb2.ActRequest, streamed: bool) -> agent_pb2.ActResponse:
+        """The answer, or raises WireError / UnknownVersion / ArtifactError.
+
+        The one stream of the one coordinator (already batched there) runs its forward pass at
+        once; concurrent callers (unary calls, several coordinators) go through the batcher.
+        """
+        windows = decode_batch(request.windows, self.window, self.max_batch)
+        if self.registry.get(request.model_version) is None and \
+                await self.registry.load_stored(request.model_version) is None:
+            raise UnknownVersion(request.model_version)
+        self.active_requests += 1
+        try:
+            if streamed and self.open_streams == 1 and self.active_requests == 1 and self.batcher.idle():
+                probs, values, micros = self.batcher.infer_now(request.model_version, windows)
+            else:
+                probs, values, micros = await self.batcher.infer(request.model_version, windows)
+        finally:
+            self.active_requests -= 1
+        return agent_pb2.ActResponse(seq=request.seq, model_version=request.model_version,
+                                     probabilities=probs.astype("<f4", copy=False).tobytes(),
+                                     values=values.astype("<f4", copy=False).tobytes(), inference_us=micros)
+
+    def _status(self, exc: Exception, version: int) -> tuple[grpc.StatusCode, str]:
+        if isinstance(exc, WireError):
+            return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+        if isinstance(exc, UnknownVersion):
+            return grpc.StatusCode.NOT_FOUND, (f"model version {version} is not on agent {self.agent} "
+                                               f"(loaded: {self.registry.loaded()}, "
+                                               f"stored: {self.registry.store.versions()})")
+        log.exception("inference failed")
+        return grpc.StatusCode.INTERNAL, f"inference failed on agent {self.agent}: {exc}"
+
+    async def Act(self, request, context):
+        try:
+            return await self._act(request, streamed=False)
+        except Exception as exc:
+            await context.abort(*self._status(exc, request.model_version))
+
+    async def ActStream(self, request_iterator, context):
+        self.open_streams += 1
+        try:  # context.read()/write(): no async generator per message
+            while (request := await context.read()) is not grpc.aio.EOF:
+                try:
+                    response = await self._act(request, streamed=True)
+                except Exception as exc:
+                    code, message = self._status(exc, request.model_version)
+                    response = agent_pb2.ActResponse(seq=request.seq, model_version=request.model_version,
+                                                     error=common_pb2.Error(code=code.value[0], message=message))
+                await context.write(response)
+        finally:
+            self.open_streams -= 1
+
+    async def GetInfo(self, request, context):
+        latencies = self.batcher.inference_us
+        return agent_pb2.AgentInfo(
+            agent=self.agent, loaded_versions=self.registry.loaded(), stored_versions=self.registry.store.versions(),
+            active_requests=self.active_requests, windows_served=self.batcher.windows_served,
+            batches=self.batcher.batches, p50_inference_us=percentile(latencies, 50),
+            p99_inference_us=percentile(latencies, 99), core=self.core, pid=os.getpid(),
+            uptime_s=time.monotonic() - self.started, sha256=self.registry.sha256())
+
+
+class AgentAdminServicer(agent_pb2_grpc.AgentAdminServiceServicer):
+    """StageVersion: receive a version in chunks, verify everything, persist, load. Token required."""
+
+    def __init__(self, agent: str, registry: VersionRegistry, token: str, max_bytes: int, on_change):
+        self.agent, self.registry, self.token, self.max_bytes = agent, registry, token, max_bytes
+        self.on_change = on_change
+
+    async def StageVersion(self, request_iterator, context):
+        await require_admin(context, self.token)
+        header, chunks, received = None, [], 0
+        async for chunk in request_iterator:
+            part = chunk.WhichOneof("part")
+            if part == "header":
+                if header is not None:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a second header in one upload")
+                header = chunk.header
+                if header.size_bytes > self.max_bytes:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                        f"artifact of {header.size_bytes} bytes exceeds the {self.max_bytes}-byte cap")
+            elif part == "data":
+                if header is None:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "data before the header")
+                if len(chunk.data) > STAGE_CHUNK:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                        f"a data chunk of {len(chunk.data)} bytes; chunks are at most {STAGE_CHUNK}")
+                received += len(chunk.data)
+                if received > header.size_bytes:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                        f"received more than the announced {header.size_bytes} bytes")
+                chunks.append(chunk.data)
+        if header is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an upload needs a header first")
+        if header.agent != self.agent:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"artifact is for agent {header.agent!r}, this is agent {self.agent!r}")
+        blob = b"".join(chunks)
+        if len(blob) != header.size_bytes:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"upload truncated: {len(blob)} of {header.size_bytes} bytes arrived")
+        if hashlib.sha256(blob).hexdigest() != header.sha256:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "upload checksum mismatch: the bytes received do "
+                                                                  "not hash to the announced sha256")
+        try:
+            manifest = Manifest.from_json(header.manifest_json)
+            if manifest.sha256 != header.sha256:
+                raise ArtifactError("the manifest's sha256 differs from the upload's")
+            # Loading and probing take ~100 ms: off the event loop, so serving goes on meanwhile.
+            runner, already = await asyncio.to_thread(self.registry.prepare, header.version, blob, manifest)
+        except ArtifactError as exc:
+            log.warning("refused version %d: %s", header.version, exc)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"version {header.version} refused: {exc}")
+        except FileExistsError:
+            await context.abort(grpc.StatusCode.ABORTED, f"version {header.version} is being staged concurrently")
+        self.registry.hold(header.version, runner)
+        await self.on_change()
+        return agent_pb2.StageResult(agent=self.agent, version=header.version, already_staged=already)
+
+
+@dataclass
+class AgentServer:
+    """A running agent server; `stop()` shuts it down gracefully."""
+
+    agent: str
+    server: grpc.aio.Server
+    port: int
+    health: health_aio.HealthServicer
+    batcher: InferenceBatcher
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE_S) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.batcher.stop()
+
+
+async def start_agent_server(agent: str, cfg: Config, *, host: str, port: int, core: int, store_root: str | Path,
+                             bootstrap_root: str | Path | None, admin_token: str) -> AgentServer:
+    """Load versions (own store, then the trainer's store for what is missing), bind, serve."""
+    serving = cfg.serving
+    registry = VersionRegistry(agent, ModelStore(store_root), keep=serving.versions_kept)
+    loaded = registry.load_persisted()
+    if bootstrap_root is not None:
+        imported = registry.import_from(ModelStore(bootstrap_root), serving.versions_kept)
+        if imported:
+            log.info("imported versions %s from %s", imported, bootstrap_root)
+    if registry.loaded():
+        log.info("serving versions %s (persisted before start: %s)", registry.loaded(), loaded)
+        if 0 in registry.loaded():
+            log.warning("version 0 is the embedded default: a freshly initialized, seeded, untrained model")
+    else:
+        log.warning("no model version yet: NOT_SERVING until one is staged")
+
+    batcher = InferenceBatcher(registry, serving.max_batch)
+    server = grpc.aio.server(options=server_options(serving))
+    health = health_aio.HealthServicer()
+
+    async def refresh_health() -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if registry.loaded() else \
+            health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in ("", "tactical.v1.AgentService"):
+            await health.set(service, status)
+
+    agent_pb2_grpc.add_AgentServiceServicer_to_server(
+        AgentServicer(agent, registry, batcher, cfg.features.window, serving.max_batch, core), server)
+    agent_pb2_grpc.add_AgentAdminServiceServicer_to_server(
+        AgentAdminServicer(agent, registry, admin_token, serving.max_message_bytes * 16, refresh_health), server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    names = (agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
+             agent_pb2.DESCRIPTOR.services_by_name["AgentAdminService"].full_name,
+             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+    bound = bind(server, host, port, serving)
+    await refresh_health()
+    batcher.start()
+    await server.start()
+    return AgentServer(agent, server, bound, health, batcher)
+
+
+async def run_agent(agent: str, cfg: Config, *, host: str, port: int, core: int, store_root: str | Path,
+                    bootstrap_root: str | Path | None, admin_token: str) -> None:
+    """Serve until SIGTERM/SIGINT (the `tactical agent` command)."""
+    pinned = pin_to_core(core)
+    running = await start_agent_server(agent, cfg, host=host, port=port, core=pinned, store_root=store_root,
+                                       bootstrap_root=bootstrap_root, admin_token=admin_token)
+    address = f"{host}:{running.port}"
+    log.info("agent %s listening on %s (core %s)", agent, address, pinned if pinned >= 0 else "any")
+    await serve_until_signal(address)
+    log.info("shutting down: NOT_SERVING, draining in-flight calls")
+    await running.stop()
+    log.info("stopped")

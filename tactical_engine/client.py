@@ -1,0 +1,133 @@
+"""A small synchronous client for the coordinator and the agents, used by the CLI and scripts.
+
+    with TacticalClient("127.0.0.1:50050") as client:
+        decision = client.decide(window=features[-60:])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from market.bars import Bars
+from tactical.config import Config, default_config
+from tactical.rpc import admin_metadata, sync_channel
+from tactical.v1 import agent_pb2, agent_pb2_grpc, cluster_pb2, cluster_pb2_grpc, decision_pb2, decision_pb2_grpc
+from tactical.wire import STAGE_CHUNK, encode_bars, encode_window
+
+
+def health_status(channel: grpc.Channel, timeout: float, service: str = "") -> str:
+    """SERVING, NOT_SERVING, ... or UNREACHABLE (with the reason) for the server behind `channel`."""
+    try:
+        response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service),
+                                                             timeout=timeout)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    except grpc.RpcError as exc:
+        return f"UNREACHABLE ({exc.code().name})"
+
+
+def decide_request(*, window: np.ndarray | None = None, bars: Bars | None = None,
+                   request_id: str = "") -> decision_pb2.DecideRequest:
+    if (window is None) == (bars is None):
+        raise ValueError("give exactly one of window or bars")
+    if window is not None:
+        return decision_pb2.DecideRequest(request_id=request_id, window=encode_window(window))
+    return decision_pb2.DecideRequest(request_id=request_id, bars=encode_bars(bars))
+
+
+def version_text(version: int | None) -> str:
+    """A model version for people: its number, or 'none' (0 is a version: the embedded default)."""
+    return "none" if version is None else str(version)
+
+
+def active_version_text(message: cluster_pb2.ClusterStatus | cluster_pb2.VersionList) -> str:
+    """The active version for people: its number, or 'none' while no version is active."""
+    return version_text(message.active_version if message.HasField("active_version") else None)
+
+
+class TacticalClient:
+    """Calls to one coordinator. Admin calls send `admin_token`."""
+
+    def __init__(self, target: str, cfg: Config | None = None, admin_token: str = "", timeout: float = 5.0):
+        self.cfg = cfg or default_config()
+        self.target = target
+        self.timeout = timeout
+        self.admin_token = admin_token
+        self.channel = sync_channel(target, self.cfg.serving)
+        self.decisions = decision_pb2_grpc.DecisionServiceStub(self.channel)
+        self.cluster = cluster_pb2_grpc.ClusterServiceStub(self.channel)
+        self.admin = cluster_pb2_grpc.ModelAdminServiceStub(self.channel)
+
+    def __enter__(self) -> TacticalClient:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def health(self) -> str:
+        return health_status(self.channel, self.timeout)
+
+    def decide(self, *, window: np.ndarray | None = None, bars: Bars | None = None,
+               request_id: str = "") -> decision_pb2.Decision:
+        return self.decisions.Decide(decide_request(window=window, bars=bars, request_id=request_id),
+                                     timeout=self.timeout)
+
+    def decide_stream(self, requests: Iterator[decision_pb2.DecideRequest]) -> Iterator[decision_pb2.Decision]:
+        return self.decisions.DecideStream(requests)
+
+    def status(self) -> cluster_pb2.ClusterStatus:
+        return self.cluster.GetStatus(cluster_pb2.GetStatusRequest(), timeout=self.timeout)
+
+    def activate(self, version: int) -> cluster_pb2.ActivationResult:
+        return self.admin.Activate(cluster_pb2.ActivateRequest(version=version), timeout=self.timeout,
+                                   metadata=admin_metadata(self.admin_token))
+
+    def rollback(self) -> cluster_pb2.ActivationResult:
+        return self.admin.Rollback(cluster_pb2.RollbackRequest(), timeout=self.timeout,
+                                   metadata=admin_metadata(self.admin_token))
+
+    def list_versions(self) -> cluster_pb2.VersionList:
+        return self.admin.ListVersions(cluster_pb2.ListVersionsRequest(), timeout=self.timeout,
+                                       metadata=admin_metadata(self.admin_token))
+
+
+class AgentClient:
+    """Calls to one agent: info, health, staging."""
+
+    def __init__(self, target: str, cfg: Config | None = None, admin_token: str = "", timeout: float = 5.0):
+        self.cfg = cfg or default_config()
+        self.timeout = timeout
+        self.admin_token = admin_token
+        self.channel = sync_channel(target, self.cfg.serving)
+        self.agent = agent_pb2_grpc.AgentServiceStub(self.channel)
+        self.admin = agent_pb2_grpc.AgentAdminServiceStub(self.channel)
+
+    def __enter__(self) -> AgentClient:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.channel.close()
+
+    def health(self) -> str:
+        return health_status(self.channel, self.timeout)
+
+    def info(self) -> agent_pb2.AgentInfo:
+        return self.agent.GetInfo(agent_pb2.GetInfoRequest(), timeout=self.timeout)
+
+    def stage(self, agent: str, version: int, blob: bytes, manifest_json: str, sha256: str,
+              timeout: float = 60.0) -> agent_pb2.StageResult:
+        """Upload a version in 1 MiB chunks after a header."""
+        def chunks() -> Iterator[agent_pb2.StageChunk]:
+            yield agent_pb2.StageChunk(header=agent_pb2.StageHeader(
+                agent=agent, version=version, sha256=sha256, size_bytes=len(blob), manifest_json=manifest_json))
+            for offset in range(0, len(blob), STAGE_CHUNK):
+                yield agent_pb2.StageChunk(data=blob[offset:offset + STAGE_CHUNK])
+
+        return self.admin.StageVersion(chunks(), timeout=timeout, metadata=admin_metadata(self.admin_token))

@@ -1,0 +1,58 @@
+"""One module per `tactical` command; each exposes add_parser(subparsers). Here: what they share.
+
+The options every command spells the same way, and the range checks of numeric flags, so that
+every command refuses a bad number alike: one line naming the flag, exit code 2, before any
+work starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from tactical.config import Config
+from tactical.errors import UserError
+
+
+class CliError(UserError):
+    """A bad command line; reported as one readable line with exit code 2."""
+
+
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    """The --config flag every command that reads settings shares."""
+    parser.add_argument("--config", metavar="YAML", default=None,
+                        help="configuration file, merged over the packaged configs/tactical_marl_v1.yaml "
+                             "(default: the packaged file alone)")
+
+
+def add_target_option(parser: argparse.ArgumentParser) -> None:
+    """The --target flag of commands that call a running coordinator."""
+    parser.add_argument("--target", metavar="HOST:PORT", default=None,
+                        help="the coordinator (default: 127.0.0.1 or serving.host, at serving.coordinator_port)")
+
+
+def cluster_admin_token(cfg: Config) -> str:
+    """The admin token for calls to a cluster, or a CliError saying where to put one."""
+    from tactical.rpc import ADMIN_TOKEN_ENV, admin_token
+
+    token = admin_token(cfg)
+    if not token:
+        raise CliError(f"no admin token: set ${ADMIN_TOKEN_ENV} or serving.admin_token, or run where the cluster "
+                       f"keeps {cfg.paths.admin_token_file}")
+    return token
+
+def require_range(flag: str, value: float | None, minimum: float, maximum: float | None = None) -> None:
+    """Refuse a number flag outside [minimum, maximum] (NaN too); None means the flag was not given."""
+    if value is None:
+        return
+    if maximum is None:
+        if not value >= minimum:
+            raise CliError(f"{flag} must be at least {minimum}, got {value}")
+    elif not minimum <= value <= maximum:
+        raise CliError(f"{flag} must be between {minimum} and {maximum}, got {value}")
+
+
+def require_seconds(flag: str, value: float | None) -> None:
+    """Refuse a duration flag that is not a positive, finite number of seconds (gRPC would time out at once)."""
+    if value is not None and not (value > 0 and math.isfinite(value)):
+        raise CliError(f"{flag} must be a positive number of seconds, got {value}")

@@ -1,0 +1,52 @@
+"""`tactical audit`: the latest decisions in the audit log and summary counts."""
+
+from __future__ import annotations
+
+import argparse
+
+from tactical_engine.commands import CliError, add_config_option, require_range
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("audit", help="show the latest decisions of the audit log and summary counts",
+                       description="Read the coordinator's audit log (SQLite, WAL; safe while the cluster runs) "
+                                   "and print the latest decisions with their votes, then counts by action and "
+                                   "by model version, and the degraded share.")
+    p.add_argument("--db", default=None, help="audit log file (overrides paths.audit_log)")
+    p.add_argument("--last", type=int, default=10, help="how many recent decisions to show (default 10)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    add_config_option(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import datetime as dt
+    import json
+    from pathlib import Path
+
+    from coordinator.audit import latest, summary
+    from tactical.config import load_config
+
+    require_range("--last", args.last, 1)
+    cfg = load_config(args.config)
+    path = Path(args.db or cfg.paths.audit_log)
+    if not path.exists():
+        raise CliError(f"no audit log at {path} (has the coordinator run with this config?)")
+    rows = latest(path, args.last)
+    counts = summary(path)
+    if args.json:
+        print(json.dumps({"summary": counts, "latest": rows}, indent=2))
+        return 0
+    print(f"{'time (UTC)':<24}{'request':<18}{'action':<7}{'conf':>6}{'version':>8}{'ms':>7}  votes")
+    for r in rows:
+        stamp = dt.datetime.fromtimestamp(r["time_ms"] / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:23]
+        votes = " ".join(f"{v['agent']}={v['action'] if v['ok'] else 'none'}" for v in r["votes"])
+        flag = "  DEGRADED" if r["degraded"] else ""
+        print(f"{stamp:<24}{r['request_id'][:17]:<18}{r['action']:<7}{r['confidence']:>6.3f}{r['model_version']:>8}"
+              f"{r['latency_ms']:>7.2f}  {votes}{flag}")
+    total = counts["decisions"]
+    share = counts["degraded"] / total if total else 0.0
+    print(f"{total} decisions; degraded {counts['degraded']} ({share:.1%}); by action "
+          + ", ".join(f"{k} {v}" for k, v in counts["by_action"].items())
+          + "; by version " + ", ".join(f"v{k} {v}" for k, v in counts["by_version"].items()))
+    return 0

@@ -1,0 +1,155 @@
+"""`tactical backtest`: decisions at every bar, held to the next, against buy-and-hold, flat and random."""
+
+from __future__ import annotations
+
+import argparse
+
+from tactical_engine.commands import CliError, add_config_option, require_range
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("backtest", help="walk bars in time order, decide at every bar, report returns and risk",
+                       description="Walk the bars in time order, take the engine's decision at every bar and hold "
+                                   "the position until the next bar, with transaction costs (training."
+                                   "transaction_cost). Reports total and annualized return, annualized Sharpe "
+                                   "(bar frequency from the timestamps), max drawdown, win rate per trade, trades, "
+                                   "exposure and turnover, next to buy-and-hold, always-flat and random votes. "
+                                   "Decisions come from the in-process engine (a model-store version's ONNX actors "
+                                   "and the serving rule) or, with --target, from a running cluster over gRPC. "
+                                   "Train with --until DATE and backtest --from DATE for out-of-sample results.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", metavar="CSV", help="bars from a CSV file")
+    src.add_argument("--synthetic", action="store_true", help="the synthetic series of the config's synthetic: section")
+    p.add_argument("--from", dest="from_", metavar="TIME", help="first decision bar at or after this time (ISO 8601)")
+    p.add_argument("--to", metavar="TIME", help="last decision bar at or before this time (ISO 8601)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--version", type=int, help="model-store version to run in process (default: the newest)")
+    which.add_argument("--target", metavar="HOST:PORT",
+                       help="ask this running coordinator instead (its active version), sending bars over gRPC")
+    p.add_argument("--streams", type=int, default=4, help="concurrent gRPC streams with --target (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random-votes baseline (default 0)")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw equity curves and positions (needs matplotlib; .svg, .pdf and the like work too)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    add_config_option(p)
+    p.set_defaults(handler=run)
+
+
+def _time(text: str | None, flag: str) -> int | None:
+    from market.csv_loader import parse_time_ms
+
+    if text is None:
+        return None
+    try:
+        return parse_time_ms(text)
+    except ValueError as exc:
+        raise CliError(f"{flag}: {exc}") from None
+
+
+def _stamp(ms: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _sample_notes(store, versions: dict[int, int], source: str, first_ms: int) -> list[str]:
+    """In or out of sample, per model version used, from what the version recorded of its training bars."""
+    notes, stored = [], set(store.versions())
+    for version in sorted(versions):
+        if version not in stored:
+            notes.append(f"version {version} is not in the local model store {store.root}: cannot tell whether "
+                         f"these bars are in or out of its sample")
+            continue
+        trained = store.info(version).get("data", {})
+        recorded = trained.get("source")
+        # versions trained before synthetic series were told apart recorded just "synthetic"
+        same_bars = recorded == source or (recorded == "synthetic" and source.startswith("synthetic"))
+        if not trained:  # the embedded default, or published without a record of its bars
+            continue
+        if not same_bars:
+            notes.append(f"version {version} was trained on other bars ({recorded}): "
+                         f"neither in nor out of sample in the time-split sense")
+        elif trained.get("train_last_ms") is not None:
+            train_last = int(trained["train_last_ms"])
+            if first_ms <= train_last:
+                notes.append(f"WARNING: in sample. Version {version} trained on bars through {_stamp(train_last)}; "
+                             f"backtest --from after that for out-of-sample results")
+            else:
+                notes.append(f"out of sample: version {version} trained on bars through {_stamp(train_last)}")
+    return notes
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import math
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from agents.serving.model_store import ModelStore
+    from market.csv_loader import load_bars_csv
+    from market.synthetic import configured, series_source
+    from tactical.config import load_config
+    from tactical_engine.backtest import (
+        BacktestResult,
+        check_plot_path,
+        decision_bars,
+        local_decisions,
+        plot,
+        remote_decisions,
+        score,
+    )
+
+    require_range("--version", args.version, 0)
+    require_range("--streams", args.streams, 1)
+    require_range("--seed", args.seed, 0)
+    if args.plot:
+        check_plot_path(args.plot)
+    cfg = load_config(args.config)
+    bars = load_bars_csv(args.data) if args.data else configured(cfg.synthetic).bars
+    first, last = decision_bars(bars, cfg, _time(args.from_, "--from"), _time(args.to, "--to"))
+    result = BacktestResult({}, first, last, bars, np.zeros(0))
+    notes = []
+    store = ModelStore(cfg.paths.model_store)
+    if args.target:
+        with tqdm(total=last - first + 1, desc="decisions", unit="bar", disable=args.json) as bar:
+            result.positions = remote_decisions(args.target, cfg, bars, first, last, result, args.streams, bar.update)
+        source = f"cluster {args.target}, version(s) {dict(result.versions)}"
+    else:
+        from tactical_engine.engine import LocalEngine
+
+        version = args.version if args.version is not None else store.latest()
+        if version is None or version not in store.versions():
+            raise CliError(f"no version {version} in the model store {store.root} (train one: tactical train)")
+        result.positions = local_decisions(LocalEngine(store, version, cfg), bars, cfg, first, last)
+        result.versions[version] = last - first + 1
+        source = f"in-process engine, model version {version}"
+    notes += _sample_notes(store, result.versions, series_source(args.data, cfg.synthetic), int(bars.time[first]))
+    score(result, cfg, args.seed)
+    if args.plot:
+        plot(result, args.plot)
+        notes.append(f"plot written to {args.plot}")
+    if args.json:
+        rows = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.summary().items()}
+                for r in result.reports.values()]
+        print(json.dumps({"source": source, "from": _stamp(int(bars.time[first])), "to": _stamp(int(bars.time[last])),
+                          "decisions": last - first + 1, "reports": rows, "notes": notes}, indent=2))
+        return 0
+    print(f"backtest over {last - first + 1:,} bars, {_stamp(int(bars.time[first]))} to "
+          f"{_stamp(int(bars.time[last + 1]))} UTC; decisions from the {source}; "
+          f"cost {cfg.training.transaction_cost:g} per unit traded")
+    print(f"{'policy':<14}{'total':>9}{'annual':>10}{'Sharpe':>8}{'max DD':>8}{'win rate':>9}{'trades':>8}"
+          f"{'exposure':>9}{'turnover':>9}")
+    for r in result.reports.values():
+        annual = f"{r.annual_return:>10.1%}" if math.isfinite(r.annual_return) and abs(r.annual_return) < 1e4 \
+            else f"{'>9999%':>10}"
+        win = f"{r.win_rate:>9.1%}" if math.isfinite(r.win_rate) else f"{'-':>9}"
+        print(f"{r.name:<14}{r.total_return:>9.2%}{annual}{r.sharpe:>8.2f}{r.max_drawdown:>8.2%}{win}{r.trades:>8}"
+              f"{r.exposure:>9.1%}{r.turnover:>9.3f}")
+    if result.latencies_ms:
+        lat = np.asarray(result.latencies_ms)
+        print(f"served decisions: p50 {np.percentile(lat, 50):.2f} ms, p99 {np.percentile(lat, 99):.2f} ms "
+              f"(client-measured), {result.degraded} degraded")
+    for note in notes:
+        print(note)
+    return 0

@@ -1,0 +1,65 @@
+"""`tactical rollout`: stage a model version on every agent of a running cluster, then activate it."""
+
+from __future__ import annotations
+
+import argparse
+
+from tactical_engine.commands import CliError, add_config_option, add_target_option, cluster_admin_token, require_range
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("rollout", help="stage a model version on every agent, then activate it",
+                       description="Upload a version's ONNX artifacts to the three agents (each verifies checksum, "
+                                   "model, signature and a probe inference before keeping it), then tell the "
+                                   "coordinator to switch every decision to it at once. If any agent refuses, "
+                                   "nothing is activated and the command exits 1 naming the agent and the reason. "
+                                   "Needs the admin token ($TACTICAL_ADMIN_TOKEN, serving.admin_token or "
+                                   "paths.admin_token_file).")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--version", type=int, help="a version of the model store (paths.model_store)")
+    src.add_argument("--checkpoint", metavar="FILE",
+                     help="a training checkpoint (a file, or a version directory holding checkpoint.pt): "
+                          "published as a new model-store version, then rolled out")
+    src.add_argument("--latest", action="store_true", help="the newest version of the model store")
+    add_target_option(p)
+    add_config_option(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from agents.serving.model_store import ModelStore
+    from tactical.config import load_config
+    from tactical_engine.client import TacticalClient, version_text
+    from tactical_engine.rollout import RolloutError, rollout
+
+    require_range("--version", args.version, 0)
+    cfg = load_config(args.config)
+    store = ModelStore(cfg.paths.model_store)
+    token = cluster_admin_token(cfg)
+    if args.checkpoint:
+        from training.versions import publish_checkpoint
+
+        version = publish_checkpoint(store, args.checkpoint)
+        print(f"published {args.checkpoint} as version {version} in {store.root}")
+    elif args.latest:
+        version = store.latest()
+        if version is None:
+            raise CliError(f"the model store {store.root} holds no versions")
+    else:
+        version = args.version
+    target = args.target or cfg.serving.local_coordinator
+    if version not in store.versions():
+        raise CliError(f"version {version} is not in the model store {store.root} "
+                       f"(it has {store.versions() or 'no versions'})")
+    with TacticalClient(target, cfg, admin_token=token) as client:
+        try:
+            result = rollout(client, store, version, cfg, token)
+        except RolloutError as exc:  # an agent refused or the activation failed: exit 1, nothing changed
+            print(f"tactical rollout: {exc}", file=sys.stderr)
+            return 1
+    staged = ", ".join(f"{name} ({'already held' if already else 'staged'})" for name, already in result.staged.items())
+    print(f"version {result.version} active (was {version_text(result.previous)}) after {result.seconds:.2f} s; "
+          f"agents: {staged}")
+    return 0

@@ -1,0 +1,137 @@
+"""`tactical train`: MAPPO training that publishes model-store versions, on one process or N ranks."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from tactical_engine.commands import CliError, add_config_option, add_target_option, cluster_admin_token, require_range
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train the agents with MAPPO and publish model versions",
+        description="Train the three agents and the centralized critic with MAPPO on a bar series (synthetic by "
+                    "default), showing progress and logging per-update metrics to paths.metrics. Publishes a new "
+                    "model-store version (three ONNX artifacts + checkpoint) every --save-every updates and at the "
+                    "end; Ctrl-C stops after the current update and publishes. Data-parallel with --nproc N, or "
+                    "under torchrun: torchrun --nproc_per_node N -m tactical_engine train ...",
+    )
+    add_config_option(p)
+    p.add_argument("--data", metavar="CSV",
+                   help="train on the bars of this CSV file (overrides the synthetic series of "
+                        "the config's synthetic: section)")
+    p.add_argument("--until", metavar="TIME",
+                   help="train only on bars before this time (ISO 8601, e.g. 2024-02-20 or 2024-02-20T12:00Z); "
+                        "a backtest --from TIME is then out of sample")
+    p.add_argument("--updates", type=int, metavar="N", help="number of updates (overrides training.updates)")
+    p.add_argument("--seed", type=int, metavar="S",
+                   help="seed of weights, rollouts and sampling (overrides training.seed)")
+    p.add_argument("--resume", metavar="CKPT",
+                   help="continue from a checkpoint file or a model-store version directory (weights, optimizer, "
+                        "value normalizer, update count)")
+    p.add_argument("--save-every", type=int, default=0, metavar="N",
+                   help="also publish a version every N updates (default 0: only at the end)")
+    p.add_argument("--store", metavar="DIR", help="model store to publish into (overrides paths.model_store)")
+    p.add_argument("--push", action="store_true",
+                   help="roll every published version out to a running cluster (stage on its agents, then "
+                        "activate), so it follows training live; publishes every update unless --save-every says "
+                        "otherwise; needs the admin token")
+    add_target_option(p)
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train data-parallel on N local processes (gloo on 127.0.0.1; default 1)")
+    p.set_defaults(handler=run)
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    training: dict = {}
+    if args.updates is not None:
+        training["updates"] = args.updates
+    if args.seed is not None:
+        training["seed"] = args.seed
+    return {"training": training, **({"paths": {"model_store": args.store}} if args.store else {})}
+
+
+def run(args: argparse.Namespace) -> int:
+    from tactical.config import load_config
+
+    require_range("--updates", args.updates, 1)
+    require_range("--seed", args.seed, 0)
+    require_range("--save-every", args.save_every, 0)
+    require_range("--nproc", args.nproc, 1)
+    if args.resume and not Path(args.resume).exists():
+        raise CliError(f"--resume: no checkpoint at {args.resume}")
+    cfg = load_config(args.config, _overrides(args))
+    if args.data:
+        from market.csv_loader import load_bars_csv
+
+        load_bars_csv(args.data)  # fail here with one line, not in every rank
+    until_ms = None
+    if args.until:
+        from market.csv_loader import parse_time_ms
+
+        try:
+            until_ms = parse_time_ms(args.until)
+        except ValueError as exc:
+            raise CliError(f"--until: {exc}") from None
+    push = None
+    if args.push:
+        push = {"target": args.target or cfg.serving.local_coordinator, "token": cluster_admin_token(cfg)}
+    options = {"data": args.data, "until_ms": until_ms, "updates": cfg.training.updates, "resume": args.resume,
+               "save_every": args.save_every or (1 if args.push else 0)}
+    from training.checkpoint import CheckpointError
+
+    try:
+        if args.nproc > 1:
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise CliError("--nproc cannot be combined with torchrun: torchrun already started the ranks")
+            from torch.multiprocessing import ProcessRaisedException
+
+            from training.distributed import launch
+
+            try:
+                launch(args.nproc, _rank_session, cfg.to_dict(), options, push)
+            except ProcessRaisedException as exc:
+                raise CliError(f"a training rank failed: {str(exc).strip().splitlines()[-1]}") from None
+        else:
+            from training.distributed import process_group
+
+            with process_group():  # joins a torchrun job when started by torchrun, else a no-op
+                _rank_session(cfg.to_dict(), options, push)
+    except CheckpointError as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+def _rank_session(config: dict, options: dict, push: dict | None) -> None:
+    """One rank's session (a top-level function, so spawned ranks can run it)."""
+    from training.session import run_session
+
+    run_session(config, after_publish=_pusher(config, push) if push else None, **options)
+
+
+def _pusher(config: dict, push: dict):
+    """after_publish for --push: roll the new version out; a failure is reported, training goes on."""
+    import grpc
+    from tqdm import tqdm
+
+    from agents.serving.model_store import ModelStore
+    from tactical.config import config_from_dict
+    from tactical_engine.client import TacticalClient, version_text
+    from tactical_engine.rollout import RolloutError, rollout
+
+    cfg = config_from_dict(config)
+    store = ModelStore(cfg.paths.model_store)
+
+    def after_publish(version: int) -> None:
+        try:
+            with TacticalClient(push["target"], cfg, admin_token=push["token"]) as client:
+                result = rollout(client, store, version, cfg, push["token"])
+            tqdm.write(f"rolled out version {version} to the cluster at {push['target']} "
+                       f"(was {version_text(result.previous)}) in {result.seconds:.2f} s")
+        except (RolloutError, grpc.RpcError) as exc:  # the cluster being away must not stop training
+            detail = exc.details() if isinstance(exc, grpc.RpcError) else str(exc)
+            tqdm.write(f"push of version {version} to {push['target']} failed: {detail.splitlines()[0]}")
+
+    return after_publish

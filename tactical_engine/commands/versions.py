@@ -1,0 +1,49 @@
+"""`tactical versions`: the model store's versions and what the running cluster holds and uses."""
+
+from __future__ import annotations
+
+import argparse
+
+from tactical_engine.commands import add_config_option, add_target_option, cluster_admin_token
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("versions", help="list model versions: in the store, on each agent, and the active one",
+                       description="List the model store's versions (source, creation time, held-out metrics) "
+                                   "and, unless --offline, the running cluster's active version, activation "
+                                   "history and each agent's loaded and stored versions (needs the admin token).")
+    p.add_argument("--offline", action="store_true", help="only the model store; do not ask the cluster")
+    add_target_option(p)
+    add_config_option(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from agents.serving.model_store import ModelStore
+    from tactical.config import load_config
+    from tactical_engine.client import TacticalClient, active_version_text
+
+    cfg = load_config(args.config)
+    store = ModelStore(cfg.paths.model_store)
+    print(f"model store {store.root}:")
+    for version in store.versions():
+        info = store.info(version)
+        metrics = info.get("metrics") or {}
+        shown = ", ".join(f"{k.replace('_', ' ')} {metrics[k]:.4g}" for k in ("update", "episode_reward",
+                                                                             "explained_variance") if k in metrics)
+        print(f"  v{version:<5} {info.get('created', '?'):<22} {info.get('source', '')}"
+              + (f"; {shown}" if shown else ""))
+    if not store.versions():
+        print("  (empty)")
+    if args.offline:
+        return 0
+    with TacticalClient(args.target or cfg.serving.local_coordinator, cfg,
+                        admin_token=cluster_admin_token(cfg)) as client:
+        listing = client.list_versions()
+    print(f"cluster: active version {active_version_text(listing)}; earlier: {list(listing.history) or 'none'}")
+    for agent in listing.agents:
+        if agent.error:
+            print(f"  agent {agent.agent}: {agent.error}")
+        else:
+            print(f"  agent {agent.agent}: loaded {list(agent.loaded_versions)}, stored {list(agent.stored_versions)}")
+    return 0

@@ -1,0 +1,263 @@
+"""The local cluster: three agent processes and a coordinator on this machine, supervised.
+
+Each agent is pinned to a core (round-robin over the cores this process may use when the
+config says -1). Children run in their own session, so Ctrl-C reaches only the launcher,
+which then stops them in order: the coordinator first (NOT_SERVING, drain, flush the audit
+log), then the agents. A child that dies is restarted on the same port. Children get
+$TACTICAL_LAUNCHER_PID and ask the kernel to stop them if the launcher itself is killed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tactical.config import AGENT_NAMES, Config
+from tactical.errors import UserError
+from tactical.process import LAUNCHER_PID_ENV
+from tactical.rpc import sync_channel
+from tactical_engine.client import health_status
+
+log = logging.getLogger(__name__)
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+
+
+class LaunchError(UserError, RuntimeError):
+    """The cluster could not be started; the message names the process and why."""
+
+
+def tactical_command(*args: str) -> list[str]:
+    """argv that runs `tactical ARGS` with this interpreter (works without the console script on PATH)."""
+    return [sys.executable, "-m", "tactical_engine", *args]
+
+
+def ensure_model_store(model_store: str | Path, config_path: str | None) -> None:
+    """Give an empty model store version 0 (the seeded default), in a child process: torch stays out of ours."""
+    from agents.serving.model_store import ModelStore
+
+    if ModelStore(model_store).versions():
+        return
+    argv = [sys.executable, "-m", "training.versions", "--ensure-default", str(model_store)]
+    if config_path:
+        argv += ["--config", str(config_path)]
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise LaunchError(f"could not write the default model version into {model_store}: "
+                          f"{result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'unknown error'}")
+
+
+def write_isolated_config(directory: str | Path, **sections: dict) -> Path:
+    """A config file under `directory` whose ports are all free (0) and whose paths all live there.
+
+    For clusters that must not meet another one: tests, benchmarks, a second cluster beside the
+    first. `sections` are merged in (e.g. synthetic={"bars": 3000}).
+    """
+    import yaml
+
+    directory = Path(directory)
+    data: dict = {
+        "serving": {"coordinator_port": 0, "agents": {name: {"port": 0} for name in AGENT_NAMES}},
+        "paths": {key: str(directory / name) for key, name in {
+            "model_store": "models", "agent_store": "agents", "coordinator_state": "coordinator",
+            "audit_log": "audit.sqlite", "admin_token_file": "admin.token", "study_storage": "optuna.sqlite",
+            "metrics": "metrics.jsonl"}.items()},
+    }
+    for name, values in sections.items():
+        data[name] = {**data.get(name, {}), **values}
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def assign_cores(cfg: Config) -> dict[str, int]:
+    """Each agent's core: the configured one, else round-robin over the cores available here."""
+    available = sorted(os.sched_getaffinity(0))
+    cores, i = {}, 0
+    for name in AGENT_NAMES:
+        configured = cfg.serving.agents[name].core
+        if configured >= 0:
+            cores[name] = configured
+        else:
+            cores[name] = available[i % len(available)]
+            i += 1
+    return cores
+
+
+@dataclass
+class Child:
+    """One supervised server process; `command` is its argv without `--port`."""
+
+    name: str
+    command: list[str]
+    port: int
+    address: str = ""
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    next_restart: float = 0.0
+    backoff: float = 0.1
+    history: list[float] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # set over the launcher's environment
+
+    def spawn(self) -> None:
+        env = {**os.environ, **self.env, LAUNCHER_PID_ENV: str(os.getpid())}
+        self.proc = subprocess.Popen([*self.command, "--port", str(self.port)], stdout=subprocess.PIPE,
+                                     stdin=subprocess.DEVNULL, text=True, start_new_session=True, env=env)
+
+    def wait_listening(self, timeout: float = READY_TIMEOUT_S) -> str:
+        """Read the child's {"listening": ...} line; return its address."""
+        assert self.proc is not None and self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            while time.monotonic() < deadline:
+                if sel.select(timeout=0.2):
+                    line = self.proc.stdout.readline()
+                    if line:
+                        try:
+                            self.address = json.loads(line)["listening"]
+                        except (ValueError, KeyError):
+                            continue
+                        self.port = int(self.address.rsplit(":", 1)[1])
+                        return self.address
+                if self.proc.poll() is not None:
+                    raise LaunchError(f"{self.name} exited with code {self.proc.returncode} before listening "
+                                      f"(see its log above)")
+        raise LaunchError(f"{self.name} did not start listening within {timeout:.0f} s")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def ask_to_stop(self) -> None:
+        """SIGTERM, once: a second one could land after the server removed its handler, and kill it."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop within %.0f s: killing it", self.name, timeout)
+            self.proc.kill()
+            self.proc.wait()
+
+    def terminate(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        self.ask_to_stop()
+        self.wait_stopped(timeout)
+
+
+class LocalCluster:
+    def __init__(self, cfg: Config, config_path: str | None, *, restart: bool = True):
+        self.cfg = cfg
+        self.config_path = config_path
+        self.restart = restart
+        self.host = cfg.serving.host
+        common = ["--config", config_path] if config_path else []
+        self.cores = assign_cores(cfg)
+        self.agents = [Child(f"agent {name}", tactical_command("agent", "--name", name, "--core",
+                                                               str(self.cores[name]), "--host", self.host, *common),
+                             cfg.serving.agents[name].port)
+                       for name in AGENT_NAMES]
+        self.coordinator: Child | None = None
+        self._common = common
+
+    @property
+    def children(self) -> list[Child]:
+        return self.agents + ([self.coordinator] if self.coordinator else [])
+
+    def start(self, ready_timeout: float = READY_TIMEOUT_S, progress: Callable[[str], None] | None = None) -> None:
+        """Start everything and wait until every process reports SERVING; `progress` hears each phase."""
+        say = progress or (lambda text: None)
+        ensure_model_store(self.cfg.paths.model_store, self.config_path)
+        try:
+            for child in self.agents:
+                child.spawn()
+            say("agents started (pids " + ", ".join(str(child.proc.pid) for child in self.agents) + "), loading models")
+            for child in self.agents:
+                child.wait_listening(ready_timeout)
+                say(f"{child.name} listening on {child.address}")
+            agents = ",".join(f"{name}={child.address}" for name, child in zip(AGENT_NAMES, self.agents, strict=True))
+            self.coordinator = Child("coordinator", tactical_command("coordinator", "--host", self.host, "--agents",
+                                                                     agents, *self._common),
+                                     self.cfg.serving.coordinator_port)
+            self.coordinator.spawn()
+            self.coordinator.wait_listening(ready_timeout)
+            say(f"coordinator listening on {self.coordinator.address}; waiting until every process is SERVING")
+            self.wait_serving(ready_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_serving(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for child in self.children:
+            with sync_channel(child.address, self.cfg.serving) as channel:
+                while (status := health_status(channel, 1.0)) != "SERVING":
+                    if not child.alive():
+                        raise LaunchError(f"{child.name} exited with code {child.proc.returncode}")
+                    if time.monotonic() > deadline:
+                        raise LaunchError(f"{child.name} at {child.address} is {status} after {timeout:.0f} s"
+                                          + (f": {self._coordinator_view()}" if child is self.coordinator else ""))
+                    time.sleep(0.1)
+
+    def _coordinator_view(self) -> str:
+        """Why the coordinator does not serve, as it sees it: the active version and what each agent has."""
+        from tactical_engine.client import TacticalClient, active_version_text
+
+        try:
+            with TacticalClient(self.coordinator.address, self.cfg, timeout=2) as client:
+                s = client.status()
+        except Exception as exc:  # the explanation is best effort; the error it decorates is what matters
+            return f"(no status: {exc})"
+        agents = "; ".join(
+            f"{a.agent} " + (f"has {sorted(set(a.info.loaded_versions) | set(a.info.stored_versions))}"
+                             if a.connected and a.HasField("info") else f"unreachable ({a.error})")
+            for a in s.agents)
+        return f"active version {active_version_text(s)}; {agents}"
+
+    def supervise_once(self) -> list[str]:
+        """Restart children that died (with backoff); return what happened."""
+        events = []
+        now = time.monotonic()
+        for child in self.children:
+            if child.alive() or not self.restart:
+                continue
+            if child.next_restart == 0.0:
+                code = child.proc.returncode if child.proc else None
+                child.history = [t for t in child.history if now - t < 60] + [now]
+                child.backoff = 0.1 * 2 ** min(len(child.history) - 1, 6)  # 0.1 s, then up to 6.4 s when crash-looping
+                child.next_restart = now + child.backoff
+                events.append(f"{child.name} exited (code {code}); restarting in {child.backoff:.1f} s")
+            elif now >= child.next_restart:
+                child.spawn()
+                try:
+                    child.wait_listening()
+                    child.restarts += 1
+                    events.append(f"{child.name} restarted on {child.address} (restart {child.restarts})")
+                except LaunchError as exc:
+                    events.append(f"{child.name} failed to restart: {exc}")
+                child.next_restart = 0.0
+        return events
+
+    def stop(self) -> None:
+        """Coordinator first (it drains and flushes), then the agents."""
+        if self.coordinator is not None:
+            self.coordinator.terminate()
+        for child in self.agents:
+            child.ask_to_stop()
+        for child in self.agents:
+            child.wait_stopped()
+        for child in self.children:
+            if child.proc is not None and child.proc.stdout is not None:
+                child.proc.stdout.close()
