@@ -20,7 +20,7 @@ def test_card_usage_snippet(tmp_path, monkeypatch, capsys):
     shutil.copy(DEFAULT_CONFIG_PATH, tmp_path / "configs" / "tactical_marl_v1.yaml")
     monkeypatch.chdir(tmp_path)
     short_run = default_config().replace(
-        training={"num_envs": 4, "episode_length": 16, "minibatch_size": 32, "epochs": 1},
+        training={"num_envs": 2, "episode_length": 8, "minibatch_size": 16, "epochs": 1},
         synthetic={"bars": 3000},
         paths={"metrics": str(tmp_path / "metrics.jsonl")})
     trained = TacticalMAPPOTrainer(short_run, progress=False)

@@ -167,7 +167,7 @@ def test_importance_weights_actually_change_the_update(tmp_path):
 def test_same_seed_trains_identically_and_another_seed_does_not(tmp_path):
     runs = []
     for seed in (5, 5, 6):
-        trainer = TacticalMAPPOTrainer(small_config(tmp_path, seed=seed), progress=False, log_metrics=False)
+        trainer = TacticalMAPPOTrainer(small_config(tmp_path, **TINY, seed=seed), progress=False, log_metrics=False)
         initial = parameters(trainer)
         stats = trainer.train(2)
         runs.append((initial, parameters(trainer), stats))
@@ -196,7 +196,7 @@ def recorded_batches(trainer):
 
 
 def test_a_resumed_run_goes_on_as_an_uninterrupted_one_instead_of_replaying_its_start(tmp_path):
-    cfg = small_config(tmp_path)
+    cfg = small_config(tmp_path, **TINY)
     uninterrupted = TacticalMAPPOTrainer(cfg, progress=False, log_metrics=False)
     played = recorded_batches(uninterrupted)
     uninterrupted.train(3)
@@ -299,14 +299,14 @@ def test_target_kl_stops_the_epochs_early(tmp_path):
 
 
 def test_checkpoint_restores_weights_optimizer_normalizer_and_progress(tmp_path):
-    cfg = small_config(tmp_path)
+    cfg = small_config(tmp_path, **TINY)
     trainer = TacticalMAPPOTrainer(cfg, progress=False, log_metrics=False)
     trainer.train(2)
     path = trainer.save_checkpoint(tmp_path / "ckpt.pt")
     version = publish(ModelStore(cfg.paths.model_store), trainer.model, source="test", optimizer=trainer.optimizer,
                       extra={"trainer": trainer.trainer_state()})
     for source in (path, ModelStore(cfg.paths.model_store).path(version)):
-        other = TacticalMAPPOTrainer(small_config(tmp_path, seed=9), progress=False, log_metrics=False)
+        other = TacticalMAPPOTrainer(small_config(tmp_path, **TINY, seed=9), progress=False, log_metrics=False)
         other.load_checkpoint(source)
         assert_same_parameters(parameters(trainer), parameters(other))
         assert other.updates_done == 2 and other.env_steps == trainer.env_steps

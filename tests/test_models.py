@@ -78,11 +78,11 @@ def test_sampled_actions_follow_the_probabilities():
         actor.policy_head.bias.copy_(torch.tensor([2.0, 0.0, 1.0]))
     model = TacticalMARLSystem(default_config().replace(model={"dropout": 0.0})).eval()
     model.actors["entry"] = actor
-    x = torch.randn(1, 60, 7).expand(4000, 60, 7)
+    x = torch.randn(1, 60, 7).expand(1500, 60, 7)
     with torch.no_grad():
         out = model(x, deterministic=False)["agents"]["entry"]
-    counts = torch.bincount(out["action"], minlength=3).float() / 4000
-    torch.testing.assert_close(counts, out["probabilities"][0], atol=0.03, rtol=0)
+    counts = torch.bincount(out["action"], minlength=3).float() / 1500
+    torch.testing.assert_close(counts, out["probabilities"][0], atol=0.04, rtol=0)  # 3.5 standard errors
     assert len(torch.unique(out["action"])) == 3  # not the argmax every time
 
 
