@@ -22,6 +22,17 @@ from tactical.config import AGENT_NAMES, AggregationConfig
 # Why a decision is Hold against its argmax (0: it is not).
 DECIDED, TOO_FEW_AGENTS, LOW_CONFIDENCE, TIE = 0, 1, 2, 3
 _TIE_TOLERANCE = 1e-9
+SUM_TOLERANCE = 1e-3  # a vote's probabilities must sum to 1 within this (float32 softmax sums to 1 within 1e-6)
+
+
+def valid_votes(probabilities: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Which answers are votes, (N, A) bool for probabilities (N, A, 3) and values (N, A): finite probabilities in
+    [0, 1] summing to 1, and a finite value. Anything else (an agent fed a window that overflows its network
+    answers NaN) is an invalid vote: left out of the decision like a missing one, never aggregated."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        in_simplex = ((p >= 0) & (p <= 1)).all(axis=-1) & (np.abs(p.sum(axis=-1) - 1) <= SUM_TOLERANCE)
+    return np.isfinite(p).all(axis=-1) & np.isfinite(np.asarray(values, dtype=np.float64)) & in_simplex
 
 
 @dataclass(frozen=True)
@@ -44,10 +55,11 @@ class AggregationRule:
                    cfg.min_agents)
 
     def __call__(self, probabilities: np.ndarray, voted: np.ndarray | None = None) -> Aggregate:
-        """probabilities (N, A, 3); voted (N, A) bool, which agents answered (default: all)."""
-        probs = np.asarray(probabilities, dtype=np.float64)
-        n, a, _ = probs.shape
+        """probabilities (N, A, 3); voted (N, A) bool, which agents answered with a valid vote (default: all).
+        The probabilities of agents that did not vote are ignored, whatever they hold."""
+        n, a, _ = np.shape(probabilities)
         voted = np.ones((n, a), dtype=bool) if voted is None else np.asarray(voted, dtype=bool)
+        probs = np.where(voted[..., None], np.asarray(probabilities, dtype=np.float64), 0.0)
         w = self.weights[None, :] * voted
         total = w.sum(axis=1, keepdims=True)
         combined = np.einsum("na,nak->nk", w, probs) / np.where(total > 0, total, 1.0)

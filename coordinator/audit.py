@@ -1,22 +1,33 @@
-"""The audit trail: every decision appended to SQLite (WAL) by a writer process of its own.
+"""The audit trail: every decision answered is committed to SQLite (WAL) or counted as dropped, exactly.
 
-Why a process, and why it is so shy: a writer thread took the GIL from the event loop in
-bursts (+15-40% on the decision p99, measured here); a writer process woken by each pipe
-write was scheduled onto the coordinator's CPU and stalled it the same way. So the request
-path only appends a small frame (the serialized Decision, the time, the window's sha256) to
-a buffer; every `flush_ms` (serving.audit_flush_ms) the buffer goes to a pipe in one write;
-the writer, SCHED_IDLE (it never preempts a serving process), wakes on its own timer, reads
-what the pipe holds and commits it. The interval trades the crash-loss window against tail
-latency: each flush disturbs the decisions in flight a little, so 5 flushes a second moved
-the p99 at 8 streams by +18% and 1 a second did not measurably (benchmarks/audit_overhead.py).
+    answered == logged + dropped + waiting, and waiting is 0 after a graceful stop.
 
-Nothing is lost on a graceful stop (the coordinator closes the pipe, the writer drains it
-and commits). If the coordinator is SIGKILLed, everything already handed over is committed
-by the writer: at most the last `flush_ms` of decisions is lost. If the writer dies, the
-coordinator starts a new one; if it falls hopelessly behind (MAX_BUFFERED), decisions are
-dropped from the log and counted, never from the service.
+How a record travels:
+- The request path gives it the next sequence number of this coordinator's run, frames it (an
+  AuditRecord: the Decision as answered and the window the agents saw) and appends it to the
+  backlog: a few microseconds, no I/O.
+- Every `serving.audit_flush_ms` the frames not yet sent go down a pipe, in one write, to a
+  writer process of its own, which commits them in a batch and answers on its own pipe with the
+  highest sequence number it committed. Only then does the coordinator let a record go.
+- A writer that dies is replaced and gets every record not yet acknowledged again; rows are
+  keyed by (run, seq), so what the dead one had committed is not stored twice.
+- The writer never dies of a record: a value SQLite cannot hold (NaN, inf) goes in as NULL
+  beside the whole Decision, which keeps it exactly. It never dies of the disk either: a commit
+  that fails (disk full, read-only, immutable files) is retried, and reported on its pipe, so
+  the coordinator says AUDIT DEGRADED and why.
+- Bounded: records wait in memory up to `serving.audit_backlog_bytes`, then, when
+  `paths.audit_spill` names a directory (put it on another disk), in a spill file there up to
+  `serving.audit_spill_bytes`; they are read back as the writer catches up, and a coordinator
+  started after a crash sends what a dead one's spill file still holds. Past both, the policy
+  decides (`serving.audit_policy`): fail-open answers and counts the record as dropped;
+  fail-closed refuses decisions (UNAVAILABLE) while the audit is degraded.
 
-    python -m coordinator.audit PATH [--poll-ms MS]   # the writer (the coordinator starts it)
+Why a process, and why it is so shy: a writer thread took the GIL from the event loop in bursts
+(+15-40% on the decision p99, measured here); a writer process woken by each pipe write was
+scheduled onto the coordinator's CPU and stalled it the same way. So the writer is SCHED_IDLE
+and wakes on its own timer, and the coordinator writes to the pipe once per flush interval.
+
+    python -m coordinator.audit PATH RUN [--poll-ms MS]   # the writer (the coordinator starts it)
 """
 
 from __future__ import annotations
@@ -24,226 +35,586 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import fcntl
 import hashlib
 import logging
+import math
 import os
 import sqlite3
 import struct
 import subprocess
 import sys
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tactical.actions import action_label
-from tactical.v1 import decision_pb2
+from tactical.errors import UserError
+from tactical.logs import RateLimitedLog
+from tactical.v1 import audit_pb2, decision_pb2
 
 log = logging.getLogger(__name__)
+trouble_log = RateLimitedLog(log, interval_s=30.0)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS decisions (
+FAIL_OPEN, FAIL_CLOSED = "fail-open", "fail-closed"
+SCHEMA_VERSION = 2
+_LENGTH = struct.Struct("<I")
+PIPE_BYTES = 1 << 20  # pipe capacity: a flush interval's frames at several thousand decisions/s
+_F_SETPIPE_SZ = 1031  # Linux fcntl
+RESTART_BACKOFF_S = (0.1, 5.0)  # a writer that keeps dying is restarted after 0.1 s, doubling up to 5 s
+STALL_S = 5.0  # waiting records and no acknowledgement for this long past a poll: the writer is stuck
+DRAIN_TIMEOUT_S = 8.0  # a graceful stop waits this long for the writer's last commits (the launcher allows 10 s)
+SPILL_READ_BYTES = 4 << 20  # read back from the spill file in chunks of this size
+SPILL_PREFIX = "audit-spill."
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS decisions (
     id INTEGER PRIMARY KEY,
+    run TEXT NOT NULL,                 -- the coordinator process that answered (random id per start)
+    seq INTEGER NOT NULL,              -- the record's number in that run
     request_id TEXT NOT NULL,
     time_ms INTEGER NOT NULL,          -- when the coordinator answered, ms since the epoch
     window_sha256 TEXT NOT NULL,       -- hex digest of the float32 window the agents saw
     bar_time_ms INTEGER NOT NULL,      -- last bar's time for bar requests, else 0
     action TEXT NOT NULL,              -- Short, Hold or Long
-    confidence REAL NOT NULL,
-    model_version INTEGER NOT NULL,
-    latency_ms REAL NOT NULL,
+    confidence REAL,                   -- NULL when not a finite number (the decision keeps it exactly)
+    model_version INTEGER,             -- NULL when no version was active
+    latency_ms REAL,
     degraded INTEGER NOT NULL,
     reason TEXT NOT NULL,
-    decision BLOB NOT NULL             -- the whole tactical.v1.Decision as answered: votes, probabilities...
-);
-CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time_ms);
-"""
-_INSERT = ("INSERT INTO decisions (request_id, time_ms, window_sha256, bar_time_ms, action, confidence, model_version,"
-           " latency_ms, degraded, reason, decision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-_FRAME = struct.Struct("<IQ32s")  # decision length, answered at (ms), window sha256
-MAX_BUFFERED = 64 << 20  # bytes waiting for a stuck writer before frames are dropped
-PIPE_BYTES = 1 << 20  # pipe capacity: a flush interval's frames at several thousand decisions/s
-_F_SETPIPE_SZ = 1031  # Linux fcntl
-DRAIN_ATTEMPTS = 3  # writers started at shutdown before the rest is given up
+    decision BLOB NOT NULL,            -- the whole tactical.v1.Decision as answered: votes, probabilities...
+    UNIQUE (run, seq)
+)""",
+    "CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time_ms)",
+)
+_COLUMNS = ("run, seq, request_id, time_ms, window_sha256, bar_time_ms, action, confidence, model_version, "
+            "latency_ms, degraded, reason, decision")
+_INSERT = f"INSERT OR IGNORE INTO decisions ({_COLUMNS}) VALUES ({', '.join('?' * 13)})"
+
+
+class AuditError(UserError, RuntimeError):
+    """The audit log cannot be used at all (an unwritable path at start); the message names the path."""
+
+
+class AuditUnavailable(RuntimeError):
+    """fail-closed: a decision refused because the audit cannot record it now; the message says why."""
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
-    """Open (creating) an audit database in WAL mode."""
+    """Open (creating, or bringing an older layout up to date) an audit database in WAL mode."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: a commit survives a process kill
-    conn.executescript(SCHEMA)
+    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: a commit survives a process kill
+        _migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
-class AuditLog:
-    """The coordinator's end: frames decisions and hands them to the writer process.
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Version 1 (before (run, seq) keys; NOT NULL numbers) becomes version 2, its rows kept as run 'v1'."""
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(decisions)")}
+        if columns and "run" not in columns:
+            conn.execute("DROP INDEX IF EXISTS decisions_time")
+            conn.execute("ALTER TABLE decisions RENAME TO decisions_v1")
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        if columns and "run" not in columns:
+            conn.execute(f"INSERT INTO decisions ({_COLUMNS}) SELECT 'v1', id, request_id, time_ms, window_sha256, "
+                         "bar_time_ms, action, confidence, model_version, latency_ms, degraded, reason, decision "
+                         "FROM decisions_v1")
+            conn.execute("DROP TABLE decisions_v1")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
-    Lives on the event loop: frames wait in a buffer for the flush timer; when the pipe is
-    full the rest is written as soon as the pipe has room (the loop watches it), so a writer
-    that falls behind under load catches up later instead of losing anything, up to
-    MAX_BUFFERED bytes.
+
+def check_writable(path: str | Path) -> None:
+    """Open the audit log once at start, so an unusable path is one clear error now, not trouble later."""
+    try:
+        connect(path).close()
+    except (sqlite3.Error, OSError) as exc:
+        raise AuditError(f"cannot write the audit log at {Path(path).resolve()}: {exc}") from None
+
+
+def frame(record: audit_pb2.AuditRecord) -> bytes:
+    data = record.SerializeToString()
+    return _LENGTH.pack(len(data)) + data
+
+
+def read_frames(data: bytes | bytearray) -> tuple[list[bytes], int]:
+    """The complete frames' payloads at the start of `data`, and the bytes they take."""
+    payloads, offset = [], 0
+    while len(data) - offset >= _LENGTH.size:
+        (size,) = _LENGTH.unpack_from(data, offset)
+        end = offset + _LENGTH.size + size
+        if end > len(data):
+            break
+        payloads.append(bytes(data[offset + _LENGTH.size:end]))
+        offset = end
+    return payloads, offset
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def row(payload: bytes) -> tuple[Any, ...]:
+    """The row of one record; values SQLite cannot hold become NULL (the decision blob keeps them)."""
+    record = audit_pb2.AuditRecord.FromString(payload)
+    d = decision_pb2.Decision.FromString(record.decision)
+    return (record.run, record.seq, d.request_id, record.answered_ms, hashlib.sha256(record.window).hexdigest(),
+            d.bar_time_ms, action_label(d.action), _finite(d.confidence),
+            d.model_version if d.HasField("model_version") else None, _finite(d.latency_ms), int(d.degraded),
+            d.reason, record.decision)
+
+
+@dataclass(frozen=True)
+class AuditStatus:
+    """The audit as status and health report it."""
+
+    policy: str
+    trouble: str | None  # None: committing as it should; else why the audit is degraded
+    answered: int  # decisions recorded (or dropped) since start
+    logged: int  # of those, committed
+    dropped: int  # of those, left out of the log (fail-open, backlog full)
+    waiting: int  # of those, in memory or the spill file, not yet committed
+    spilled: int  # of the waiting, in the spill file
+    backlog_bytes: int  # memory the waiting records take
+    recovered: int  # records of an earlier coordinator's spill file committed since start
+
+
+
+class Spill:
+    """Records waiting on disk, oldest first, while the memory backlog is full: one file in paths.audit_spill.
+
+    Appended while records overflow memory, read back from the front as the writer catches up,
+    emptied (truncated) when all is read. Its name carries the coordinator's pid and run, so a
+    coordinator started later knows a dead one's leftovers (recover()) from a live one's.
     """
 
-    def __init__(self, path: str | Path, flush_ms: float):
+    def __init__(self, directory: str | Path, run: str, limit_bytes: int):
+        self.directory = Path(directory)
+        self.path = self.directory / f"{SPILL_PREFIX}{os.getpid()}.{run}.bin"
+        self.limit_bytes = limit_bytes
+        self.pending = 0  # records in the file not yet read back
+        self._file = None
+        self._written = 0  # bytes appended since the file was last emptied
+        self._read = 0  # bytes of those read back
+
+    def append(self, data: bytes) -> bool:
+        """Keep a frame on disk; False when the spill is full or cannot be written (the caller decides)."""
+        if self._written - self._read + len(data) > self.limit_bytes:
+            return False
+        try:
+            if self._file is None:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._file = open(self.path, "a+b")  # noqa: SIM115 (kept open while records wait in it)
+            self._file.write(data)
+        except OSError as exc:
+            trouble_log.note("audit spill", f"cannot write {self.path}: {exc}", logging.ERROR)
+            return False
+        self._written += len(data)
+        self.pending += 1
+        return True
+
+    def take(self, max_bytes: int = SPILL_READ_BYTES) -> list[bytes]:
+        """The oldest waiting frames, about `max_bytes` of them, removed from the spill."""
+        if not self.pending:
+            return []
+        self._file.flush()
+        self._file.seek(self._read)
+        data = self._file.read(max_bytes)
+        payloads, used = read_frames(data)
+        if not payloads:  # one frame larger than max_bytes
+            (size,) = _LENGTH.unpack_from(data)
+            self._file.seek(self._read)
+            payloads, used = read_frames(self._file.read(_LENGTH.size + size))
+        self._read += used
+        self.pending -= len(payloads)
+        if not self.pending:
+            self._file.truncate(0)
+            self._written = self._read = 0
+        return [_LENGTH.pack(len(p)) + p for p in payloads]
+
+    def close(self) -> None:
+        """Keep what is still pending on disk for the next start (fsynced); remove an empty file."""
+        if self._file is None:
+            return
+        if self.pending:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        self._file.close()
+        self._file = None
+        if not self.pending:
+            self.path.unlink(missing_ok=True)
+
+
+def leftover_spills(directory: str | Path) -> list[Path]:
+    """Spill files of coordinators that are gone, oldest first: records answered but never committed."""
+    found = []
+    for path in Path(directory).glob(f"{SPILL_PREFIX}*.bin"):
+        pid = path.name[len(SPILL_PREFIX):].split(".")[0]
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+                continue  # its coordinator still runs
+            except ProcessLookupError:
+                found.append(path)
+            except PermissionError:
+                continue
+    return sorted(found, key=lambda p: p.stat().st_mtime)
+
+
+class AuditLog:
+    """The coordinator's end of the audit trail (see the module docstring). Lives on the event loop."""
+
+    def __init__(self, path: str | Path, *, flush_ms: float, policy: str = FAIL_OPEN,
+                 backlog_bytes: int = 64 << 20, spill_dir: str | Path | None = None, spill_bytes: int = 1 << 30):
         self.path = Path(path)
+        check_writable(self.path)
         self.flush_s = flush_ms / 1000
-        connect(self.path).close()  # fail at start, not later, if the file cannot be opened
-        self.dropped = 0
-        self._buffer = bytearray()
-        self._lengths: collections.deque[int] = collections.deque()  # frame sizes in the buffer, oldest first
-        self._into_head = 0  # bytes of the oldest frame already in the pipe
+        self.policy = policy
+        self.backlog_limit = backlog_bytes
+        self.run = uuid.uuid4().hex[:12]
+        self.answered = self.logged = self.dropped = self.recovered = 0
+        self._seq = 0
+        self._records: collections.deque[tuple[bytes, bool]] = collections.deque()  # (frame, ours), oldest first
+        self._memory_bytes = 0
+        self._out = bytearray()  # frames not yet in the pipe
+        self._spill = Spill(spill_dir, self.run, spill_bytes) if spill_dir else None
+        self._leftovers = leftover_spills(spill_dir) if spill_dir else []
+        self._leftover_pending = 0
+        self._writer: subprocess.Popen | None = None
+        self._acked = 0  # frames the current writer has acknowledged
+        self._writer_error: str | None = None
+        self._deaths: collections.deque[float] = collections.deque(maxlen=8)
+        self._restart: asyncio.TimerHandle | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._watching = False
-        self._writer = self._start_writer()
+        self._reading = False
+        self._progress = time.monotonic()  # the last acknowledgement, or when waiting began
+        self._closing = False
+        for path in self._leftovers:
+            self._recover(path)
+        self._start_writer()
 
-    def _start_writer(self) -> subprocess.Popen:
-        writer = subprocess.Popen([sys.executable, "-m", "coordinator.audit", str(self.path), "--poll-ms",
-                                   str(self.flush_s * 500)], stdin=subprocess.PIPE, start_new_session=True)
-        fd = writer.stdin.fileno()
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
-        fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_BYTES)
-        return writer
+    # ------------------------------------------------------------------ the request path
+    def accepting(self) -> bool:
+        """Whether a decision may be answered now: always under fail-open; under fail-closed only while the
+        audit is not in trouble."""
+        return self.policy == FAIL_OPEN or self.trouble() is None
 
     def record(self, decision: decision_pb2.Decision, window: bytes) -> None:
-        """Queue a decision (a few microseconds); the writer gets it within `flush_ms`."""
-        data = decision.SerializeToString()
-        self._buffer += _FRAME.pack(len(data), int(time.time() * 1000), hashlib.sha256(window).digest())
-        self._buffer += data
-        self._lengths.append(_FRAME.size + len(data))
+        """Take a decision's record (a few microseconds); the writer gets it within flush_ms."""
+        self.answered += 1
+        self._seq += 1
+        data = frame(audit_pb2.AuditRecord(run=self.run, seq=self._seq, answered_ms=int(time.time() * 1000),
+                                           window=window, decision=decision.SerializeToString()))
+        if not self._records:
+            self._progress = time.monotonic()
+        full = self._memory_bytes + len(data) > self.backlog_limit
+        if self._spill is not None and (self._spill.pending or full) and self._spill.append(data):
+            pass
+        elif full and self.policy == FAIL_OPEN:
+            self.dropped += 1
+            trouble_log.note("audit dropped", f"the audit backlog is full ({self._memory_bytes:,} bytes waiting"
+                             f"{', and the spill file' if self._spill is not None else ''}): decisions answered "
+                             f"now are left out of the log (serving.audit_policy fail-open)", logging.ERROR)
+            return
+        else:  # fail-closed keeps every record it took, over the limit if it must
+            self._keep(data, ours=True)
         if self._timer is None and not self._watching:
             self._timer = asyncio.get_running_loop().call_later(self.flush_s, self._flush)
 
-    def _flush(self) -> None:
-        self._timer = None
+    def _keep(self, data: bytes, ours: bool) -> None:
+        self._records.append((data, ours))
+        self._memory_bytes += len(data)
+        if self._writer is not None:
+            self._out += data
+
+    # ------------------------------------------------------------------ status
+    def trouble(self) -> str | None:
+        """Why the audit is degraded, or None."""
+        if self._writer_error is not None:
+            return f"the audit writer cannot commit to {self.path}: {self._writer_error}"
+        if self._writer is None:
+            return "the audit writer is down (being restarted)"
+        waiting_s = time.monotonic() - self._progress
+        if self._records and waiting_s > self.flush_s + STALL_S:
+            return f"the audit writer has committed nothing for {waiting_s:.0f} s"
+        if self._spill is not None and self._spill.pending:
+            return f"the audit writer is behind: {self._spill.pending:,} records in the spill file {self._spill.path}"
+        if self._memory_bytes > self.backlog_limit:
+            return f"the audit backlog is full ({self._memory_bytes:,} bytes)"
+        return None
+
+    def status(self) -> AuditStatus:
+        ours = sum(1 for _, mine in self._records if mine)
+        spilled = self._spill.pending if self._spill is not None else 0
+        return AuditStatus(self.policy, self.trouble(), self.answered, self.logged, self.dropped, ours + spilled,
+                           spilled, self._memory_bytes, self.recovered)
+
+    # ------------------------------------------------------------------ the writer process
+    def _start_writer(self) -> None:
+        self._restart = None
+        writer = subprocess.Popen([sys.executable, "-m", "coordinator.audit", str(self.path), "--poll-ms",
+                                   str(self.flush_s * 500)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  start_new_session=True)
+        fd = writer.stdin.fileno()
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_BYTES)
+        os.set_blocking(writer.stdout.fileno(), False)
+        self._writer, self._acked = writer, 0
+        self._out = bytearray(b"".join(data for data, _ in self._records))  # every record not acknowledged
+        self._progress = time.monotonic()
+        self._reading = False
+        with contextlib.suppress(RuntimeError):  # no running loop yet: the first _write starts reading
+            asyncio.get_running_loop().add_reader(writer.stdout.fileno(), self._on_output, writer)
+            self._reading = True
+
+    def _on_output(self, writer: subprocess.Popen) -> None:
+        """The writer's reports: 'ack N' (N frames committed so far), 'error TEXT'; EOF when it died."""
+        try:
+            data = os.read(writer.stdout.fileno(), 1 << 16)
+        except BlockingIOError:
+            return
+        if not data:
+            self._writer_died(writer)
+            return
+        for line in data.decode("utf-8", "replace").splitlines():
+            kind, _, value = line.partition(" ")
+            if kind == "ack" and writer is self._writer:
+                self._acknowledged(int(value))
+            elif kind == "error" and writer is self._writer:
+                self._writer_error = value
+                trouble_log.note("audit writer", f"cannot commit to {self.path}: {value}; records wait "
+                                 f"({self._memory_bytes:,} bytes in memory)", logging.ERROR)
+
+    def _acknowledged(self, total: int) -> None:
+        for _ in range(total - self._acked):
+            data, ours = self._records.popleft()
+            self._memory_bytes -= len(data)
+            if ours:
+                self.logged += 1
+            else:
+                self.recovered += 1
+                self._leftover_pending -= 1
+        self._acked = total
+        self._writer_error = None
+        self._progress = time.monotonic()
+        if self._leftovers and not self._leftover_pending:
+            for path in self._leftovers:
+                path.unlink(missing_ok=True)
+            self._leftovers = []
+        self._refill()
+
+    def _refill(self) -> None:
+        """Move spilled records back into memory while there is room."""
+        while self._spill is not None and self._spill.pending and self._memory_bytes < self.backlog_limit // 2:
+            for data in self._spill.take():
+                self._keep(data, ours=True)
+            self._schedule_write()
+
+    def _writer_died(self, writer: subprocess.Popen) -> None:
+        if writer is not self._writer:
+            return
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(writer.stdout.fileno())
+        self._reading = False
+        if self._watching:
+            loop.remove_writer(writer.stdin.fileno())
+            self._watching = False
+        code = writer.wait()
+        for pipe in (writer.stdin, writer.stdout):
+            with contextlib.suppress(OSError):
+                pipe.close()
+        self._writer = None
+        now = time.monotonic()
+        self._deaths.append(now)
+        recent = sum(1 for t in self._deaths if now - t < 60)
+        delay = 0.0 if self._closing else min(RESTART_BACKOFF_S[0] * 2 ** (recent - 1), RESTART_BACKOFF_S[1])
+        trouble_log.note("audit writer", f"the audit writer exited (code {code}); {len(self._records):,} records "
+                         f"not acknowledged are sent again to a new one in {delay:.1f} s", logging.ERROR)
+        self._restart = loop.call_later(delay, self._start_and_write)
+
+    def _start_and_write(self) -> None:
+        self._start_writer()
         self._write()
 
+    def _flush(self) -> None:
+        self._timer = None
+        if self._writer is not None:
+            self._write()
+
+    def _schedule_write(self) -> None:
+        if self._writer is not None and self._out and not self._watching:
+            asyncio.get_running_loop().call_soon(self._write)
+
     def _write(self) -> None:
-        fd = self._writer.stdin.fileno()
+        writer = self._writer
+        if writer is None:
+            return
+        if not self._reading:
+            asyncio.get_running_loop().add_reader(writer.stdout.fileno(), self._on_output, writer)
+            self._reading = True
+        fd = writer.stdin.fileno()
         try:
-            self._sent(os.write(fd, self._buffer))
+            if self._out:
+                del self._out[:os.write(fd, self._out)]
         except BlockingIOError:
             pass  # the pipe is full: the loop calls back when it has room
         except BrokenPipeError:
-            self._writer_died()
+            self._writer_died(writer)
             return
-        if len(self._buffer) > MAX_BUFFERED:
-            self._overflow()
         loop = asyncio.get_running_loop()
-        if self._buffer and not self._watching:
+        if self._out and not self._watching:
             loop.add_writer(fd, self._write)
             self._watching = True
-        elif not self._buffer and self._watching:
+        elif not self._out and self._watching:
             loop.remove_writer(fd)
             self._watching = False
 
-    def _sent(self, count: int) -> None:
-        del self._buffer[:count]
-        count += self._into_head
-        while self._lengths and count >= self._lengths[0]:
-            count -= self._lengths.popleft()
-        self._into_head = count
+    def _recover(self, path: Path) -> None:
+        """Records a dead coordinator left in its spill file: sent first, counted as recovered."""
+        payloads, _ = read_frames(path.read_bytes())
+        for payload in payloads:
+            self._keep(_LENGTH.pack(len(payload)) + payload, ours=False)
+        self._leftover_pending += len(payloads)
+        log.warning("recovering %d audit records left in %s by a coordinator that stopped without committing them",
+                    len(payloads), path)
 
-    def _writer_died(self) -> None:
-        if self._watching:
-            asyncio.get_running_loop().remove_writer(self._writer.stdin.fileno())
-            self._watching = False
-        self._replace_writer()
-        self._write()
-
-    def _replace_writer(self) -> None:
-        """Start a new writer; the frame the dead one got half of is lost, the rest goes to the new one."""
-        log.error("the audit writer died (exit code %s); starting a new one", self._writer.wait())
-        if self._into_head:
-            del self._buffer[:self._lengths.popleft() - self._into_head]
-            self._into_head = 0
-            self.dropped += 1
-        self._writer = self._start_writer()
-
-    def _overflow(self) -> None:
-        """The writer is stuck: drop every whole frame not yet started (keeping the stream aligned)."""
-        keep = self._lengths[0] - self._into_head if self._into_head else 0
-        frames = len(self._lengths) - (1 if keep else 0)
-        del self._buffer[keep:]
-        self._lengths = collections.deque(list(self._lengths)[:1] if keep else [])
-        self.dropped += frames
-        log.error("the audit writer is stuck: dropped %d decisions from the audit log", frames)
-
-    async def aclose(self) -> None:
-        """Hand everything over, close the pipe, wait until the writer has committed it all."""
+    # ------------------------------------------------------------------ stop
+    async def aclose(self) -> AuditStatus:
+        """Hand everything over and wait (up to DRAIN_TIMEOUT_S) until the writer has committed it; what it
+        could not commit stays in the spill file when there is one (sent by the next start), else is dropped."""
+        self._closing = True
         if self._timer is not None:
             self._timer.cancel()
-        if self._watching:
-            asyncio.get_running_loop().remove_writer(self._writer.stdin.fileno())
-            self._watching = False
-        await asyncio.to_thread(self._drain)
-
-    def _drain(self) -> None:
-        """Blocking hand-over of the rest; a writer found dead now (a kill since the last flush) is replaced."""
-        for _ in range(DRAIN_ATTEMPTS):
-            fd = self._writer.stdin.fileno()
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while (self._records or (self._spill is not None and self._spill.pending)) and time.monotonic() < deadline:
+            if self._writer is None and self._restart is None:
+                self._start_and_write()
+            self._refill()
+            self._write()
+            await asyncio.sleep(0.02)
+        if self._restart is not None:
+            self._restart.cancel()
+        left = [(data, ours) for data, ours in self._records]
+        if left:
+            self._keep_on_disk(left)
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(writer.stdout.fileno())
+            if self._watching:
+                loop.remove_writer(writer.stdin.fileno())
+            writer.stdin.close()
             try:
-                while self._buffer:
-                    self._sent(os.write(fd, self._buffer))
-                self._writer.stdin.close()
-                break
-            except BrokenPipeError:
-                self._replace_writer()
-        else:
-            log.error("audit writers keep dying at shutdown: %d decisions not logged", len(self._lengths))
-            self.dropped += len(self._lengths)
-        self._writer.wait()
+                await asyncio.to_thread(writer.wait, 5.0)
+            except subprocess.TimeoutExpired:
+                writer.kill()
+                writer.wait()
+            writer.stdout.close()
+        if self._spill is not None:
+            self._spill.close()
+        return self.status()
+
+    def _keep_on_disk(self, left: list[tuple[bytes, bool]]) -> None:
+        """Records the writer could not commit in time: into a fresh spill file ahead of what waits there."""
+        self._records.clear()
+        self._memory_bytes = 0
+        if self._spill is None:
+            lost = sum(1 for _, ours in left if ours)
+            self.dropped += lost
+            log.error("the audit writer could not commit %d decisions before the stop (no paths.audit_spill to "
+                      "keep them in): they are not in the audit log", lost)
+            return
+        rest = []
+        while self._spill.pending:
+            rest += self._spill.take()
+        fresh = Spill(self._spill.directory, self.run, self._spill.limit_bytes + sum(len(d) for d, _ in left))
+        for data in [d for d, _ in left] + rest:
+            fresh.append(data)
+        self._spill.close()
+        self._spill = fresh
+        log.error("the audit writer could not commit %d records before the stop: they wait in %s for the next "
+                  "start", fresh.pending, fresh.path)
 
 
-def _rows(data: bytes) -> tuple[list[tuple[Any, ...]], int]:
-    """Decode the complete frames at the start of `data`; return the rows and the bytes used."""
-    rows, offset = [], 0
-    while len(data) - offset >= _FRAME.size:
-        size, answered_ms, digest = _FRAME.unpack_from(data, offset)
-        end = offset + _FRAME.size + size
-        if end > len(data):
-            break
-        blob = data[offset + _FRAME.size:end]
-        d = decision_pb2.Decision.FromString(blob)
-        rows.append((d.request_id, answered_ms, digest.hex(), d.bar_time_ms, action_label(d.action), d.confidence,
-                     d.model_version, d.latency_ms, int(d.degraded), d.reason, blob))
-        offset = end
-    return rows, offset
+# ---------------------------------------------------------------------- the writer process
+def _report(text: str) -> None:
+    with contextlib.suppress(BrokenPipeError):  # the coordinator is gone: commit what arrived anyway
+        os.write(sys.stdout.fileno(), (text + "\n").encode())
 
 
 def run_writer(path: str, poll_s: float) -> None:
-    """Every `poll_s`, read what the pipe holds and commit it; stop at EOF.
+    """Every `poll_s`, read what the pipe holds and commit it; report each commit; stop at EOF.
 
     The writer keeps out of the serving processes' way: it is SCHED_IDLE (it never preempts
     them, it runs in the gaps), and it wakes on its own timer rather than on pipe writes (a
     pipe wakeup is scheduled onto the writing CPU and stalled the coordinator: measured +15-45%
-    on the decision p99). The pipe and the coordinator's buffer hold what it has not read yet.
+    on the decision p99). A commit that fails is retried at the next poll with the same rows and
+    the error reported; the coordinator keeps every record until it is acknowledged.
     """
     os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    conn = connect(path)
     fd = sys.stdin.buffer.fileno()
     os.set_blocking(fd, False)
-    pending = b""
+    pending = bytearray()
+    rows: list[tuple[Any, ...]] = []
+    committed = 0
+    conn: sqlite3.Connection | None = None
     eof = False
-    while not eof:
+    while not (eof and not rows):
         time.sleep(poll_s)
-        while True:
+        while not eof:
             try:
                 chunk = os.read(fd, 1 << 20)
             except BlockingIOError:
                 break
-            if not chunk:
-                eof = True
-                break
+            eof = not chunk
             pending += chunk
-        rows, used = _rows(pending)
-        pending = pending[used:]
-        if rows:
-            with conn:
-                conn.executemany(_INSERT, rows)
-    conn.close()
+        payloads, used = read_frames(pending)
+        del pending[:used]
+        for payload in payloads:
+            try:
+                rows.append(row(payload))
+            except Exception as exc:  # a record that is not one (a damaged spill file): said, skipped
+                _report(f"error a damaged audit record was skipped: {exc}")
+        if not rows:
+            continue
+        try:
+            if conn is None:
+                conn = connect(path)
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(_INSERT, rows)
+            conn.execute("COMMIT")
+        except (sqlite3.Error, OSError) as exc:
+            if conn is not None:  # start afresh next time: a connection that failed a write may stay failed
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+                conn = None
+            _report(f"error {' '.join(str(exc).split())}")
+            if eof:
+                time.sleep(poll_s)  # the coordinator decides when to give up
+            continue
+        committed += len(rows)
+        rows.clear()
+        _report(f"ack {committed}")
+    if conn is not None:
+        conn.close()
 
 
 def latest(path: str | Path, limit: int) -> list[dict[str, Any]]:
@@ -255,14 +626,14 @@ def latest(path: str | Path, limit: int) -> list[dict[str, Any]]:
     finally:
         conn.close()
     out = []
-    for row in reversed(rows):
-        record = dict(row)
-        decision = decision_pb2.Decision.FromString(record.pop("decision"))
-        record["probabilities"] = [round(p, 6) for p in decision.probabilities]
-        record["votes"] = [{"agent": v.agent, "ok": v.ok, "action": action_label(v.action),
-                            "probabilities": [round(p, 6) for p in v.probabilities],
-                            "latency_ms": round(v.latency_ms, 3), "error": v.error} for v in decision.votes]
-        out.append(record)
+    for record in reversed(rows):
+        entry = dict(record)
+        decision = decision_pb2.Decision.FromString(entry.pop("decision"))
+        entry["probabilities"] = [round(p, 6) for p in decision.probabilities]
+        entry["votes"] = [{"agent": v.agent, "ok": v.ok, "action": action_label(v.action),
+                           "probabilities": [round(p, 6) for p in v.probabilities],
+                           "latency_ms": round(v.latency_ms, 3), "error": v.error} for v in decision.votes]
+        out.append(entry)
     return out
 
 
@@ -282,8 +653,8 @@ def summary(path: str | Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="The audit writer: frames on stdin -> SQLite (started by the "
-                                                 "coordinator).")
+    parser = argparse.ArgumentParser(description="The audit writer: framed records on stdin -> SQLite; reports "
+                                                 "on stdout (started by the coordinator).")
     parser.add_argument("path")
     parser.add_argument("--poll-ms", type=float, default=100.0)
     args = parser.parse_args()

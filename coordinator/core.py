@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
-from coordinator.aggregation import LOW_CONFIDENCE, TIE, TOO_FEW_AGENTS, AggregationRule
-from coordinator.audit import AuditLog
+from coordinator.aggregation import LOW_CONFIDENCE, TIE, TOO_FEW_AGENTS, AggregationRule, valid_votes
+from coordinator.audit import AuditLog, AuditUnavailable
 from coordinator.inputs import RequestDecoder
 from coordinator.links import AgentAnswer, AgentGroup, AgentLink, ArrivalForecast, Fanout
 from coordinator.state import ActiveVersionState
@@ -57,8 +57,11 @@ class Coordinator:
         return sum(group.holds(version) for group in self.agents.values()) >= self.cfg.aggregation.min_agents
 
     async def answer(self, request: decision_pb2.DecideRequest) -> decision_pb2.Decision:
-        """One decision; raises WireError/BarDataError for bad input."""
+        """One decision; raises WireError/BarDataError for bad input, AuditUnavailable (fail-closed) while the
+        audit log cannot record it."""
         start = time.perf_counter()
+        if self.audit is not None and not self.audit.accepting():
+            raise AuditUnavailable(f"not deciding: {self.audit.trouble()} (serving.audit_policy fail-closed)")
         request_id = self.decoder.request_id(request)
         window, bar_time = self.decoder.window(request)
         version = self.state.version
@@ -85,20 +88,25 @@ class Coordinator:
     def _finish(self, request_id: str, start: float, window: bytes, bar_time: int, version: int | None,
                 answers: list[AgentAnswer | None], errors: list[str], latencies: list[float]) -> decision_pb2.Decision:
         probs = np.zeros((1, len(answers), 3))
-        voted = np.zeros((1, len(answers)), dtype=bool)
+        values = np.zeros((1, len(answers)))
+        for i, answer in enumerate(answers):
+            if answer is not None:
+                probs[0, i], values[0, i] = answer.probabilities, answer.value
+        voted = valid_votes(probs, values) & np.array([[answer is not None for answer in answers]])
         votes = []
-        for i, (name, answer, error, latency) in enumerate(zip(self.agents, answers, errors, latencies, strict=True)):
-            if answer is None:
-                votes.append(decision_pb2.AgentVote(agent=name, ok=False, error=error))
+        for i, (name, answer, latency) in enumerate(zip(self.agents, answers, latencies, strict=True)):
+            if answer is not None and not voted[0, i]:
+                errors[i] = (f"invalid vote: probabilities {np.round(answer.probabilities, 4).tolist()}, "
+                             f"value {answer.value:.4g} (not a finite distribution)")
+            if not voted[0, i]:
+                votes.append(decision_pb2.AgentVote(agent=name, ok=False, error=errors[i]))
                 continue
-            probs[0, i] = answer.probabilities
-            voted[0, i] = True
             votes.append(decision_pb2.AgentVote(agent=name, ok=True,
                                                 action=Action.from_index(int(answer.probabilities.argmax())),
                                                 probabilities=answer.probabilities.tolist(), value=answer.value,
                                                 latency_ms=latency))
         agg = self.rule(probs, voted)
-        missing = [name for name, answer in zip(self.agents, answers, strict=True) if answer is None]
+        missing = [name for name, ok in zip(self.agents, voted[0], strict=True) if not ok]
         reasons = []
         if missing:
             reasons.append("no vote from " + ", ".join(f"{n} ({e})" for n, e in zip(self.agents, errors, strict=True)
@@ -142,21 +150,26 @@ class Coordinator:
         everyone = all(link.connected and link.info for link in links)
         if not everyone and time.monotonic() - self.started < AUTO_ACTIVATE_WAIT_S:
             return None
-        held = [set(link.info.loaded_versions) | set(link.info.stored_versions)
-                for link in links if link.connected and link.info]
+        held = [link.servable() for link in links if link.connected and link.info]
         if not held or sum(group.connected for group in self.agents.values()) < self.cfg.aggregation.min_agents:
             return None
         common = set.intersection(*held)
         return max(common) if common else None
 
+    def problem(self, link: AgentLink, version: int | None = None) -> str | None:
+        """Why this agent process cannot vote with `version` (default: the active one), or None."""
+        version = self.state.version if version is None else version
+        if not link.connected:
+            return f"unreachable ({link.last_error})"
+        if version is None or link.holds(version):
+            return None
+        if link.info is None:
+            return "has not said what it holds yet"
+        if version in link.info.broken_versions:
+            return f"holds version {version} broken: {link.info.broken_versions[version]}"
+        return f"lacks version {version} (has: {sorted(link.servable())})"
+
     def missing(self, version: int) -> list[str]:
-        """Agent processes (replicas included) that do not have `version`, with why."""
-        out = []
-        for link in self.links():
-            if not link.connected:
-                out.append(f"{link.name} at {link.address} ({link.last_error})")
-            elif not link.holds(version):
-                held = (sorted(set(link.info.loaded_versions) | set(link.info.stored_versions)) if link.info
-                        else "unknown")
-                out.append(f"{link.name} at {link.address} (has: {held})")
-        return out
+        """Agent processes (replicas included) that cannot vote with `version`, with why."""
+        return [f"{link.name} at {link.address} ({problem})" for link in self.links()
+                if (problem := self.problem(link, version)) is not None]

@@ -24,15 +24,11 @@ class RequestDecoder:
     def __init__(self, cfg: Config):
         self.features = cfg.features
         self.max_bars = cfg.serving.max_bars
-        self.max_bytes = cfg.serving.max_message_bytes
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid():x}-"
 
     def request_id(self, request: decision_pb2.DecideRequest) -> str:
-        """The client's id, or one made up here; refuses oversized requests first."""
-        size = request.ByteSize()
-        if size > self.max_bytes:
-            raise WireError(f"request is {size} bytes, over serving.max_message_bytes ({self.max_bytes})")
+        """The client's id, or one made up here."""
         if len(request.request_id) > MAX_REQUEST_ID:
             raise WireError(f"request_id is {len(request.request_id)} characters, at most {MAX_REQUEST_ID}")
         return request.request_id or f"{self._prefix}{next(self._ids)}"

@@ -152,9 +152,15 @@ class AgentLink:
                 self.last_error = f"unavailable: {exc.details() or exc.code().name}"
         return self.info
 
+    def servable(self) -> set[int]:
+        """Versions the agent can vote with: in memory or persisted (loaded on first use), not held broken."""
+        if not self.connected or self.info is None:
+            return set()
+        return (set(self.info.loaded_versions) | set(self.info.stored_versions)) - set(self.info.broken_versions)
+
     def holds(self, version: int) -> bool:
-        """Connected and has the version, in memory or persisted (loaded on first use)."""
-        return self.connected and self.info is not None and (
+        """Connected and can vote with the version."""
+        return self.connected and self.info is not None and version not in self.info.broken_versions and (
             version in self.info.loaded_versions or version in self.info.stored_versions)
 
     async def _supervise(self) -> None:

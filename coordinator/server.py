@@ -18,25 +18,40 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
 
-from coordinator.audit import AuditLog
+from coordinator.audit import AuditLog, AuditUnavailable
 from coordinator.core import Coordinator
 from coordinator.links import AgentGroup, AgentLink, ArrivalForecast
 from coordinator.state import ActiveVersionState
 from market.bars import BarDataError
 from tactical.config import AGENT_NAMES, Config
+from tactical.logs import client_errors
 from tactical.process import serve_until_signal
-from tactical.rpc import SHUTDOWN_GRACE_S, bind, percentile, require_admin, server_options
+from tactical.rpc import (
+    SHUTDOWN_GRACE_S,
+    Undecodable,
+    add_service,
+    bind,
+    enable_reflection,
+    new_server,
+    percentile,
+    require_admin,
+)
 from tactical.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2, decision_pb2, decision_pb2_grpc
-from tactical.wire import N_FEATURES, WireError
+from tactical.wire import MAX_REQUEST_ID, N_FEATURES, WireError
 
 log = logging.getLogger(__name__)
 MONITOR_INTERVAL_S = 1.0
-DECISION_SERVICE = decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name
+DECISION_SERVICE_DESCRIPTOR = decision_pb2.DESCRIPTOR.services_by_name["DecisionService"]
+DECISION_SERVICE = DECISION_SERVICE_DESCRIPTOR.full_name
+CLUSTER_SERVICE = cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"]
+MODEL_ADMIN_SERVICE = cluster_pb2.DESCRIPTOR.services_by_name["ModelAdminService"]
 
 
 class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
+    """Decide and DecideStream: bad input is INVALID_ARGUMENT (on a stream, an error Decision and the stream goes
+    on); a fail-closed audit that cannot record is UNAVAILABLE with the reason."""
+
     def __init__(self, coordinator: Coordinator):
         self.coordinator = coordinator
 
@@ -44,7 +59,10 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         try:
             return await self.coordinator.answer(request)
         except (WireError, BarDataError) as exc:
+            client_errors.note("invalid request", str(exc))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except AuditUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
     async def DecideStream(self, request_iterator, context):
         # context.read()/write() rather than iterating and yielding: no async generators per message
@@ -53,15 +71,26 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         try:
             while (request := await context.read()) is not grpc.aio.EOF:
                 forecast.arrived(stream)
-                try:
-                    decision = await self.coordinator.answer(request)
-                except (WireError, BarDataError) as exc:
-                    decision = decision_pb2.Decision(request_id=request.request_id[:64], error=common_pb2.Error(
-                        code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=str(exc)))
+                if isinstance(request, Undecodable):
+                    client_errors.note("undecodable request", request.message)
+                    decision = _error_decision("", grpc.StatusCode.INVALID_ARGUMENT, request.message)
+                else:
+                    try:
+                        decision = await self.coordinator.answer(request)
+                    except (WireError, BarDataError) as exc:
+                        client_errors.note("invalid request", str(exc))
+                        decision = _error_decision(request.request_id, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                    except AuditUnavailable as exc:
+                        decision = _error_decision(request.request_id, grpc.StatusCode.UNAVAILABLE, str(exc))
                 forecast.answered(stream)
                 await context.write(decision)
         finally:
             forecast.arrived(stream)
+
+
+def _error_decision(request_id: str, code: grpc.StatusCode, message: str) -> decision_pb2.Decision:
+    return decision_pb2.Decision(request_id=request_id[:MAX_REQUEST_ID],
+                                 error=common_pb2.Error(code=code.value[0], message=message))
 
 
 class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
@@ -69,16 +98,23 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         self.coordinator = coordinator
 
     async def GetStatus(self, request, context):
-        e = self.coordinator
-        await e.refresh_agents()
+        c = self.coordinator
+        await c.refresh_agents()
         agents = [cluster_pb2.AgentStatus(agent=link.name, address=link.address, connected=link.connected,
-                                          info=link.info, error="" if link.connected else link.last_error)
-                  for link in e.links()]
-        return cluster_pb2.ClusterStatus(
-            active_version=e.state.version, serving=e.serving(), agents=agents, decisions=e.decisions,
-            degraded_decisions=e.degraded, p50_ms=percentile(e.latencies_ms, 50),
-            p99_ms=percentile(e.latencies_ms, 99), pid=os.getpid(), uptime_s=time.monotonic() - e.started,
-            audit_dropped=e.audit.dropped if e.audit is not None else 0)
+                                          info=link.info, error="" if link.connected else link.last_error,
+                                          problem=c.problem(link) or "")
+                  for link in c.links()]
+        status = cluster_pb2.ClusterStatus(
+            active_version=c.state.version, serving=c.serving(), agents=agents, decisions=c.decisions,
+            degraded_decisions=c.degraded, p50_ms=percentile(c.latencies_ms, 50),
+            p99_ms=percentile(c.latencies_ms, 99), pid=os.getpid(), uptime_s=time.monotonic() - c.started)
+        if c.audit is not None:
+            audit = c.audit.status()
+            status.MergeFrom(cluster_pb2.ClusterStatus(
+                audit_policy=audit.policy, audit_trouble=audit.trouble or "", audit_logged=audit.logged,
+                audit_dropped=audit.dropped, audit_waiting=audit.waiting, audit_spilled=audit.spilled,
+                audit_backlog_bytes=audit.backlog_bytes))
+        return status
 
 
 class ModelAdminServicer(cluster_pb2_grpc.ModelAdminServiceServicer):
@@ -134,16 +170,22 @@ class CoordinatorServer:
     health: health_aio.HealthServicer
     monitor: asyncio.Task
 
-    async def stop(self, grace: float = SHUTDOWN_GRACE_S) -> None:
-        """NOT_SERVING first, drain in-flight calls, close the agent links, flush the audit log."""
+    async def stop(self, grace: float = SHUTDOWN_GRACE_S) -> str:
+        """NOT_SERVING first, drain in-flight calls, close the agent links, flush the audit log; say what became
+        of the decisions answered."""
         self.coordinator.shutting_down = True
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         self.monitor.cancel()
         await asyncio.gather(self.monitor, return_exceptions=True)
         await asyncio.gather(*(group.close() for group in self.coordinator.agents.values()))
-        if self.coordinator.audit is not None:
-            await self.coordinator.audit.aclose()
+        answered = f"{self.coordinator.decisions} decisions answered"
+        if self.coordinator.audit is None:
+            return f"{answered} (no audit log)"
+        audit = await self.coordinator.audit.aclose()
+        return (f"{answered}: {audit.logged} in the audit log, {audit.dropped} dropped, {audit.waiting} waiting in "
+                f"the spill file for the next start" + (f"; {audit.recovered} recovered from an earlier run's spill"
+                                                         if audit.recovered else ""))
 
 
 async def start_coordinator(cfg: Config, *, host: str, port: int, agents: dict[str, list[str]],
@@ -153,17 +195,23 @@ async def start_coordinator(cfg: Config, *, host: str, port: int, agents: dict[s
     unknown = set(agents) ^ set(AGENT_NAMES)
     if unknown or not all(agents.values()):
         raise ValueError(f"the coordinator needs every agent of {list(AGENT_NAMES)}, got {agents}")
-    forecast = ArrivalForecast(cfg.serving.batch_linger_ms / 1000)
-    groups = {name: AgentGroup(name, [AgentLink(name, address, cfg.serving, cfg.features.window, N_FEATURES,
+    serving = cfg.serving
+    state = ActiveVersionState(state_dir)
+    audit = AuditLog(audit_path, flush_ms=serving.audit_flush_ms, policy=serving.audit_policy,
+                     backlog_bytes=serving.audit_backlog_bytes, spill_dir=cfg.paths.audit_spill or None,
+                     spill_bytes=serving.audit_spill_bytes) if audit_path else None
+    forecast = ArrivalForecast(serving.batch_linger_ms / 1000)
+    groups = {name: AgentGroup(name, [AgentLink(name, address, serving, cfg.features.window, N_FEATURES,
                                                 forecast) for address in agents[name]])
               for name in AGENT_NAMES}
-    state = ActiveVersionState(state_dir)
-    audit = AuditLog(audit_path, cfg.serving.audit_flush_ms) if audit_path else None
     coordinator = Coordinator(cfg, groups, state, audit, forecast)
-    server = grpc.aio.server(options=server_options(cfg.serving))
+    server = new_server(serving)
     health = health_aio.HealthServicer()
+    shown: list[int] = []
 
     async def update_health() -> None:
+        """SERVING when clients would get decisions: enough agents can vote with the active version, and (under
+        fail-closed) the audit can record them."""
         if coordinator.shutting_down:
             return
         if coordinator.state.version is None:
@@ -171,10 +219,12 @@ async def start_coordinator(cfg: Config, *, host: str, port: int, agents: dict[s
             if version is not None:
                 coordinator.state.activate(version)
                 log.info("activated version %d at startup (newest version every connected agent holds)", version)
-        status = health_pb2.HealthCheckResponse.SERVING if coordinator.serving() else \
-            health_pb2.HealthCheckResponse.NOT_SERVING
-        for service in ("", DECISION_SERVICE):
-            await health.set(service, status)
+        deciding = coordinator.serving() and (audit is None or audit.accepting())
+        status = health_pb2.HealthCheckResponse.SERVING if deciding else health_pb2.HealthCheckResponse.NOT_SERVING
+        if shown != [status]:
+            shown[:] = [status]
+            for service in ("", DECISION_SERVICE):
+                await health.set(service, status)
 
     async def monitor() -> None:
         """Health and the first activation follow the agents; a failed round is logged, never fatal."""
@@ -190,18 +240,14 @@ async def start_coordinator(cfg: Config, *, host: str, port: int, agents: dict[s
         for link in group.links:
             link.on_connect = update_health
         group.start()
-    decision_pb2_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(coordinator), server)
-    cluster_pb2_grpc.add_ClusterServiceServicer_to_server(ClusterServicer(coordinator), server)
-    cluster_pb2_grpc.add_ModelAdminServiceServicer_to_server(
-        ModelAdminServicer(coordinator, admin_token, update_health), server)
+    add_service(server, DECISION_SERVICE_DESCRIPTOR, DecisionServicer(coordinator))
+    add_service(server, CLUSTER_SERVICE, ClusterServicer(coordinator))
+    add_service(server, MODEL_ADMIN_SERVICE, ModelAdminServicer(coordinator, admin_token, update_health))
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    names = (DECISION_SERVICE, cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
-             cluster_pb2.DESCRIPTOR.services_by_name["ModelAdminService"].full_name,
-             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server)
-    bound = bind(server, host, port, cfg.serving)
-    for service in ("", DECISION_SERVICE):
-        await health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+    enable_reflection(server, [DECISION_SERVICE, CLUSTER_SERVICE.full_name, MODEL_ADMIN_SERVICE.full_name,
+                               health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
+    bound = bind(server, host, port, serving)
+    await update_health()
     await server.start()
     running = CoordinatorServer(server, bound, coordinator, health, asyncio.get_running_loop().create_task(monitor()))
     if coordinator.state.version is not None:
@@ -218,5 +264,4 @@ async def run_coordinator(cfg: Config, *, host: str, port: int, agents: dict[str
     log.info("coordinator listening on %s; agents %s", address, agents)
     await serve_until_signal(address)
     log.info("shutting down: NOT_SERVING, draining in-flight calls, flushing the audit log")
-    await running.stop()
-    log.info("stopped after %d decisions", running.coordinator.decisions)
+    log.info("stopped after %s", await running.stop())

@@ -1,26 +1,43 @@
-"""The active model version and its history, persisted atomically so a restart keeps them."""
+"""The active model version and its history, persisted atomically so a restart keeps them.
+
+A state file that cannot be read (damaged by a disk fault or a hand edit) is moved aside, named
+and logged, and the coordinator starts as if it had none: it activates the newest version every
+agent holds. A directory it cannot write to is an error at start, naming the path.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import logging
 from pathlib import Path
 
-from tactical.atomic import atomic_write_text
+from tactical.atomic import atomic_write_text, require_writable_dir
 
 HISTORY_LIMIT = 100
+log = logging.getLogger(__name__)
 
 
 class ActiveVersionState:
     """`version` is what every decision uses (None until the first activation)."""
 
     def __init__(self, directory: str | Path):
+        require_writable_dir(directory, "the coordinator's state directory (paths.coordinator_state)")
         self.path = Path(directory) / "active_version.json"
+        self.version: int | None = None
+        self.history: list[int] = []
         try:
             data = json.loads(self.path.read_text())
-            self.version: int | None = int(data["active"])
-            self.history: list[int] = [int(v) for v in data["history"]]
+            self.version = int(data["active"])
+            self.history = [int(v) for v in data["history"]]
         except FileNotFoundError:
+            pass
+        except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}")
+            self.path.rename(aside)
             self.version, self.history = None, []
+            log.error("the state file %s could not be read (%s): moved to %s; starting with no active version "
+                      "(the newest version every agent holds is activated)", self.path, exc, aside.name)
 
     def _persist(self, version: int, history: list[int]) -> None:
         atomic_write_text(self.path, json.dumps({"active": version, "history": history[-HISTORY_LIMIT:]}))

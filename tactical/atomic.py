@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from tactical.errors import UserError
+
 TMP_PREFIX = ".tmp-"
 FOREIGN_TMP_STALE_S = 3600.0  # a temporary from another host is swept only when this old
 
@@ -116,6 +118,15 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def discard_tree(path: str | Path) -> None:
+    """Remove a directory so that no reader ever sees it half deleted: renamed to a temporary name at once,
+    then deleted; a kill in between leaves a temporary the owner's next sweep removes."""
+    path = Path(path)
+    doomed = path.with_name(f"{_tmp_prefix(path)}discarded")
+    os.rename(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
 def _writer_gone(entry: Path) -> bool:
     """Whether the process that made this temporary is gone (or, on another host, it is stale)."""
     parts = entry.name.rsplit(".", 3)  # [.tmp-<name>, host, pid, random]
@@ -152,3 +163,20 @@ def sweep_temporaries(directory: str | Path) -> int:
                 entry.unlink(missing_ok=True)
             count += 1
     return count
+
+
+class UnwritablePath(UserError, OSError):
+    """A directory a process must write to but cannot; the message names it and why."""
+
+
+def require_writable_dir(path: str | Path, what: str) -> Path:
+    """Create `path` if needed and prove it writable (a temporary file made and removed), or UnwritablePath."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=_tmp_prefix(path / "probe"), dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UnwritablePath(f"cannot write to {what} at {path.resolve()}: {exc.strerror or exc}") from None
+    return path

@@ -23,6 +23,7 @@ from configs import DEFAULT_CONFIG_PATH
 from tactical.errors import UserError
 
 AGENT_NAMES = ("fvg", "momentum", "entry")
+AUDIT_POLICIES = ("fail-open", "fail-closed")
 
 
 class ConfigError(UserError, ValueError):
@@ -178,12 +179,16 @@ class ServingConfig:
     batch_linger_ms: float
     max_bars: int
     max_message_bytes: int
+    max_concurrent_calls: int
     versions_kept: int
     admin_token: str
     tls_cert: str
     tls_key: str
     tls_ca: str
     audit_flush_ms: float
+    audit_policy: str
+    audit_backlog_bytes: int
+    audit_spill_bytes: int
 
     @property
     def local_coordinator(self) -> str:
@@ -194,8 +199,11 @@ class ServingConfig:
     def check(self, at: str) -> None:
         _port(f"{at}.coordinator_port", self.coordinator_port, allow_zero=True)
         _agent_keys(f"{at}.agents", self.agents)
-        _positive(at, self, "deadline_ms", "max_batch", "max_in_flight", "max_bars",
-                  "max_message_bytes", "versions_kept", "audit_flush_ms")
+        _positive(at, self, "deadline_ms", "max_batch", "max_in_flight", "max_bars", "max_message_bytes",
+                  "max_concurrent_calls", "versions_kept", "audit_flush_ms", "audit_backlog_bytes",
+                  "audit_spill_bytes")
+        if self.audit_policy not in AUDIT_POLICIES:
+            raise ConfigError(f"{at}.audit_policy: one of {', '.join(AUDIT_POLICIES)}, got {self.audit_policy!r}")
         if self.batch_linger_ms < 0:
             raise ConfigError(f"{at}.batch_linger_ms: must be >= 0, got {self.batch_linger_ms}")
         tls = [bool(self.tls_cert), bool(self.tls_key), bool(self.tls_ca)]
@@ -209,6 +217,7 @@ class PathsConfig:
     agent_store: str
     coordinator_state: str
     audit_log: str
+    audit_spill: str
     admin_token_file: str
     study_storage: str
     metrics: str

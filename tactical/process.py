@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import signal
 import sys
@@ -28,11 +27,6 @@ def announce_listening(address: str) -> None:
     """The one stdout line a launcher waits for."""
     sys.stdout.write(json.dumps({"listening": address, "pid": os.getpid()}) + "\n")
     sys.stdout.flush()
-
-
-def setup_logging(name: str, level: int = logging.INFO) -> None:
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format=f"%(asctime)s %(levelname)s [{name} pid {os.getpid()}] %(message)s")
 
 
 def on_shutdown_signals(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:

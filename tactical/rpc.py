@@ -9,14 +9,20 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import numpy as np
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.message_factory import GetMessageClass
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from tactical.config import Config, ServingConfig
 from tactical.errors import UserError
+from tactical.logs import client_errors
 from tactical.wire import ADMIN_TOKEN_HEADER
 
 ADMIN_TOKEN_ENV = "TACTICAL_ADMIN_TOKEN"
@@ -27,17 +33,87 @@ class ServeError(UserError, RuntimeError):
 
 
 SHUTDOWN_GRACE_S = 5.0  # a stopping server lets in-flight calls finish for this long
-# gRPC itself refuses (RESOURCE_EXHAUSTED, before parsing) only messages this many times over
-# serving.max_message_bytes; between the two, the handler answers INVALID_ARGUMENT naming the size.
-HARD_MESSAGE_LIMIT_FACTOR = 4
 
 
 def server_options(cfg: ServingConfig) -> list[tuple[str, int]]:
+    """gRPC refuses a message over serving.max_message_bytes (RESOURCE_EXHAUSTED) before reading it."""
     return [
-        ("grpc.max_receive_message_length", cfg.max_message_bytes * HARD_MESSAGE_LIMIT_FACTOR),
+        ("grpc.max_receive_message_length", cfg.max_message_bytes),
         ("grpc.max_send_message_length", cfg.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
+
+
+def new_server(cfg: ServingConfig) -> grpc.aio.Server:
+    """A grpc.aio server with our limits: message size, and at most serving.max_concurrent_calls calls at once
+    (more are refused with RESOURCE_EXHAUSTED), which bounds the memory that requests in flight can take."""
+    return grpc.aio.server(options=server_options(cfg), maximum_concurrent_rpcs=cfg.max_concurrent_calls)
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """What a request that is not a valid message of its type becomes, so its handler can answer
+    INVALID_ARGUMENT (or, on a stream, an error message) instead of gRPC answering UNKNOWN."""
+
+    message: str
+
+
+def _safe_parser(request_type: type[Message]) -> Callable[[bytes], Message | Undecodable]:
+    def parse(data: bytes) -> Message | Undecodable:
+        try:
+            return request_type.FromString(data)
+        except DecodeError as exc:
+            return Undecodable(f"undecodable {request_type.DESCRIPTOR.full_name} ({len(data)} bytes): {exc}")
+
+    return parse
+
+
+def add_service(server: grpc.aio.Server, service: ServiceDescriptor, servicer: object) -> None:
+    """Register `servicer`'s methods for `service`, as the generated add_*_to_server does, but parsing
+    requests safely: a unary call with undecodable bytes is answered INVALID_ARGUMENT here (and logged at
+    a bounded rate); a streaming handler receives an Undecodable item and answers it itself."""
+    handlers = {}
+    for method in service.methods:
+        parse = _safe_parser(GetMessageClass(method.input_type))
+        serialize = GetMessageClass(method.output_type).SerializeToString
+        implementation = getattr(servicer, method.name)
+        if method.client_streaming:
+            factory = grpc.stream_stream_rpc_method_handler if method.server_streaming else \
+                grpc.stream_unary_rpc_method_handler
+        else:
+            implementation = _refusing_undecodable(implementation)
+            factory = grpc.unary_stream_rpc_method_handler if method.server_streaming else \
+                grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = factory(implementation, request_deserializer=parse, response_serializer=serialize)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)
+
+
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def enable_reflection(server: grpc.aio.Server, service_names: Iterable[str]) -> None:
+    """Server reflection under both names stock tools ask for: grpc.reflection.v1 (current grpcurl, Postman)
+    and v1alpha (older tools). The two are the same messages in another package, so one servicer answers
+    both (grpcio-reflection ships only v1alpha)."""
+    names = [*service_names, reflection.SERVICE_NAME, REFLECTION_V1]
+    servicer = reflection.aio.ReflectionServicer(names)
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo, request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)
+    for service in (reflection.SERVICE_NAME, REFLECTION_V1):
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service,
+                                                                              {"ServerReflectionInfo": handler}),))
+
+
+def _refusing_undecodable(implementation: Callable) -> Callable:
+    async def handle(request: Message | Undecodable, context: grpc.aio.ServicerContext) -> Message:
+        if isinstance(request, Undecodable):
+            client_errors.note("undecodable request", request.message)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        return await implementation(request, context)
+
+    return handle
 
 
 def channel_options(cfg: ServingConfig) -> list[tuple[str, int]]:

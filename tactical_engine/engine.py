@@ -10,7 +10,7 @@ import numpy as np
 
 from agents.serving.model_store import ModelStore
 from agents.serving.runtime import ActorRunner
-from coordinator.aggregation import Aggregate, AggregationRule
+from coordinator.aggregation import Aggregate, AggregationRule, valid_votes
 from tactical.config import AGENT_NAMES, Config
 
 
@@ -21,11 +21,13 @@ class LocalEngine:
         self.rule = AggregationRule.from_config(cfg.aggregation)
 
     def decide(self, windows: np.ndarray, batch: int = 1024) -> Aggregate:
-        """Decisions for windows (N, 60, 7): every agent's probabilities, aggregated by the rule."""
+        """Decisions for windows (N, 60, 7): every agent's probabilities, checked (an invalid vote is left out,
+        as the coordinator leaves it out) and aggregated by the rule."""
         windows = np.ascontiguousarray(windows, dtype=np.float32)
         probs = np.empty((len(windows), len(self.runners), 3), dtype=np.float32)
+        values = np.empty((len(windows), len(self.runners)), dtype=np.float32)
         for start in range(0, len(windows), batch):
             chunk = windows[start:start + batch]
             for a, runner in enumerate(self.runners):
-                probs[start:start + len(chunk), a] = runner.run(chunk).probabilities
-        return self.rule(probs)
+                probs[start:start + len(chunk), a], values[start:start + len(chunk), a] = runner.infer(chunk)
+        return self.rule(probs, valid_votes(probs, values))

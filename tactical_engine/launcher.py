@@ -69,8 +69,8 @@ def write_isolated_config(directory: str | Path, **sections: dict) -> Path:
         "serving": {"coordinator_port": 0, "agents": {name: {"port": 0} for name in AGENT_NAMES}},
         "paths": {key: str(directory / name) for key, name in {
             "model_store": "models", "agent_store": "agents", "coordinator_state": "coordinator",
-            "audit_log": "audit.sqlite", "admin_token_file": "admin.token", "study_storage": "optuna.sqlite",
-            "metrics": "metrics.jsonl"}.items()},
+            "audit_log": "audit.sqlite", "audit_spill": "audit-spill", "admin_token_file": "admin.token",
+            "study_storage": "optuna.sqlite", "metrics": "metrics.jsonl"}.items()},
     }
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}

@@ -127,7 +127,7 @@ def test_bad_input_on_a_stream_is_answered_and_the_stream_continues(client, clus
         assert not good.HasField("error") and good.request_id.startswith("good")
 
 
-def test_a_message_over_the_size_cap_is_invalid_argument_on_unary_and_stream(client, cluster):
+def test_a_message_over_the_size_cap_is_refused_before_it_is_read(client, cluster):
     # a plain channel: ours refuses to send over the cap itself
     cap = cluster.cfg.serving.max_message_bytes
     huge = decision_pb2.DecideRequest(window=common_pb2.Window(data=b"\0" * (cap + 1), bars=60, features=7))
@@ -135,11 +135,12 @@ def test_a_message_over_the_size_cap_is_invalid_argument_on_unary_and_stream(cli
         stub = decision_pb2_grpc.DecisionServiceStub(channel)
         with pytest.raises(grpc.RpcError) as err:
             stub.Decide(huge, timeout=10)
-        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert f"over serving.max_message_bytes ({cap})" in err.value.details()
-        answers = list(stub.DecideStream(iter([huge, decide_request(window=random_window(1))]), timeout=10))
-    assert "over serving.max_message_bytes" in answers[0].error.message
-    assert not answers[1].HasField("error") and len(answers[1].votes) == 3
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "larger than max" in err.value.details() and f"vs. {cap})" in err.value.details()
+        with pytest.raises(grpc.RpcError) as err:  # on a stream, gRPC ends the stream
+            list(stub.DecideStream(iter([decide_request(window=random_window(1)), huge]), timeout=10))
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert len(client.decide(window=random_window(1)).votes) == 3  # and the server goes on
 
 
 def test_health_command_reports_every_process_serving(cluster):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.serving.artifact import ArtifactError, Manifest
-from tactical.atomic import atomic_directory, atomic_write_bytes, sweep_temporaries
+from tactical.atomic import atomic_directory, atomic_write_bytes, discard_tree, sweep_temporaries
 from tactical.failpoints import crash_point
 
 _VERSION_DIR = re.compile(r"^v(\d{6,})$")
@@ -58,6 +58,17 @@ class ModelStore:
                 atomic_write_bytes(tmp / name, data)
                 crash_point("model_store.write_version")  # fault tests: a kill with the version half-written
         return self.path(version)
+
+    def discard(self, version: int) -> None:
+        """Remove a version (a broken copy about to be replaced), atomically for readers."""
+        discard_tree(self.path(version))
+
+    def manifest(self, version: int, agent: str) -> Manifest | None:
+        """The agent's manifest of a stored version, or None when it is missing or unreadable."""
+        try:
+            return Manifest.from_json((self.path(version) / artifact_names(agent)[1]).read_bytes())
+        except (OSError, ArtifactError):
+            return None
 
     def sweep(self) -> int:
         """Remove leftovers of writes a killed process interrupted; call when the store's owner starts."""

@@ -1,78 +1,109 @@
 """The agent server: one process, one actor, one core. Torch-free: ONNX Runtime on one thread.
 
-Health (grpc.health.v1) is SERVING only while at least one model version is loaded. On
-SIGTERM or SIGINT the server goes NOT_SERVING, finishes in-flight calls (grace period) and exits.
+Health (grpc.health.v1) tells what the coordinator would experience: SERVING while at least one
+model version is loaded and the version it last asked for is not one this agent holds broken.
+On SIGTERM or SIGINT the server goes NOT_SERVING, finishes in-flight calls (grace period) and exits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
 
 from agents.serving.artifact import ArtifactError, Manifest
 from agents.serving.batching import InferenceBatcher, UnknownVersion
 from agents.serving.model_store import ModelStore
-from agents.serving.registry import VersionRegistry
+from agents.serving.registry import BrokenVersion, VersionRegistry
+from tactical.atomic import require_writable_dir
 from tactical.config import Config
+from tactical.logs import RateLimitedLog, client_errors
 from tactical.process import pin_to_core, serve_until_signal
-from tactical.rpc import SHUTDOWN_GRACE_S, bind, percentile, require_admin, server_options
+from tactical.rpc import (
+    SHUTDOWN_GRACE_S,
+    Undecodable,
+    add_service,
+    bind,
+    enable_reflection,
+    new_server,
+    percentile,
+    require_admin,
+)
 from tactical.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from tactical.wire import STAGE_CHUNK, WireError, decode_batch
 
 log = logging.getLogger(__name__)
+failures = RateLimitedLog(log)
+AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentService"]
+AGENT_ADMIN_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentAdminService"]
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     """Act, ActStream and GetInfo: validate, then hand the windows to the batcher."""
 
     def __init__(self, agent: str, registry: VersionRegistry, batcher: InferenceBatcher, window: int,
-                 max_batch: int, core: int):
+                 max_batch: int, core: int, on_request: Callable[[int], None]):
         self.agent, self.registry, self.batcher = agent, registry, batcher
         self.window, self.max_batch, self.core = window, max_batch, core
+        self.on_request = on_request  # hears each new version asked for, and a broken one: health follows it
+        self._asked: int | None = None
         self.active_requests = 0
         self.open_streams = 0
         self.started = time.monotonic()
 
     async def _act(self, request: agent_pb2.ActRequest, streamed: bool) -> agent_pb2.ActResponse:
-        """The answer, or raises WireError / UnknownVersion / ArtifactError.
+        """The answer, or raises WireError / UnknownVersion / BrokenVersion.
 
         The one stream of the one coordinator (already batched there) runs its forward pass at
         once; concurrent callers (unary calls, several coordinators) go through the batcher.
         """
         windows = decode_batch(request.windows, self.window, self.max_batch)
-        if self.registry.get(request.model_version) is None and \
-                await self.registry.load_stored(request.model_version) is None:
-            raise UnknownVersion(request.model_version)
+        version = request.model_version
+        if version != self._asked:
+            self._asked = version
+            self.on_request(version)
+        if self.registry.get(version) is None:
+            try:
+                runner = await self.registry.load_stored(version)
+            except BrokenVersion:
+                self.on_request(version)
+                raise
+            if runner is None:
+                raise UnknownVersion(version)
         self.active_requests += 1
         try:
             if streamed and self.open_streams == 1 and self.active_requests == 1 and self.batcher.idle():
-                probs, values, micros = self.batcher.infer_now(request.model_version, windows)
+                probs, values, micros = self.batcher.infer_now(version, windows)
             else:
-                probs, values, micros = await self.batcher.infer(request.model_version, windows)
+                probs, values, micros = await self.batcher.infer(version, windows)
         finally:
             self.active_requests -= 1
-        return agent_pb2.ActResponse(seq=request.seq, model_version=request.model_version,
+        return agent_pb2.ActResponse(seq=request.seq, model_version=version,
                                      probabilities=probs.astype("<f4", copy=False).tobytes(),
                                      values=values.astype("<f4", copy=False).tobytes(), inference_us=micros)
 
     def _status(self, exc: Exception, version: int) -> tuple[grpc.StatusCode, str]:
         if isinstance(exc, WireError):
+            client_errors.note("invalid agent request", str(exc))
             return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
         if isinstance(exc, UnknownVersion):
             return grpc.StatusCode.NOT_FOUND, (f"model version {version} is not on agent {self.agent} "
                                                f"(loaded: {self.registry.loaded()}, "
                                                f"stored: {self.registry.store.versions()})")
-        log.exception("inference failed")
+        if isinstance(exc, BrokenVersion):
+            return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
+        failures.note("inference failed", f"{type(exc).__name__}: {exc}", logging.ERROR)
         return grpc.StatusCode.INTERNAL, f"inference failed on agent {self.agent}: {exc}"
 
     async def Act(self, request, context):
@@ -85,6 +116,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.open_streams += 1
         try:  # context.read()/write(): no async generator per message
             while (request := await context.read()) is not grpc.aio.EOF:
+                if isinstance(request, Undecodable):
+                    client_errors.note("undecodable request", request.message)
+                    await context.write(agent_pb2.ActResponse(error=common_pb2.Error(
+                        code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=request.message)))
+                    continue
                 try:
                     response = await self._act(request, streamed=True)
                 except Exception as exc:
@@ -102,7 +138,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             active_requests=self.active_requests, windows_served=self.batcher.windows_served,
             batches=self.batcher.batches, p50_inference_us=percentile(latencies, 50),
             p99_inference_us=percentile(latencies, 99), core=self.core, pid=os.getpid(),
-            uptime_s=time.monotonic() - self.started, sha256=self.registry.sha256())
+            uptime_s=time.monotonic() - self.started, sha256=self.registry.sha256(),
+            broken_versions=self.registry.broken())
 
 
 class AgentAdminServicer(agent_pb2_grpc.AgentAdminServiceServicer):
@@ -116,6 +153,9 @@ class AgentAdminServicer(agent_pb2_grpc.AgentAdminServiceServicer):
         await require_admin(context, self.token)
         header, chunks, received = None, [], 0
         async for chunk in request_iterator:
+            if isinstance(chunk, Undecodable):
+                client_errors.note("undecodable request", chunk.message)
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, chunk.message)
             part = chunk.WhichOneof("part")
             if part == "header":
                 if header is not None:
@@ -158,6 +198,12 @@ class AgentAdminServicer(agent_pb2_grpc.AgentAdminServiceServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"version {header.version} refused: {exc}")
         except FileExistsError:
             await context.abort(grpc.StatusCode.ABORTED, f"version {header.version} is being staged concurrently")
+        except OSError as exc:  # the store cannot be written: the serving versions are untouched
+            where = exc.filename or self.registry.store.root
+            log.error("cannot store version %d at %s: %s", header.version, where, exc.strerror or exc)
+            code = grpc.StatusCode.RESOURCE_EXHAUSTED if exc.errno in NO_SPACE else grpc.StatusCode.INTERNAL
+            await context.abort(code, f"agent {self.agent} cannot store version {header.version} at {where}: "
+                                      f"{exc.strerror or exc}")
         self.registry.hold(header.version, runner)
         await self.on_change()
         return agent_pb2.StageResult(agent=self.agent, version=header.version, already_staged=already)
@@ -183,6 +229,7 @@ async def start_agent_server(agent: str, cfg: Config, *, host: str, port: int, c
                              bootstrap_root: str | Path | None, admin_token: str) -> AgentServer:
     """Load versions (own store, then the trainer's store for what is missing), bind, serve."""
     serving = cfg.serving
+    require_writable_dir(store_root, f"agent {agent}'s version store")
     registry = VersionRegistry(agent, ModelStore(store_root), keep=serving.versions_kept)
     loaded = registry.load_persisted()
     if bootstrap_root is not None:
@@ -197,24 +244,35 @@ async def start_agent_server(agent: str, cfg: Config, *, host: str, port: int, c
         log.warning("no model version yet: NOT_SERVING until one is staged")
 
     batcher = InferenceBatcher(registry, serving.max_batch)
-    server = grpc.aio.server(options=server_options(serving))
+    server = new_server(serving)
     health = health_aio.HealthServicer()
+    asked: list[int] = []  # the version last asked for by a caller, once asked
+    shown: list[int] = []  # the status health reports now
+    refreshing: set[asyncio.Task] = set()
 
     async def refresh_health() -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if registry.loaded() else \
-            health_pb2.HealthCheckResponse.NOT_SERVING
-        for service in ("", "tactical.v1.AgentService"):
-            await health.set(service, status)
+        broken = bool(asked) and asked[0] in registry.broken()
+        serving_now = bool(registry.loaded()) and not broken
+        status = health_pb2.HealthCheckResponse.SERVING if serving_now else health_pb2.HealthCheckResponse.NOT_SERVING
+        if shown != [status]:
+            shown[:] = [status]
+            for service in ("", AGENT_SERVICE.full_name):
+                await health.set(service, status)
 
-    agent_pb2_grpc.add_AgentServiceServicer_to_server(
-        AgentServicer(agent, registry, batcher, cfg.features.window, serving.max_batch, core), server)
-    agent_pb2_grpc.add_AgentAdminServiceServicer_to_server(
-        AgentAdminServicer(agent, registry, admin_token, serving.max_message_bytes * 16, refresh_health), server)
+    def on_request(version: int) -> None:
+        """A new version was asked for, or a broken one: health may change."""
+        asked[:] = [version]
+        task = asyncio.ensure_future(refresh_health())
+        refreshing.add(task)  # held until done (the loop keeps only weak references to tasks)
+        task.add_done_callback(refreshing.discard)
+
+    add_service(server, AGENT_SERVICE, AgentServicer(agent, registry, batcher, cfg.features.window,
+                                                     serving.max_batch, core, on_request))
+    add_service(server, AGENT_ADMIN_SERVICE, AgentAdminServicer(agent, registry, admin_token,
+                                                                serving.max_message_bytes * 16, refresh_health))
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    names = (agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
-             agent_pb2.DESCRIPTOR.services_by_name["AgentAdminService"].full_name,
-             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server)
+    enable_reflection(server, [AGENT_SERVICE.full_name, AGENT_ADMIN_SERVICE.full_name,
+                               health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     bound = bind(server, host, port, serving)
     await refresh_health()
     batcher.start()

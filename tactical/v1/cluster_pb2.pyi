@@ -12,21 +12,23 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AgentStatus(_message.Message):
-    __slots__ = ("agent", "address", "connected", "info", "error")
+    __slots__ = ("agent", "address", "connected", "info", "error", "problem")
     AGENT_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     INFO_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
     agent: str
     address: str
     connected: bool
     info: _agent_pb2.AgentInfo
     error: str
-    def __init__(self, agent: _Optional[str] = ..., address: _Optional[str] = ..., connected: _Optional[bool] = ..., info: _Optional[_Union[_agent_pb2.AgentInfo, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+    problem: str
+    def __init__(self, agent: _Optional[str] = ..., address: _Optional[str] = ..., connected: _Optional[bool] = ..., info: _Optional[_Union[_agent_pb2.AgentInfo, _Mapping]] = ..., error: _Optional[str] = ..., problem: _Optional[str] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("active_version", "serving", "agents", "decisions", "degraded_decisions", "p50_ms", "p99_ms", "pid", "uptime_s", "audit_dropped")
+    __slots__ = ("active_version", "serving", "agents", "decisions", "degraded_decisions", "p50_ms", "p99_ms", "pid", "uptime_s", "audit_dropped", "audit_policy", "audit_trouble", "audit_logged", "audit_waiting", "audit_spilled", "audit_backlog_bytes")
     ACTIVE_VERSION_FIELD_NUMBER: _ClassVar[int]
     SERVING_FIELD_NUMBER: _ClassVar[int]
     AGENTS_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +39,12 @@ class ClusterStatus(_message.Message):
     PID_FIELD_NUMBER: _ClassVar[int]
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
     AUDIT_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_POLICY_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_TROUBLE_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_LOGGED_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_WAITING_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_SPILLED_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_BACKLOG_BYTES_FIELD_NUMBER: _ClassVar[int]
     active_version: int
     serving: bool
     agents: _containers.RepeatedCompositeFieldContainer[AgentStatus]
@@ -47,7 +55,13 @@ class ClusterStatus(_message.Message):
     pid: int
     uptime_s: float
     audit_dropped: int
-    def __init__(self, active_version: _Optional[int] = ..., serving: _Optional[bool] = ..., agents: _Optional[_Iterable[_Union[AgentStatus, _Mapping]]] = ..., decisions: _Optional[int] = ..., degraded_decisions: _Optional[int] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., pid: _Optional[int] = ..., uptime_s: _Optional[float] = ..., audit_dropped: _Optional[int] = ...) -> None: ...
+    audit_policy: str
+    audit_trouble: str
+    audit_logged: int
+    audit_waiting: int
+    audit_spilled: int
+    audit_backlog_bytes: int
+    def __init__(self, active_version: _Optional[int] = ..., serving: _Optional[bool] = ..., agents: _Optional[_Iterable[_Union[AgentStatus, _Mapping]]] = ..., decisions: _Optional[int] = ..., degraded_decisions: _Optional[int] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., pid: _Optional[int] = ..., uptime_s: _Optional[float] = ..., audit_dropped: _Optional[int] = ..., audit_policy: _Optional[str] = ..., audit_trouble: _Optional[str] = ..., audit_logged: _Optional[int] = ..., audit_waiting: _Optional[int] = ..., audit_spilled: _Optional[int] = ..., audit_backlog_bytes: _Optional[int] = ...) -> None: ...
 
 class ActivateRequest(_message.Message):
     __slots__ = ("version",)

@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
     from agents.serving.server import run_agent
     from tactical.config import load_config
-    from tactical.process import follow_launcher, setup_logging
+    from tactical.logs import setup_logging
+    from tactical.process import follow_launcher
     from tactical.rpc import admin_token
     from tactical_engine.launcher import ensure_model_store
 

@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
     from coordinator.server import run_coordinator
     from tactical.config import load_config
-    from tactical.process import follow_launcher, setup_logging
+    from tactical.logs import setup_logging
+    from tactical.process import follow_launcher
     from tactical.rpc import admin_token
 
     require_range("--port", args.port, 0, 65535)

@@ -11,8 +11,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("health", help="check the coordinator and every agent (exit 0 only when all SERVING)",
                        description="Ask the coordinator, then each agent it knows, with the standard "
                                    "grpc.health.v1 protocol, and print one row per process: address, status, "
-                                   "model version, latency percentiles, requests. Exit 0 only when every process "
-                                   "is SERVING, else 1.")
+                                   "model version, latency percentiles, requests; then every problem, named: an "
+                                   "agent that cannot vote with the active version (unreachable, lacks it, holds "
+                                   "it broken), an audit log in trouble (AUDIT DEGRADED, with its backlog and "
+                                   "drops). Exit 0 only when every process is SERVING and nothing is wrong, else 1.")
     add_target_option(p)
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per call (default 3)")
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
@@ -23,7 +25,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def check(target: str, cfg, timeout: float) -> tuple[list[dict], object]:
-    """One row per process, and the coordinator's status (None when it could not be asked)."""
+    """One row per process, and the coordinator's status (None when it could not be asked).
+
+    A row's `problem` says why that process does not serve what clients would ask of it: an agent
+    that cannot vote with the active version (unreachable, lacks it, holds it broken), an audit
+    log in trouble. Latencies are in ms.
+    """
     import grpc
 
     from tactical_engine.client import AgentClient, TacticalClient, active_version_text
@@ -35,21 +42,26 @@ def check(target: str, cfg, timeout: float) -> tuple[list[dict], object]:
             cluster = client.status()
         except grpc.RpcError:
             cluster = None
+        problem = None
+        if cluster is not None and cluster.audit_trouble:
+            problem = (f"AUDIT DEGRADED: {cluster.audit_trouble}; {cluster.audit_waiting} waiting "
+                       f"({cluster.audit_spilled} in the spill file), {cluster.audit_dropped} dropped, "
+                       f"policy {cluster.audit_policy}")
         rows.append({"process": "coordinator", "address": target, "status": status,
-                     "version": active_version_text(cluster) if cluster else "-",
-                     "p50": f"{cluster.p50_ms:.2f} ms" if cluster else "-",
-                     "p99": f"{cluster.p99_ms:.2f} ms" if cluster else "-",
-                     "requests": cluster.decisions if cluster else 0})
+                     "version": active_version_text(cluster) if cluster else None,
+                     "p50_ms": round(cluster.p50_ms, 3) if cluster else None,
+                     "p99_ms": round(cluster.p99_ms, 3) if cluster else None,
+                     "requests": cluster.decisions if cluster else 0, "problem": problem})
     for agent in (cluster.agents if cluster else []):
         with AgentClient(agent.address, cfg, timeout=timeout) as client:
             agent_status = client.health()
         info = agent.info if agent.HasField("info") else None
         active = cluster.active_version if cluster.HasField("active_version") else None
-        versions = ",".join(("*" if v == active else "") + str(v) for v in info.loaded_versions) if info else "-"
+        versions = ",".join(("*" if v == active else "") + str(v) for v in info.loaded_versions) if info else None
         rows.append({"process": f"agent {agent.agent}", "address": agent.address, "status": agent_status,
-                     "version": versions, "p50": f"{info.p50_inference_us:.0f} us" if info else "-",
-                     "p99": f"{info.p99_inference_us:.0f} us" if info else "-",
-                     "requests": info.windows_served if info else 0})
+                     "version": versions, "p50_ms": round(info.p50_inference_us / 1000, 4) if info else None,
+                     "p99_ms": round(info.p99_inference_us / 1000, 4) if info else None,
+                     "requests": info.windows_served if info else 0, "problem": agent.problem or None})
     return rows, cluster
 
 
@@ -66,17 +78,24 @@ def run(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.wait
     while True:
         rows, cluster = check(target, cfg, args.timeout)
-        healthy = len(rows) >= 4 and all(r["status"] == "SERVING" for r in rows)
+        healthy = len(rows) >= 4 and all(r["status"] == "SERVING" and not r["problem"] for r in rows)
         if healthy or time.monotonic() >= deadline:
             break
         time.sleep(0.5)
     if args.json:
         print(json.dumps({"healthy": healthy, "processes": rows}, indent=2))
-    else:
-        print(f"{'process':<16}{'address':<22}{'status':<26}{'version':<12}{'p50':>11}{'p99':>11}{'requests':>10}")
-        for r in rows:
-            print(f"{r['process']:<16}{r['address']:<22}{r['status']:<26}{r['version']:<12}{r['p50']:>11}"
-                  f"{r['p99']:>11}{r['requests']:>10}")
-        if cluster:
-            print("version: the active model version; for agents the loaded ones, * marks the active one")
+        return 0 if healthy else 1
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f} ms" if value >= 0.1 else f"{value * 1000:.0f} us"
+
+    print(f"{'process':<16}{'address':<22}{'status':<26}{'version':<12}{'p50':>11}{'p99':>11}{'requests':>10}")
+    for r in rows:
+        print(f"{r['process']:<16}{r['address']:<22}{r['status']:<26}{r['version'] or '-':<12}{ms(r['p50_ms']):>11}"
+              f"{ms(r['p99_ms']):>11}{r['requests']:>10}")
+    if cluster:
+        print("version: the active model version; for agents the loaded ones, * marks the active one")
+    for r in rows:
+        if r["problem"]:
+            print(f"{r['process']} at {r['address']}: {r['problem']}")
     return 0 if healthy else 1

@@ -38,15 +38,23 @@ def run(args: argparse.Namespace) -> int:
     print(f"coordinator {target} (pid {s.pid}, up {s.uptime_s:.0f} s): {'SERVING' if s.serving else 'NOT SERVING'}")
     print(f"  active model version {active_version_text(s)}; {s.decisions} decisions, {s.degraded_decisions} degraded "
           f"({share:.1%}); latency p50 {s.p50_ms:.2f} ms, p99 {s.p99_ms:.2f} ms")
-    if s.audit_dropped:
-        print(f"  WARNING: {s.audit_dropped} decisions could not be written to the audit log (writer behind)")
+    if s.audit_policy:
+        state = f"AUDIT DEGRADED: {s.audit_trouble}" if s.audit_trouble else "audit log ok"
+        print(f"  {state}; {s.audit_logged} logged, {s.audit_waiting} waiting ({s.audit_spilled} in the spill file, "
+              f"{s.audit_backlog_bytes / 2**20:.1f} MiB in memory), {s.audit_dropped} dropped; "
+              f"policy {s.audit_policy}")
+    else:
+        print("  no audit log")
     for a in s.agents:
-        print(f"agent {a.agent} at {a.address}: {'connected' if a.connected else 'DISCONNECTED: ' + a.error}")
+        print(f"agent {a.agent} at {a.address}: {'connected' if a.connected else 'DISCONNECTED: ' + a.error}"
+              + (f"; CANNOT VOTE: {a.problem}" if a.problem and a.connected else ""))
         if a.HasField("info"):
             i = a.info
             mean_batch = i.windows_served / i.batches if i.batches else 0.0
             print(f"  loaded {list(i.loaded_versions)}, stored {list(i.stored_versions)}; core "
                   f"{i.core if i.core >= 0 else 'any'}, pid {i.pid}, up {i.uptime_s:.0f} s")
+            for version, why in sorted(i.broken_versions.items()):
+                print(f"  BROKEN version {version}: {why}")
             print(f"  {i.windows_served} windows in {i.batches} forward passes (mean batch {mean_batch:.1f}); "
                   f"inference p50 {i.p50_inference_us:.0f} us, p99 {i.p99_inference_us:.0f} us")
     return 0

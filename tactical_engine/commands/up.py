@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from tactical.config import AGENT_NAMES, load_config
-    from tactical.process import setup_logging
+    from tactical.logs import setup_logging
     from tactical_engine.launcher import LocalCluster
 
     require_seconds("--duration", args.duration)
