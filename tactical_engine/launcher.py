@@ -107,11 +107,18 @@ class Child:
     backoff: float = 0.1
     history: list[float] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)  # set over the launcher's environment
+    log: Path | None = None  # where its stderr (its log) goes, appended; None: the launcher's stderr
 
     def spawn(self) -> None:
         env = {**os.environ, **self.env, LAUNCHER_PID_ENV: str(os.getpid())}
-        self.proc = subprocess.Popen([*self.command, "--port", str(self.port)], stdout=subprocess.PIPE,
-                                     stdin=subprocess.DEVNULL, text=True, start_new_session=True, env=env)
+        log = open(self.log, "ab") if self.log is not None else None  # noqa: SIM115 (the child holds it)
+        try:
+            self.proc = subprocess.Popen([*self.command, "--port", str(self.port)], stdout=subprocess.PIPE,
+                                         stderr=log, stdin=subprocess.DEVNULL, text=True, start_new_session=True,
+                                         env=env)
+        finally:
+            if log is not None:
+                log.close()
 
     def wait_listening(self, timeout: float = READY_TIMEOUT_S) -> str:
         """Read the child's {"listening": ...} line; return its address."""
@@ -158,8 +165,10 @@ class Child:
 
 
 class LocalCluster:
-    def __init__(self, cfg: Config, config_path: str | None, *, restart: bool = True):
+    def __init__(self, cfg: Config, config_path: str | None, *, restart: bool = True, log_dir: Path | None = None):
+        """`log_dir`: each process logs to <log_dir>/<name>.log instead of this process's stderr."""
         self.cfg = cfg
+        self.log_dir = log_dir
         self.config_path = config_path
         self.restart = restart
         self.host = cfg.serving.host
@@ -167,10 +176,16 @@ class LocalCluster:
         self.cores = assign_cores(cfg)
         self.agents = [Child(f"agent {name}", tactical_command("agent", "--name", name, "--core",
                                                                str(self.cores[name]), "--host", self.host, *common),
-                             cfg.serving.agents[name].port)
+                             cfg.serving.agents[name].port, log=self._log(f"agent-{name}"))
                        for name in AGENT_NAMES]
         self.coordinator: Child | None = None
         self._common = common
+
+    def _log(self, name: str) -> Path | None:
+        if self.log_dir is None:
+            return None
+        Path(self.log_dir).mkdir(parents=True, exist_ok=True)
+        return Path(self.log_dir) / f"{name}.log"
 
     @property
     def children(self) -> list[Child]:
@@ -190,7 +205,7 @@ class LocalCluster:
             agents = ",".join(f"{name}={child.address}" for name, child in zip(AGENT_NAMES, self.agents, strict=True))
             self.coordinator = Child("coordinator", tactical_command("coordinator", "--host", self.host, "--agents",
                                                                      agents, *self._common),
-                                     self.cfg.serving.coordinator_port)
+                                     self.cfg.serving.coordinator_port, log=self._log("coordinator"))
             self.coordinator.spawn()
             self.coordinator.wait_listening(ready_timeout)
             say(f"coordinator listening on {self.coordinator.address}; waiting until every process is SERVING")

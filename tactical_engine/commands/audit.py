@@ -42,11 +42,14 @@ def run(args: argparse.Namespace) -> int:
         stamp = dt.datetime.fromtimestamp(r["time_ms"] / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:23]
         votes = " ".join(f"{v['agent']}={v['action'] if v['ok'] else 'none'}" for v in r["votes"])
         flag = "  DEGRADED" if r["degraded"] else ""
-        print(f"{stamp:<24}{r['request_id'][:17]:<18}{r['action']:<7}{r['confidence']:>6.3f}{r['model_version']:>8}"
-              f"{r['latency_ms']:>7.2f}  {votes}{flag}")
+        version = "-" if r["model_version"] is None else r["model_version"]
+        confidence = "-" if r["confidence"] is None else f"{r['confidence']:.3f}"
+        print(f"{stamp:<24}{r['request_id'][:17]:<18}{r['action']:<7}{confidence:>6}{version:>8}"
+              f"{r['latency_ms'] or 0:>7.2f}  {votes}{flag}")
     total = counts["decisions"]
     share = counts["degraded"] / total if total else 0.0
     print(f"{total} decisions; degraded {counts['degraded']} ({share:.1%}); by action "
           + ", ".join(f"{k} {v}" for k, v in counts["by_action"].items())
-          + "; by version " + ", ".join(f"v{k} {v}" for k, v in counts["by_version"].items()))
+          + "; by version " + ", ".join(f"{'none' if k is None else f'v{k}'} {v}"
+                                        for k, v in counts["by_version"].items()))
     return 0
