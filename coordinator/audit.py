@@ -55,12 +55,13 @@ from tactical.actions import action_label
 from tactical.errors import UserError
 from tactical.logs import RateLimitedLog
 from tactical.v1 import audit_pb2, decision_pb2
+from tactical.wire import DEFAULT_INSTRUMENT
 
 log = logging.getLogger(__name__)
 trouble_log = RateLimitedLog(log, interval_s=30.0)
 
 FAIL_OPEN, FAIL_CLOSED = "fail-open", "fail-closed"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _LENGTH = struct.Struct("<I")
 PIPE_BYTES = 1 << 20  # pipe capacity: a flush interval's frames at several thousand decisions/s
 _F_SETPIPE_SZ = 1031  # Linux fcntl
@@ -86,13 +87,28 @@ _SCHEMA = (
     degraded INTEGER NOT NULL,
     reason TEXT NOT NULL,
     decision BLOB NOT NULL,            -- the whole tactical.v1.Decision as answered: votes, probabilities...
+    instrument TEXT NOT NULL DEFAULT 'default',
     UNIQUE (run, seq)
 )""",
     "CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time_ms)",
+    "CREATE INDEX IF NOT EXISTS decisions_instrument ON decisions (instrument, time_ms)",
 )
 _COLUMNS = ("run, seq, request_id, time_ms, window_sha256, bar_time_ms, action, confidence, model_version, "
-            "latency_ms, degraded, reason, decision")
-_INSERT = f"INSERT OR IGNORE INTO decisions ({_COLUMNS}) VALUES ({', '.join('?' * 13)})"
+            "latency_ms, degraded, reason, decision, instrument")
+_INSERT = f"INSERT OR IGNORE INTO decisions ({_COLUMNS}) VALUES ({', '.join('?' * 14)})"
+# Each earlier layout and the statements that bring it to the next; a database is brought up to date once.
+_MIGRATIONS = {
+    # version 1: before (run, seq) keys, with NOT NULL numbers: rows kept, as run 'v1'
+    1: ("DROP INDEX IF EXISTS decisions_time",
+        "ALTER TABLE decisions RENAME TO decisions_v1",
+        _SCHEMA[0].replace("    instrument TEXT NOT NULL DEFAULT 'default',\n", ""),
+        "INSERT INTO decisions (run, seq, request_id, time_ms, window_sha256, bar_time_ms, action, confidence, "
+        "model_version, latency_ms, degraded, reason, decision) SELECT 'v1', id, request_id, time_ms, window_sha256, "
+        "bar_time_ms, action, confidence, model_version, latency_ms, degraded, reason, decision FROM decisions_v1",
+        "DROP TABLE decisions_v1"),
+    # version 2: before instruments
+    2: ("ALTER TABLE decisions ADD COLUMN instrument TEXT NOT NULL DEFAULT 'default'",),
+}
 
 
 class AuditError(UserError, RuntimeError):
@@ -118,22 +134,20 @@ def connect(path: str | Path) -> sqlite3.Connection:
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
-    """Version 1 (before (run, seq) keys; NOT NULL numbers) becomes version 2, its rows kept as run 'v1'."""
-    if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+    """Bring an audit database of an earlier layout (or a new one) to SCHEMA_VERSION, in one transaction."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version >= SCHEMA_VERSION:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(decisions)")}
-        if columns and "run" not in columns:
-            conn.execute("DROP INDEX IF EXISTS decisions_time")
-            conn.execute("ALTER TABLE decisions RENAME TO decisions_v1")
+        if columns:  # an existing table: its layout is the version (user_version 0 was written before it was kept)
+            version = version or (1 if "run" not in columns else 2)
+            for step in range(version, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[step]:
+                    conn.execute(statement)
         for statement in _SCHEMA:
             conn.execute(statement)
-        if columns and "run" not in columns:
-            conn.execute(f"INSERT INTO decisions ({_COLUMNS}) SELECT 'v1', id, request_id, time_ms, window_sha256, "
-                         "bar_time_ms, action, confidence, model_version, latency_ms, degraded, reason, decision "
-                         "FROM decisions_v1")
-            conn.execute("DROP TABLE decisions_v1")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -178,7 +192,7 @@ def row(payload: bytes) -> tuple[Any, ...]:
     return (record.run, record.seq, d.request_id, record.answered_ms, hashlib.sha256(record.window).hexdigest(),
             d.bar_time_ms, action_label(d.action), _finite(d.confidence),
             d.model_version if d.HasField("model_version") else None, _finite(d.latency_ms), int(d.degraded),
-            d.reason, record.decision)
+            d.reason, record.decision, d.instrument or DEFAULT_INSTRUMENT)
 
 
 @dataclass(frozen=True)

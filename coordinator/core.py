@@ -11,17 +11,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from collections.abc import Sequence
 
+import grpc
 import numpy as np
 
-from coordinator.aggregation import LOW_CONFIDENCE, TIE, TOO_FEW_AGENTS, AggregationRule, valid_votes
+from coordinator.aggregation import AggregationRule
 from coordinator.audit import AuditLog, AuditUnavailable
-from coordinator.inputs import RequestDecoder
-from coordinator.links import AgentAnswer, AgentGroup, AgentLink, ArrivalForecast, Fanout
+from coordinator.decisions import decide_block
+from coordinator.inputs import Decoded, RequestDecoder
+from coordinator.links import AgentGroup, AgentLink, ArrivalForecast, Fanout
 from coordinator.state import ActiveVersionState
-from tactical.actions import Action
 from tactical.config import Config
-from tactical.v1 import decision_pb2
+from tactical.v1 import common_pb2, decision_pb2
+from tactical.wire import MAX_REQUEST_ID, WireError
 
 AUTO_ACTIVATE_WAIT_S = 10.0  # a fresh coordinator waits this long for every agent before its first activation
 
@@ -60,77 +63,67 @@ class Coordinator:
         """One decision; raises WireError/BarDataError for bad input, AuditUnavailable (fail-closed) while the
         audit log cannot record it."""
         start = time.perf_counter()
+        self._check_audit()
+        return (await self._decide([self.decoder.decode(request)], start))[0]
+
+    async def answer_batch(self, requests: Sequence[decision_pb2.DecideRequest]) -> list[decision_pb2.Decision]:
+        """One decision per item, in order; a bad item becomes a Decision with `error` set. Raises WireError for
+        a batch over serving.max_batch_items, AuditUnavailable (fail-closed) while the audit cannot record."""
+        start = time.perf_counter()
+        if len(requests) > self.cfg.serving.max_batch_items:
+            raise WireError(f"a batch of {len(requests)} items; at most serving.max_batch_items "
+                            f"({self.cfg.serving.max_batch_items})")
+        self._check_audit()
+        items = self.decoder.decode_batch(requests)
+        decided = iter(await self._decide([item for item in items if item.error is None], start))
+        return [error_decision(item.request_id, item.instrument, grpc.StatusCode.INVALID_ARGUMENT, str(item.error))
+                if item.error is not None else next(decided) for item in items]
+
+    def _check_audit(self) -> None:
         if self.audit is not None and not self.audit.accepting():
             raise AuditUnavailable(f"not deciding: {self.audit.trouble()} (serving.audit_policy fail-closed)")
-        request_id = self.decoder.request_id(request)
-        window, bar_time = self.decoder.window(request)
-        version = self.state.version
-        if version is None:
-            return self._finish(request_id, start, window, bar_time, None, [None] * len(self.agents),
-                                ["no model version is active yet"] * len(self.agents), [0.0] * len(self.agents))
-        loop = asyncio.get_running_loop()
-        fanout = Fanout(len(self.agents), loop)
-        for index, group in enumerate(self.agents.values()):
-            group.submit(version, window, fanout, index)
-        if fanout.remaining:
-            timer = loop.call_later(self.deadline_s, _expire, fanout.done)
-            await fanout.done
-            timer.cancel()
-        answers, errors = fanout.answers, fanout.errors
-        for i, answer in enumerate(answers):
-            if answer is None and not errors[i]:
-                errors[i] = f"deadline exceeded after {self.cfg.serving.deadline_ms:g} ms"
-            elif answer is not None and answer.version != version:
-                answers[i], errors[i] = None, f"answered with version {answer.version} instead of {version}"
-        latencies = [(a.received - start) * 1e3 if a else 0.0 for a in answers]
-        return self._finish(request_id, start, window, bar_time, version, answers, errors, latencies)
 
-    def _finish(self, request_id: str, start: float, window: bytes, bar_time: int, version: int | None,
-                answers: list[AgentAnswer | None], errors: list[str], latencies: list[float]) -> decision_pb2.Decision:
-        probs = np.zeros((1, len(answers), 3))
-        values = np.zeros((1, len(answers)))
-        for i, answer in enumerate(answers):
-            if answer is not None:
-                probs[0, i], values[0, i] = answer.probabilities, answer.value
-        voted = valid_votes(probs, values) & np.array([[answer is not None for answer in answers]])
-        votes = []
-        for i, (name, answer, latency) in enumerate(zip(self.agents, answers, latencies, strict=True)):
-            if answer is not None and not voted[0, i]:
-                errors[i] = (f"invalid vote: probabilities {np.round(answer.probabilities, 4).tolist()}, "
-                             f"value {answer.value:.4g} (not a finite distribution)")
-            if not voted[0, i]:
-                votes.append(decision_pb2.AgentVote(agent=name, ok=False, error=errors[i]))
-                continue
-            votes.append(decision_pb2.AgentVote(agent=name, ok=True,
-                                                action=Action.from_index(int(answer.probabilities.argmax())),
-                                                probabilities=answer.probabilities.tolist(), value=answer.value,
-                                                latency_ms=latency))
-        agg = self.rule(probs, voted)
-        missing = [name for name, ok in zip(self.agents, voted[0], strict=True) if not ok]
-        reasons = []
-        if missing:
-            reasons.append("no vote from " + ", ".join(f"{n} ({e})" for n, e in zip(self.agents, errors, strict=True)
-                                                       if e))
-        hold = int(agg.hold_reason[0])
-        if hold == TOO_FEW_AGENTS:
-            reasons.append(f"Hold: {int(voted.sum())} of {len(answers)} agents voted, "
-                           f"min_agents is {self.cfg.aggregation.min_agents}")
-        elif hold == LOW_CONFIDENCE:
-            reasons.append(f"Hold: confidence {agg.confidence[0]:.3f} is under min_confidence "
-                           f"{self.cfg.aggregation.min_confidence:g}")
-        elif hold == TIE:
-            reasons.append("Hold: the top actions tie")
-        decision = decision_pb2.Decision(
-            request_id=request_id, action=int(agg.actions[0]), confidence=float(agg.confidence[0]),
-            probabilities=agg.combined[0].tolist(), votes=votes, model_version=version, degraded=bool(missing),
-            reason="; ".join(reasons), bar_time_ms=bar_time)
-        decision.latency_ms = (time.perf_counter() - start) * 1e3
-        self.decisions += 1
-        self.degraded += bool(missing)
-        self.latencies_ms.append(decision.latency_ms)
+    async def _decide(self, items: list[Decoded], start: float) -> list[decision_pb2.Decision]:
+        """Decisions for decoded items: their windows go to every agent as one block, with one version."""
+        if not items:
+            return []
+        n, agents = len(items), len(self.agents)
+        version = self.state.version
+        probs = np.zeros((n, agents, 3))
+        values = np.zeros((n, agents))
+        answered = np.zeros(agents, dtype=bool)
+        latencies = [0.0] * agents
+        if version is None:
+            errors = ["no model version is active yet"] * agents
+        else:
+            loop = asyncio.get_running_loop()
+            fanout = Fanout(agents, n, loop)
+            windows = items[0].window if n == 1 else b"".join(item.window for item in items)
+            for index, group in enumerate(self.agents.values()):
+                group.submit(version, windows, fanout, index)
+            if fanout.remaining:
+                timer = loop.call_later(self.deadline_s, _expire, fanout.done)
+                await fanout.done
+                timer.cancel()
+            errors = fanout.errors
+            for a, answer in enumerate(fanout.answers):
+                if answer is None:
+                    errors[a] = errors[a] or f"deadline exceeded after {self.cfg.serving.deadline_ms:g} ms"
+                elif answer.version != version:
+                    errors[a] = f"answered with version {answer.version} instead of {version}"
+                else:
+                    probs[:, a], values[:, a], answered[a] = answer.probabilities, answer.values, True
+                    latencies[a] = (answer.received - start) * 1e3
+        decisions = decide_block(items, version, list(self.agents), probs, values, answered, errors, latencies,
+                                 self.rule, self.cfg.aggregation, (time.perf_counter() - start) * 1e3)
+        self.decisions += n
+        for d in decisions:
+            self.degraded += d.degraded
+            self.latencies_ms.append(d.latency_ms)
         if self.audit is not None:
-            self.audit.record(decision, window)
-        return decision
+            for item, d in zip(items, decisions, strict=True):
+                self.audit.record(d, item.window)
+        return decisions
 
     def links(self) -> list[AgentLink]:
         """Every agent process, replicas included."""
@@ -173,3 +166,9 @@ class Coordinator:
         """Agent processes (replicas included) that cannot vote with `version`, with why."""
         return [f"{link.name} at {link.address} ({problem})" for link in self.links()
                 if (problem := self.problem(link, version)) is not None]
+
+
+def error_decision(request_id: str, instrument: str, code: grpc.StatusCode, message: str) -> decision_pb2.Decision:
+    """The answer to a request refused inside a stream or a batch (the call itself goes on)."""
+    return decision_pb2.Decision(request_id=request_id[:MAX_REQUEST_ID], instrument=instrument[:64],
+                                 error=common_pb2.Error(code=code.value[0], message=message))

@@ -36,22 +36,26 @@ class AgentUnavailable(ConnectionError):
 
 @dataclass(frozen=True)
 class AgentAnswer:
-    probabilities: np.ndarray  # (3,) float32
-    value: float
+    """One agent's answer for a block of windows."""
+
+    probabilities: np.ndarray  # (count, 3) float32
+    values: np.ndarray  # (count,) float32
     version: int
     received: float  # time.perf_counter() when the answer arrived
 
 
 class Fanout:
-    """One decision's answers from the agents; `done` resolves when all have answered or failed.
+    """A block of windows (one decision's, or a batch request's) sent to every agent, and their answers;
+    `done` resolves when all agents have answered or failed.
 
-    One future per decision instead of one per agent plus asyncio.wait: the fan-out is on the
-    hot path, and this halves its bookkeeping.
+    One future per block instead of one per agent plus asyncio.wait: the fan-out is on the hot
+    path, and this halves its bookkeeping. An agent answers a block in one piece.
     """
 
-    __slots__ = ("answers", "done", "errors", "remaining")
+    __slots__ = ("answers", "count", "done", "errors", "remaining")
 
-    def __init__(self, agents: int, loop: asyncio.AbstractEventLoop):
+    def __init__(self, agents: int, count: int, loop: asyncio.AbstractEventLoop):
+        self.count = count
         self.answers: list[AgentAnswer | None] = [None] * agents
         self.errors: list[str] = [""] * agents
         self.remaining = agents
@@ -115,7 +119,8 @@ class AgentLink:
         self.info: agent_pb2.AgentInfo | None = None
         self.messages_sent = 0
         self.windows_sent = 0
-        self._pending: list[tuple[int, bytes, Fanout, int]] = []
+        self._pending: list[tuple[int, bytes, Fanout, int]] = []  # (version, windows, fanout, agent index)
+        self._pending_windows = 0
         self._pending_since = 0.0
         self._in_flight: dict[int, list[tuple[Fanout, int]]] = {}
         self._wake = asyncio.Event()
@@ -132,14 +137,15 @@ class AgentLink:
             await asyncio.gather(self._task, return_exceptions=True)
         await self.channel.close()
 
-    def submit(self, version: int, window: bytes, fanout: Fanout, index: int) -> None:
-        """Send this window; its answer or failure lands in slot `index` of `fanout`."""
+    def submit(self, version: int, windows: bytes, fanout: Fanout, index: int) -> None:
+        """Send this block of windows (fanout.count of them); the answer or failure lands in slot `index`."""
         if not self.connected:
             fanout.fail(index, self.last_error)
         else:
             if not self._pending:
                 self._pending_since = time.perf_counter()
-            self._pending.append((version, window, fanout, index))
+            self._pending.append((version, windows, fanout, index))
+            self._pending_windows += fanout.count
             self._wake.set()
 
     async def refresh_info(self, timeout: float = INFO_TIMEOUT_S) -> agent_pb2.AgentInfo | None:
@@ -207,6 +213,7 @@ class AgentLink:
         slots = [(f, i) for _, _, f, i in self._pending]
         slots += [slot for waiting in self._in_flight.values() for slot in waiting]
         self._pending.clear()
+        self._pending_windows = 0
         self._in_flight.clear()
         for fanout, index in slots:
             fanout.fail(index, error)
@@ -223,28 +230,32 @@ class AgentLink:
                         await asyncio.wait_for(self._wake.wait(), linger)
                     self._wake.clear()
                     continue
-                version = self._pending[0][0]
-                take = 0
-                while take < len(self._pending) and take < self.max_batch and self._pending[take][0] == version:
+                # one message: blocks of one version, up to max_batch windows (a bigger block goes alone)
+                version, take, count = self._pending[0][0], 1, self._pending[0][2].count
+                while take < len(self._pending) and self._pending[take][0] == version \
+                        and count + self._pending[take][2].count <= self.max_batch:
+                    count += self._pending[take][2].count
                     take += 1
                 batch, self._pending = self._pending[:take], self._pending[take:]
+                self._pending_windows -= count
                 self._pending_since = time.perf_counter()
                 live = [item for item in batch if not item[2].done.done()]  # skip decisions that gave up
                 if not live:
                     continue
                 self._seq += 1
                 self._in_flight[self._seq] = [(f, i) for _, _, f, i in live]
+                count = sum(f.count for _, _, f, _ in live)
                 request = agent_pb2.ActRequest(
                     seq=self._seq, model_version=version,
-                    windows=common_pb2.WindowBatch(data=b"".join(w for _, w, _, _ in live), count=len(live),
+                    windows=common_pb2.WindowBatch(data=b"".join(w for _, w, _, _ in live), count=count,
                                                    bars=self.window, features=self.n_features))
                 self.messages_sent += 1
-                self.windows_sent += len(live)
+                self.windows_sent += count
                 await call.write(request)
 
     def _linger(self) -> float:
         """Seconds to wait for windows known to be on their way (0: send now)."""
-        if len(self._pending) >= self.max_batch or not self.forecast.expected():
+        if self._pending_windows >= self.max_batch or not self.forecast.expected():
             return 0.0
         return max(0.0, self._pending_since + self.forecast.linger_s - time.perf_counter())
 
@@ -259,14 +270,19 @@ class AgentLink:
             if slots is None:
                 continue
             probs = np.frombuffer(response.probabilities, dtype="<f4").reshape(-1, 3)
-            values = np.frombuffer(response.values, dtype="<f4").tolist()
-            if response.error.code or len(probs) != len(slots) or len(values) != len(slots):
-                error = response.error.message or f"agent answered {len(probs)} windows for {len(slots)}"
+            values = np.frombuffer(response.values, dtype="<f4")
+            expected = sum(fanout.count for fanout, _ in slots)
+            if response.error.code or len(probs) != expected or len(values) != expected:
+                error = response.error.message or f"agent answered {len(probs)} windows for {expected}"
                 for fanout, index in slots:
                     fanout.fail(index, error)
                 continue
-            for k, (fanout, index) in enumerate(slots):
-                fanout.answer(index, AgentAnswer(probs[k], values[k], response.model_version, received))
+            offset = 0
+            for fanout, index in slots:
+                end = offset + fanout.count
+                fanout.answer(index, AgentAnswer(probs[offset:end], values[offset:end], response.model_version,
+                                                 received))
+                offset = end
 
 
 class AgentGroup:
@@ -291,16 +307,16 @@ class AgentGroup:
         """Some replica can answer with this version."""
         return any(link.holds(version) for link in self.links)
 
-    def submit(self, version: int, window: bytes, fanout: Fanout, index: int) -> None:
+    def submit(self, version: int, windows: bytes, fanout: Fanout, index: int) -> None:
         if len(self.links) == 1:  # the usual case, on the hot path: no choice to make
-            self.links[0].submit(version, window, fanout, index)
+            self.links[0].submit(version, windows, fanout, index)
             return
         ready = [link for link in self.links if link.holds(version)] or [link for link in self.links if link.connected]
         if not ready:
             fanout.fail(index, f"unavailable: {self.last_error}")
             return
         self._next += 1
-        ready[self._next % len(ready)].submit(version, window, fanout, index)
+        ready[self._next % len(ready)].submit(version, windows, fanout, index)
 
     def start(self) -> None:
         for link in self.links:

@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from coordinator.audit import AuditLog, AuditUnavailable
-from coordinator.core import Coordinator
+from coordinator.core import Coordinator, error_decision
 from coordinator.links import AgentGroup, AgentLink, ArrivalForecast
 from coordinator.state import ActiveVersionState
 from market.bars import BarDataError
@@ -37,8 +37,8 @@ from tactical.rpc import (
     percentile,
     require_admin,
 )
-from tactical.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2, decision_pb2, decision_pb2_grpc
-from tactical.wire import MAX_REQUEST_ID, N_FEATURES, WireError
+from tactical.v1 import cluster_pb2, cluster_pb2_grpc, decision_pb2, decision_pb2_grpc
+from tactical.wire import N_FEATURES, WireError
 
 log = logging.getLogger(__name__)
 MONITOR_INTERVAL_S = 1.0
@@ -49,8 +49,8 @@ MODEL_ADMIN_SERVICE = cluster_pb2.DESCRIPTOR.services_by_name["ModelAdminService
 
 
 class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
-    """Decide and DecideStream: bad input is INVALID_ARGUMENT (on a stream, an error Decision and the stream goes
-    on); a fail-closed audit that cannot record is UNAVAILABLE with the reason."""
+    """Decide, DecideStream, DecideBatch: bad input is INVALID_ARGUMENT (on a stream or in a batch, an error
+    Decision, and the call goes on); a fail-closed audit that cannot record is UNAVAILABLE with the reason."""
 
     def __init__(self, coordinator: Coordinator):
         self.coordinator = coordinator
@@ -64,6 +64,19 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         except AuditUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
+    async def DecideBatch(self, request, context):
+        try:
+            decisions = await self.coordinator.answer_batch(request.items)
+        except WireError as exc:
+            client_errors.note("invalid request", str(exc))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except AuditUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        for d in decisions:
+            if d.HasField("error"):
+                client_errors.note("invalid request", d.error.message)
+        return decision_pb2.DecideBatchResponse(decisions=decisions)
+
     async def DecideStream(self, request_iterator, context):
         # context.read()/write() rather than iterating and yielding: no async generators per message
         stream = id(context)
@@ -73,24 +86,21 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
                 forecast.arrived(stream)
                 if isinstance(request, Undecodable):
                     client_errors.note("undecodable request", request.message)
-                    decision = _error_decision("", grpc.StatusCode.INVALID_ARGUMENT, request.message)
+                    decision = error_decision("", "", grpc.StatusCode.INVALID_ARGUMENT, request.message)
                 else:
                     try:
                         decision = await self.coordinator.answer(request)
                     except (WireError, BarDataError) as exc:
                         client_errors.note("invalid request", str(exc))
-                        decision = _error_decision(request.request_id, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                        decision = error_decision(request.request_id, request.instrument,
+                                                  grpc.StatusCode.INVALID_ARGUMENT, str(exc))
                     except AuditUnavailable as exc:
-                        decision = _error_decision(request.request_id, grpc.StatusCode.UNAVAILABLE, str(exc))
+                        decision = error_decision(request.request_id, request.instrument,
+                                                  grpc.StatusCode.UNAVAILABLE, str(exc))
                 forecast.answered(stream)
                 await context.write(decision)
         finally:
             forecast.arrived(stream)
-
-
-def _error_decision(request_id: str, code: grpc.StatusCode, message: str) -> decision_pb2.Decision:
-    return decision_pb2.Decision(request_id=request_id[:MAX_REQUEST_ID],
-                                 error=common_pb2.Error(code=code.value[0], message=message))
 
 
 class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):

@@ -178,6 +178,9 @@ class ServingConfig:
     max_in_flight: int
     batch_linger_ms: float
     max_bars: int
+    max_instruments: int
+    max_batch_items: int
+    max_bar_gap_ms: int
     max_message_bytes: int
     max_concurrent_calls: int
     versions_kept: int
@@ -199,7 +202,9 @@ class ServingConfig:
     def check(self, at: str) -> None:
         _port(f"{at}.coordinator_port", self.coordinator_port, allow_zero=True)
         _agent_keys(f"{at}.agents", self.agents)
-        _positive(at, self, "deadline_ms", "max_batch", "max_in_flight", "max_bars", "max_message_bytes",
+        _non_negative(at, self, "max_bar_gap_ms")
+        _positive(at, self, "deadline_ms", "max_batch", "max_in_flight", "max_bars", "max_instruments",
+                  "max_batch_items", "max_message_bytes",
                   "max_concurrent_calls", "versions_kept", "audit_flush_ms", "audit_backlog_bytes",
                   "audit_spill_bytes")
         if self.audit_policy not in AUDIT_POLICIES:

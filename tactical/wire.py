@@ -8,6 +8,7 @@ seven features in FEATURE_NAMES order: part of the contract, so they are defined
 
 from __future__ import annotations
 
+import re
 from typing import Protocol
 
 import numpy as np
@@ -28,6 +29,8 @@ FEATURE_NAMES = (
 N_FEATURES = len(FEATURE_NAMES)
 STAGE_CHUNK = 1 << 20  # StageVersion sends a blob in data chunks of at most this many bytes
 MAX_REQUEST_ID = 64  # characters of a client's request_id
+DEFAULT_INSTRUMENT = "default"  # what a request that names no instrument is for
+_INSTRUMENT = re.compile(r"[A-Za-z0-9._\-/:^=+#]{1,64}")
 ADMIN_TOKEN_HEADER = "x-tactical-admin-token"  # metadata key of the admin token on admin calls
 
 
@@ -124,3 +127,15 @@ def decode_bars(msg: common_pb2.BarSeries) -> tuple[np.ndarray, np.ndarray]:
     cols = np.fromiter((x for b in msg.bars for x in (b.open, b.high, b.low, b.close, b.volume)), dtype=np.float64,
                        count=5 * n).reshape(n, 5)
     return time, cols
+
+
+def instrument_name(text: str) -> str:
+    """The request's instrument: `text` if it is a valid name (1-64 of letters, digits and . _ - / : ^ = + #),
+    DEFAULT_INSTRUMENT if empty, else WireError."""
+    if not text:
+        return DEFAULT_INSTRUMENT
+    if _INSTRUMENT.fullmatch(text) is None:
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        raise WireError(f"instrument {shown!r} is not a valid name: 1 to 64 characters from letters, digits and "
+                        f". _ - / : ^ = + #")
+    return text

@@ -266,8 +266,9 @@ async def start_agent_server(agent: str, cfg: Config, *, host: str, port: int, c
         refreshing.add(task)  # held until done (the loop keeps only weak references to tasks)
         task.add_done_callback(refreshing.discard)
 
-    add_service(server, AGENT_SERVICE, AgentServicer(agent, registry, batcher, cfg.features.window,
-                                                     serving.max_batch, core, on_request))
+    largest = max(serving.max_batch, serving.max_batch_items)  # a DecideBatch's windows arrive as one request
+    add_service(server, AGENT_SERVICE, AgentServicer(agent, registry, batcher, cfg.features.window, largest, core,
+                                                     on_request))
     add_service(server, AGENT_ADMIN_SERVICE, AgentAdminServicer(agent, registry, admin_token,
                                                                 serving.max_message_bytes * 16, refresh_health))
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -8,14 +8,30 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class DecideRequest(_message.Message):
-    __slots__ = ("request_id", "window", "bars")
+    __slots__ = ("request_id", "window", "bars", "bar", "instrument")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     BARS_FIELD_NUMBER: _ClassVar[int]
+    BAR_FIELD_NUMBER: _ClassVar[int]
+    INSTRUMENT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     window: _common_pb2.Window
     bars: _common_pb2.BarSeries
-    def __init__(self, request_id: _Optional[str] = ..., window: _Optional[_Union[_common_pb2.Window, _Mapping]] = ..., bars: _Optional[_Union[_common_pb2.BarSeries, _Mapping]] = ...) -> None: ...
+    bar: _common_pb2.Bar
+    instrument: str
+    def __init__(self, request_id: _Optional[str] = ..., window: _Optional[_Union[_common_pb2.Window, _Mapping]] = ..., bars: _Optional[_Union[_common_pb2.BarSeries, _Mapping]] = ..., bar: _Optional[_Union[_common_pb2.Bar, _Mapping]] = ..., instrument: _Optional[str] = ...) -> None: ...
+
+class DecideBatchRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[DecideRequest]
+    def __init__(self, items: _Optional[_Iterable[_Union[DecideRequest, _Mapping]]] = ...) -> None: ...
+
+class DecideBatchResponse(_message.Message):
+    __slots__ = ("decisions",)
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    decisions: _containers.RepeatedCompositeFieldContainer[Decision]
+    def __init__(self, decisions: _Optional[_Iterable[_Union[Decision, _Mapping]]] = ...) -> None: ...
 
 class AgentVote(_message.Message):
     __slots__ = ("agent", "ok", "action", "probabilities", "value", "latency_ms", "error")
@@ -36,7 +52,7 @@ class AgentVote(_message.Message):
     def __init__(self, agent: _Optional[str] = ..., ok: _Optional[bool] = ..., action: _Optional[_Union[_common_pb2.Action, str]] = ..., probabilities: _Optional[_Iterable[float]] = ..., value: _Optional[float] = ..., latency_ms: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("request_id", "action", "confidence", "probabilities", "votes", "model_version", "latency_ms", "degraded", "reason", "error", "bar_time_ms")
+    __slots__ = ("request_id", "action", "confidence", "probabilities", "votes", "model_version", "latency_ms", "degraded", "reason", "error", "bar_time_ms", "instrument")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +64,7 @@ class Decision(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     BAR_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    INSTRUMENT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     action: _common_pb2.Action
     confidence: float
@@ -59,4 +76,5 @@ class Decision(_message.Message):
     reason: str
     error: _common_pb2.Error
     bar_time_ms: int
-    def __init__(self, request_id: _Optional[str] = ..., action: _Optional[_Union[_common_pb2.Action, str]] = ..., confidence: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., votes: _Optional[_Iterable[_Union[AgentVote, _Mapping]]] = ..., model_version: _Optional[int] = ..., latency_ms: _Optional[float] = ..., degraded: _Optional[bool] = ..., reason: _Optional[str] = ..., error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., bar_time_ms: _Optional[int] = ...) -> None: ...
+    instrument: str
+    def __init__(self, request_id: _Optional[str] = ..., action: _Optional[_Union[_common_pb2.Action, str]] = ..., confidence: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., votes: _Optional[_Iterable[_Union[AgentVote, _Mapping]]] = ..., model_version: _Optional[int] = ..., latency_ms: _Optional[float] = ..., degraded: _Optional[bool] = ..., reason: _Optional[str] = ..., error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., bar_time_ms: _Optional[int] = ..., instrument: _Optional[str] = ...) -> None: ...

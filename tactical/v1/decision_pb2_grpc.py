@@ -45,6 +45,11 @@ class DecisionServiceStub:
                 request_serializer=tactical_dot_v1_dot_decision__pb2.DecideRequest.SerializeToString,
                 response_deserializer=tactical_dot_v1_dot_decision__pb2.Decision.FromString,
                 _registered_method=True)
+        self.DecideBatch = channel.unary_unary(
+                '/tactical.v1.DecisionService/DecideBatch',
+                request_serializer=tactical_dot_v1_dot_decision__pb2.DecideBatchRequest.SerializeToString,
+                response_deserializer=tactical_dot_v1_dot_decision__pb2.DecideBatchResponse.FromString,
+                _registered_method=True)
 
 
 class DecisionServiceServicer:
@@ -52,15 +57,25 @@ class DecisionServiceServicer:
     """
 
     def Decide(self, request, context):
-        """One decision for one window or bar series. Bad input: INVALID_ARGUMENT naming the problem.
+        """One decision for one window, bar series or new bar. Bad input: INVALID_ARGUMENT naming the problem.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DecideStream(self, request_iterator, context):
-        """One decision per request, in order, on a long-lived stream (send a window every bar).
-        A bad request gets a Decision with `error` set; the stream stays open.
+        """One decision per request, in order, on a long-lived stream: a live client sends each new
+        `bar` of its instrument (after its history once). A bad request gets a Decision with `error`
+        set; the stream stays open.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideBatch(self, request, context):
+        """One decision per item, in the items' order: many instruments at one bar close, their
+        windows sent to the agents as one batch. A bad item gets a Decision with `error` set; the
+        others are decided.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -78,6 +93,11 @@ def add_DecisionServiceServicer_to_server(servicer, server):
                     servicer.DecideStream,
                     request_deserializer=tactical_dot_v1_dot_decision__pb2.DecideRequest.FromString,
                     response_serializer=tactical_dot_v1_dot_decision__pb2.Decision.SerializeToString,
+            ),
+            'DecideBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideBatch,
+                    request_deserializer=tactical_dot_v1_dot_decision__pb2.DecideBatchRequest.FromString,
+                    response_serializer=tactical_dot_v1_dot_decision__pb2.DecideBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +155,33 @@ class DecisionService:
             '/tactical.v1.DecisionService/DecideStream',
             tactical_dot_v1_dot_decision__pb2.DecideRequest.SerializeToString,
             tactical_dot_v1_dot_decision__pb2.Decision.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tactical.v1.DecisionService/DecideBatch',
+            tactical_dot_v1_dot_decision__pb2.DecideBatchRequest.SerializeToString,
+            tactical_dot_v1_dot_decision__pb2.DecideBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

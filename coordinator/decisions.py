@@ -1,0 +1,65 @@
+"""From the agents' answers for a block of windows to the Decision messages: votes checked, the rule
+applied, every vote and every reason for a Hold or a missing vote written down.
+
+One function for the coordinator and the in-process engine, so that both answer with the same
+decision, votes and reasons for the same window and version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from coordinator.aggregation import LOW_CONFIDENCE, TIE, TOO_FEW_AGENTS, AggregationRule, valid_votes
+from tactical.actions import Action
+from tactical.config import AggregationConfig
+from tactical.v1 import decision_pb2
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What a decision answers: the request's id, its instrument, its last bar's time (0 for a window)."""
+
+    request_id: str
+    instrument: str
+    bar_time: int = 0
+
+
+def decide_block(asked: Sequence[Asked], version: int | None, agents: Sequence[str], probabilities: np.ndarray,
+                 values: np.ndarray, answered: np.ndarray, errors: Sequence[str], latencies_ms: Sequence[float],
+                 rule: AggregationRule, aggregation: AggregationConfig,
+                 latency_ms: float) -> list[decision_pb2.Decision]:
+    """Decisions for a block of n windows: probabilities (n, A, 3) and values (n, A) as the A agents answered,
+    `answered` (A,) whether each agent answered at all (else `errors` says why), `latencies_ms` (A,) when."""
+    voted = valid_votes(probabilities, values) & np.asarray(answered, dtype=bool)
+    agg = rule(probabilities, voted)
+    out = []
+    for k, item in enumerate(asked):
+        votes, missing = [], []
+        for a, name in enumerate(agents):
+            p = probabilities[k, a]
+            if voted[k, a]:
+                votes.append(decision_pb2.AgentVote(agent=name, ok=True, action=Action.from_index(int(p.argmax())),
+                                                    probabilities=p.tolist(), value=float(values[k, a]),
+                                                    latency_ms=latencies_ms[a]))
+                continue
+            error = errors[a] or (f"invalid vote: probabilities {np.round(p, 4).tolist()}, value "
+                                  f"{values[k, a]:.4g} (not a finite distribution)")
+            votes.append(decision_pb2.AgentVote(agent=name, ok=False, error=error))
+            missing.append(f"{name} ({error})")
+        reasons = ["no vote from " + ", ".join(missing)] if missing else []
+        hold, confidence = int(agg.hold_reason[k]), float(agg.confidence[k])
+        if hold == TOO_FEW_AGENTS:
+            reasons.append(f"Hold: {int(voted[k].sum())} of {len(agents)} agents voted, "
+                           f"min_agents is {aggregation.min_agents}")
+        elif hold == LOW_CONFIDENCE:
+            reasons.append(f"Hold: confidence {confidence:.3f} is under min_confidence {aggregation.min_confidence:g}")
+        elif hold == TIE:
+            reasons.append("Hold: the top actions tie")
+        out.append(decision_pb2.Decision(
+            request_id=item.request_id, instrument=item.instrument, action=int(agg.actions[k]), confidence=confidence,
+            probabilities=agg.combined[k].tolist(), votes=votes, model_version=version, degraded=bool(missing),
+            reason="; ".join(reasons), bar_time_ms=item.bar_time, latency_ms=latency_ms))
+    return out
