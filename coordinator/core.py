@@ -76,7 +76,7 @@ class Coordinator:
         self._check_audit()
         items = self.decoder.decode_batch(requests)
         decided = iter(await self._decide([item for item in items if item.error is None], start))
-        return [error_decision(item.request_id, item.instrument, grpc.StatusCode.INVALID_ARGUMENT, str(item.error))
+        return [error_decision(item.request_id, item.instrument, grpc.StatusCode.INVALID_ARGUMENT, item.error)
                 if item.error is not None else next(decided) for item in items]
 
     def _check_audit(self) -> None:
@@ -168,7 +168,10 @@ class Coordinator:
                 if (problem := self.problem(link, version)) is not None]
 
 
-def error_decision(request_id: str, instrument: str, code: grpc.StatusCode, message: str) -> decision_pb2.Decision:
-    """The answer to a request refused inside a stream or a batch (the call itself goes on)."""
+def error_decision(request_id: str, instrument: str, code: grpc.StatusCode,
+                   cause: Exception | str) -> decision_pb2.Decision:
+    """The answer to a request refused inside a stream or a batch (the call itself goes on); the error's
+    machine-readable reason (NO_HISTORY...) goes with it."""
     return decision_pb2.Decision(request_id=request_id[:MAX_REQUEST_ID], instrument=instrument[:64],
-                                 error=common_pb2.Error(code=code.value[0], message=message))
+                                 error=common_pb2.Error(code=code.value[0], message=str(cause),
+                                                        reason=getattr(cause, "reason", "")))

@@ -38,7 +38,7 @@ from tactical.rpc import (
     require_admin,
 )
 from tactical.v1 import cluster_pb2, cluster_pb2_grpc, decision_pb2, decision_pb2_grpc
-from tactical.wire import N_FEATURES, WireError
+from tactical.wire import ERROR_REASON_HEADER, N_FEATURES, WireError
 
 log = logging.getLogger(__name__)
 MONITOR_INTERVAL_S = 1.0
@@ -60,6 +60,8 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             return await self.coordinator.answer(request)
         except (WireError, BarDataError) as exc:
             client_errors.note("invalid request", str(exc))
+            if getattr(exc, "reason", ""):
+                context.set_trailing_metadata(((ERROR_REASON_HEADER, exc.reason),))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except AuditUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
@@ -93,7 +95,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
                     except (WireError, BarDataError) as exc:
                         client_errors.note("invalid request", str(exc))
                         decision = error_decision(request.request_id, request.instrument,
-                                                  grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                                                  grpc.StatusCode.INVALID_ARGUMENT, exc)
                     except AuditUnavailable as exc:
                         decision = error_decision(request.request_id, request.instrument,
                                                   grpc.StatusCode.UNAVAILABLE, str(exc))

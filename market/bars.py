@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -12,6 +13,17 @@ from tactical.errors import UserError
 
 class BarDataError(UserError, ValueError):
     """Bars that break the OHLCV contract; the message names the bar (or file line) and the problem."""
+
+
+class Bar(NamedTuple):
+    """One OHLCV bar: what a live stream sends each period. `time_ms` is milliseconds since the Unix epoch (UTC)."""
+
+    time_ms: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,16 @@ class Bars:
         if not isinstance(index, slice):
             raise TypeError("Bars supports slicing only")
         return Bars(*(getattr(self, f)[index] for f in ("time", "open", "high", "low", "close", "volume")))
+
+    def bar(self, i: int) -> Bar:
+        """Bar i, as a live stream would send it."""
+        return Bar(int(self.time[i]), float(self.open[i]), float(self.high[i]), float(self.low[i]),
+                   float(self.close[i]), float(self.volume[i]))
+
+    def append(self, bar: Bar) -> Bars:
+        """A new series with `bar` after these."""
+        return Bars(*(np.append(getattr(self, f), value) for f, value in zip(
+            ("time", "open", "high", "low", "close", "volume"), bar, strict=True)))
 
 
 def validate_bars(bars: Bars, *, min_bars: int = 1, name_of: Callable[[int], str] | None = None) -> None:

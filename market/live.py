@@ -22,7 +22,7 @@ import numpy as np
 from market.bars import BarDataError, Bars, validate_bars
 from market.features import compute_features
 from tactical.config import FeatureConfig
-from tactical.wire import N_FEATURES
+from tactical.wire import N_FEATURES, NO_HISTORY
 
 
 def bar_stamp(time_ms: int) -> str:
@@ -31,6 +31,12 @@ def bar_stamp(time_ms: int) -> str:
         return dt.datetime.fromtimestamp(time_ms / 1000, tz=dt.UTC).isoformat().replace("+00:00", "Z")
     except (OverflowError, OSError, ValueError):
         return f"{time_ms} ms"
+
+
+class NoHistory(BarDataError):
+    """A new bar for an instrument with no history here: the client should send the history again."""
+
+    reason = NO_HISTORY
 
 
 class BarHistory:
@@ -74,7 +80,7 @@ class BarHistory:
         slot = self._slots.get(instrument)
         where = f"instrument {instrument}, bar at {bar_stamp(time_ms)}"
         if slot is None:
-            raise BarDataError(f"{where}: no history for this instrument here: send its last {self.features.min_bars} "
+            raise NoHistory(f"{where}: no history for this instrument here: send its last {self.features.min_bars} "
                                f"bars first (a restarted coordinator keeps none, and it keeps at most "
                                f"{self.capacity} instruments, forgetting the least recently used)")
         last = int(self._time[slot, -1])

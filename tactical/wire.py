@@ -32,6 +32,8 @@ MAX_REQUEST_ID = 64  # characters of a client's request_id
 DEFAULT_INSTRUMENT = "default"  # what a request that names no instrument is for
 _INSTRUMENT = re.compile(r"[A-Za-z0-9._\-/:^=+#]{1,64}")
 ADMIN_TOKEN_HEADER = "x-tactical-admin-token"  # metadata key of the admin token on admin calls
+ERROR_REASON_HEADER = "x-tactical-error-reason"  # trailing metadata key of Error.reason on unary calls
+NO_HISTORY = "NO_HISTORY"  # Error.reason: send the instrument's history again
 
 
 class BarColumns(Protocol):

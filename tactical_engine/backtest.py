@@ -26,6 +26,7 @@ from market.windows import all_windows, decision_range
 from tactical.actions import Action, to_positions
 from tactical.config import Config
 from tactical.errors import UserError
+from tactical_engine.engine import Engine
 
 MODEL, BUY_AND_HOLD, FLAT, RANDOM = "model", "buy and hold", "flat", "random votes"
 
@@ -58,11 +59,11 @@ def decision_bars(bars: Bars, cfg: Config, from_ms: int | None, to_ms: int | Non
     return first, last
 
 
-def local_decisions(engine, bars: Bars, cfg: Config, first: int, last: int) -> np.ndarray:
+def local_decisions(engine: Engine, bars: Bars, cfg: Config, first: int, last: int) -> np.ndarray:
     """Positions from the in-process engine, for decision bars first..last."""
     windows = all_windows(compute_features(bars, cfg.features), cfg.features.window)
-    start = first - (cfg.features.window - 1)
-    return to_positions(engine.decide(windows[start:last - (cfg.features.window - 1) + 1]).actions).astype(np.float64)
+    offset = cfg.features.window - 1  # window i ends at bar i + offset
+    return to_positions(engine.aggregate(windows[first - offset:last - offset + 1]).actions).astype(np.float64)
 
 
 async def _remote(target: str, cfg: Config, bars: Bars, first: int, last: int, streams: int,

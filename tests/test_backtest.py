@@ -23,7 +23,7 @@ from tactical_engine.backtest import (
     score,
 )
 from tactical_engine.cli import main
-from tactical_engine.engine import LocalEngine
+from tactical_engine.engine import Engine
 
 pytestmark = pytest.mark.cluster
 
@@ -47,7 +47,7 @@ def test_in_process_and_served_decisions_are_the_same(setup):
     cfg = load_config(setup)
     bars = configured(cfg.synthetic).bars
     first, last = decision_bars(bars, cfg, None, None)
-    local = local_decisions(LocalEngine(ModelStore(cfg.paths.model_store), 1, cfg), bars, cfg, first, last)
+    local = local_decisions(Engine(ModelStore(cfg.paths.model_store), 1, cfg), bars, cfg, first, last)
     assert first == cfg.features.min_bars - 1 and last == len(bars) - 2
     assert set(np.unique(local)) <= {-1.0, 0.0, 1.0} and len(np.unique(local)) > 1
     with running_cluster(setup) as cluster:

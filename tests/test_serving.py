@@ -98,7 +98,7 @@ def bad_requests(cfg):
         ("inf", decide_request(window=inf), "holds inf at bar 0, feature 6 (volume_ratio)"),
         ("empty", decision_pb2.DecideRequest(window=common_pb2.Window()), "window is empty"),
         ("wrong data size", decision_pb2.DecideRequest(window=big), "window data is 1048576 bytes"),
-        ("nothing", decision_pb2.DecideRequest(), "neither a window nor bars"),
+        ("nothing", decision_pb2.DecideRequest(), "neither a window, bars nor a bar"),
         ("too few bars", decide_request(bars=short), f"too few bars: need at least {cfg.features.min_bars}"),
         ("out of order", decide_request(bars=broken("time", 50, bars.time[48])), "bar 50: time"),
         ("high < low", decide_request(bars=broken("high", 30, 1.0)), "bar 30: "),

@@ -116,12 +116,12 @@ def run(args: argparse.Namespace) -> int:
             result.positions = remote_decisions(args.target, cfg, bars, first, last, result, args.streams, bar.update)
         source = f"cluster {args.target}, version(s) {dict(result.versions)}"
     else:
-        from tactical_engine.engine import LocalEngine
+        from tactical_engine.engine import Engine
 
         version = args.version if args.version is not None else store.latest()
         if version is None or version not in store.versions():
             raise CliError(f"no version {version} in the model store {store.root} (train one: tactical train)")
-        result.positions = local_decisions(LocalEngine(store, version, cfg), bars, cfg, first, last)
+        result.positions = local_decisions(Engine(store, version, cfg), bars, cfg, first, last)
         result.versions[version] = last - first + 1
         source = f"in-process engine, model version {version}"
     notes += _sample_notes(store, result.versions, series_source(args.data, cfg.synthetic), int(bars.time[first]))
