@@ -17,7 +17,8 @@ from market.bars import Bars
 from tactical.config import Config, default_config
 from tactical.rpc import admin_metadata, sync_channel
 from tactical.v1 import agent_pb2, agent_pb2_grpc, cluster_pb2, cluster_pb2_grpc, decision_pb2, decision_pb2_grpc
-from tactical.wire import STAGE_CHUNK, encode_bars, encode_window
+from tactical.wire import STAGE_CHUNK
+from tactical_engine.requests import request_for
 
 
 def health_status(channel: grpc.Channel, timeout: float, service: str = "") -> str:
@@ -30,13 +31,12 @@ def health_status(channel: grpc.Channel, timeout: float, service: str = "") -> s
         return f"UNREACHABLE ({exc.code().name})"
 
 
-def decide_request(*, window: np.ndarray | None = None, bars: Bars | None = None,
-                   request_id: str = "") -> decision_pb2.DecideRequest:
+def decide_request(*, window: np.ndarray | None = None, bars: Bars | None = None, request_id: str = "",
+                   instrument: str = "") -> decision_pb2.DecideRequest:
+    """A Decide request for exactly one of a window or bars."""
     if (window is None) == (bars is None):
         raise ValueError("give exactly one of window or bars")
-    if window is not None:
-        return decision_pb2.DecideRequest(request_id=request_id, window=encode_window(window))
-    return decision_pb2.DecideRequest(request_id=request_id, bars=encode_bars(bars))
+    return request_for(window if window is not None else bars, instrument, request_id)
 
 
 def version_text(version: int | None) -> str:
@@ -74,10 +74,10 @@ class TacticalClient:
     def health(self) -> str:
         return health_status(self.channel, self.timeout)
 
-    def decide(self, *, window: np.ndarray | None = None, bars: Bars | None = None,
-               request_id: str = "") -> decision_pb2.Decision:
-        return self.decisions.Decide(decide_request(window=window, bars=bars, request_id=request_id),
-                                     timeout=self.timeout)
+    def decide(self, *, window: np.ndarray | None = None, bars: Bars | None = None, request_id: str = "",
+               instrument: str = "") -> decision_pb2.Decision:
+        return self.decisions.Decide(decide_request(window=window, bars=bars, request_id=request_id,
+                                                    instrument=instrument), timeout=self.timeout)
 
     def decide_stream(self, requests: Iterator[decision_pb2.DecideRequest]) -> Iterator[decision_pb2.Decision]:
         return self.decisions.DecideStream(requests)

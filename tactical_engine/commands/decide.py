@@ -22,6 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the synthetic bars (default: the config's synthetic.seed)")
     p.add_argument("--request-id", default="", help="id echoed in the decision and the audit log")
+    p.add_argument("--instrument", default="", help="what the decision is for, e.g. EURUSD (default: 'default')")
     add_target_option(p)
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
     p.add_argument("--json", action="store_true", help="print the decision as JSON")
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     target = args.target or cfg.serving.local_coordinator
     with TacticalClient(target, cfg, timeout=args.timeout) as client:
         start = time.perf_counter()
-        d = client.decide(window=window, bars=bars, request_id=args.request_id)
+        d = client.decide(window=window, bars=bars, request_id=args.request_id, instrument=args.instrument)
         round_trip_ms = (time.perf_counter() - start) * 1e3
     if args.json:
         out = json_format.MessageToDict(d, always_print_fields_with_no_presence=True)
@@ -75,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"decision {action_label(d.action)}  confidence {d.confidence:.3f}  "
           f"(short {p[0]:.3f}, hold {p[1]:.3f}, long {p[2]:.3f})")
     version = version_text(d.model_version if d.HasField("model_version") else None)
-    print(f"model version {version}; coordinator {d.latency_ms:.2f} ms, round trip {round_trip_ms:.2f} ms"
-          f"{'; DEGRADED' if d.degraded else ''}")
+    print(f"instrument {d.instrument}; model version {version}; coordinator {d.latency_ms:.2f} ms, round trip "
+          f"{round_trip_ms:.2f} ms{'; DEGRADED' if d.degraded else ''}")
     if d.reason:
         print(f"reason: {d.reason}")
     print(f"{'agent':<10}{'vote':<7}{'short':>7}{'hold':>7}{'long':>7}{'value':>8}{'latency':>10}")
