@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from coordinator.aggregation import LOW_CONFIDENCE, TIE, TOO_FEW_AGENTS, AggregationRule, valid_votes
-from tactical.actions import Action
+from tactical.actions import ACTIONS
 from tactical.config import AggregationConfig
 from tactical.v1 import decision_pb2
 
@@ -35,13 +35,15 @@ def decide_block(asked: Sequence[Asked], version: int | None, agents: Sequence[s
     `answered` (A,) whether each agent answered at all (else `errors` says why), `latencies_ms` (A,) when."""
     voted = valid_votes(probabilities, values) & np.asarray(answered, dtype=bool)
     agg = rule(probabilities, voted)
+    action_of = [int(action) for action in ACTIONS]  # probability index -> action value
+    actions, confidences, holds = agg.actions.tolist(), agg.confidence.tolist(), agg.hold_reason.tolist()
     out = []
     for k, item in enumerate(asked):
         votes, missing = [], []
         for a, name in enumerate(agents):
             p = probabilities[k, a]
-            if voted[k, a]:
-                votes.append(decision_pb2.AgentVote(agent=name, ok=True, action=Action.from_index(int(p.argmax())),
+            if voted[k, a]:  # (the hot path of a batch: plain ints and floats, no enum or numpy scalars)
+                votes.append(decision_pb2.AgentVote(agent=name, ok=True, action=action_of[int(p.argmax())],
                                                     probabilities=p.tolist(), value=float(values[k, a]),
                                                     latency_ms=latencies_ms[a]))
                 continue
@@ -50,7 +52,7 @@ def decide_block(asked: Sequence[Asked], version: int | None, agents: Sequence[s
             votes.append(decision_pb2.AgentVote(agent=name, ok=False, error=error))
             missing.append(f"{name} ({error})")
         reasons = ["no vote from " + ", ".join(missing)] if missing else []
-        hold, confidence = int(agg.hold_reason[k]), float(agg.confidence[k])
+        hold, confidence = holds[k], confidences[k]
         if hold == TOO_FEW_AGENTS:
             reasons.append(f"Hold: {int(voted[k].sum())} of {len(agents)} agents voted, "
                            f"min_agents is {aggregation.min_agents}")
@@ -59,7 +61,7 @@ def decide_block(asked: Sequence[Asked], version: int | None, agents: Sequence[s
         elif hold == TIE:
             reasons.append("Hold: the top actions tie")
         out.append(decision_pb2.Decision(
-            request_id=item.request_id, instrument=item.instrument, action=int(agg.actions[k]), confidence=confidence,
+            request_id=item.request_id, instrument=item.instrument, action=actions[k], confidence=confidence,
             probabilities=agg.combined[k].tolist(), votes=votes, model_version=version, degraded=bool(missing),
             reason="; ".join(reasons), bar_time_ms=item.bar_time, latency_ms=latency_ms))
     return out

@@ -49,10 +49,12 @@ class RequestDecoder:
         kind = request.WhichOneof("input")
         if kind == "bar":
             b = request.bar
-            slot = self.history.check(item.instrument, b.time_ms, (b.open, b.high, b.low, b.close, b.volume))
-            window = self.history.append([item.instrument], [slot], np.array([b.time_ms]),
-                                         np.array([[b.open, b.high, b.low, b.close, b.volume]]))[0]
-            item.window, item.bar_time = window.tobytes(), b.time_ms
+            slot = self.history.check(item.instrument, b.time_ms)
+            times, ohlcv = np.array([b.time_ms]), np.array([[b.open, b.high, b.low, b.close, b.volume]])
+            for error in self.history.validate([item.instrument], times, ohlcv).values():
+                raise error
+            item.window, item.bar_time = self.history.append([item.instrument], [slot], times, ohlcv)[0].tobytes(), \
+                b.time_ms
         else:
             item.window, item.bar_time = self._window(request, kind, item.instrument)
         return item
@@ -69,8 +71,7 @@ class RequestDecoder:
                     if item.instrument in seen:
                         raise WireError(f"instrument {item.instrument} has two items in this batch; one bar each")
                     b = request.bar
-                    ticks.append((item, self.history.check(item.instrument, b.time_ms,
-                                                           (b.open, b.high, b.low, b.close, b.volume)), b))
+                    ticks.append((item, self.history.check(item.instrument, b.time_ms), b))
                     item.bar_time = b.time_ms
                 else:
                     item.window, item.bar_time = self._window(request, kind, item.instrument)
@@ -79,12 +80,17 @@ class RequestDecoder:
                 item = Decoded(request.request_id[:MAX_REQUEST_ID], request.instrument[:64], error=exc)
             items.append(item)
         if ticks:
-            windows = self.history.append(
-                [item.instrument for item, _, _ in ticks], [slot for _, slot, _ in ticks],
-                np.array([b.time_ms for _, _, b in ticks], dtype=np.int64),
-                np.array([[b.open, b.high, b.low, b.close, b.volume] for _, _, b in ticks], dtype=np.float64))
-            for (item, _, _), window in zip(ticks, windows, strict=True):
-                item.window = window.tobytes()
+            names = [item.instrument for item, _, _ in ticks]
+            times = np.array([b.time_ms for _, _, b in ticks], dtype=np.int64)
+            ohlcv = np.array([[b.open, b.high, b.low, b.close, b.volume] for _, _, b in ticks], dtype=np.float64)
+            bad = self.history.validate(names, times, ohlcv)
+            for k, error in bad.items():
+                ticks[k][0].error = error
+            good = [k for k in range(len(ticks)) if k not in bad]
+            windows = [] if not good else self.history.append(
+                [names[k] for k in good], [ticks[k][1] for k in good], times[good], ohlcv[good])
+            for k, window in zip(good, windows, strict=True):
+                ticks[k][0].window = window.tobytes()
         return items
 
     def _identify(self, request: decision_pb2.DecideRequest) -> Decoded:

@@ -245,10 +245,10 @@ class AgentLink:
                 self._seq += 1
                 self._in_flight[self._seq] = [(f, i) for _, _, f, i in live]
                 count = sum(f.count for _, _, f, _ in live)
+                data = live[0][1] if len(live) == 1 else b"".join(w for _, w, _, _ in live)  # a big block: no copy
                 request = agent_pb2.ActRequest(
                     seq=self._seq, model_version=version,
-                    windows=common_pb2.WindowBatch(data=b"".join(w for _, w, _, _ in live), count=count,
-                                                   bars=self.window, features=self.n_features))
+                    windows=common_pb2.WindowBatch(data=data, count=count, bars=self.window, features=self.n_features))
                 self.messages_sent += 1
                 self.windows_sent += count
                 await call.write(request)

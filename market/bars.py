@@ -12,7 +12,11 @@ from tactical.errors import UserError
 
 
 class BarDataError(UserError, ValueError):
-    """Bars that break the OHLCV contract; the message names the bar (or file line) and the problem."""
+    """Bars that break the OHLCV contract; the message names the bar (or file line) and the problem.
+
+    `bar` is the index of the offending bar when validate_bars found it."""
+
+    bar: int | None = None
 
 
 class Bar(NamedTuple):
@@ -102,4 +106,6 @@ def validate_bars(bars: Bars, *, min_bars: int = 1, name_of: Callable[[int], str
         i = int(back[0]) + 1
         first = (i, f"time {t[i]} ms is not after the previous bar's {t[i - 1]} ms (bars out of time order)")
     if first is not None:
-        raise BarDataError(f"{name(first[0])}: {first[1]}")
+        error = BarDataError(f"{name(first[0])}: {first[1]}")
+        error.bar = first[0]
+        raise error

@@ -75,8 +75,9 @@ class BarHistory:
         self._window[slot] = window
         return window
 
-    def check(self, instrument: str, time_ms: int, ohlcv: Sequence[float]) -> int:
-        """Why the instrument's next bar is refused (BarDataError naming it and the bar), else its slot."""
+    def check(self, instrument: str, time_ms: int) -> int:
+        """Why the instrument's next bar, at `time_ms`, is refused (BarDataError naming it and the bar), else its
+        slot. Its prices and volume are checked by `validate`."""
         slot = self._slots.get(instrument)
         where = f"instrument {instrument}, bar at {bar_stamp(time_ms)}"
         if slot is None:
@@ -91,9 +92,23 @@ class BarHistory:
         if self.max_gap_ms and time_ms - last > self.max_gap_ms:
             raise BarDataError(f"{where}: {(time_ms - last) / 1000:,.0f} s after the last bar ({bar_stamp(last)}), "
                                f"more than serving.max_bar_gap_ms ({self.max_gap_ms} ms): send its history again")
-        one = Bars(np.array([time_ms], dtype=np.int64), *(np.array([x], dtype=np.float64) for x in ohlcv))
-        validate_bars(one, name_of=lambda _: where)
         return slot
+
+    @staticmethod
+    def validate(instruments: Sequence[str], times: np.ndarray, ohlcv: np.ndarray) -> dict[int, BarDataError]:
+        """The OHLCV checks of market.bars for many instruments' next bars at once: {index: error} of the bad ones."""
+        errors: dict[int, BarDataError] = {}
+        left = np.arange(len(instruments))
+        while left.size:  # one vectorized pass; again over the rest after each bad bar (rare)
+            block = ohlcv[left]
+            try:
+                validate_bars(Bars(left, *block.T), name_of=lambda i, left=left: (
+                    f"instrument {instruments[left[i]]}, bar at {bar_stamp(int(times[left[i]]))}"))
+                break
+            except BarDataError as exc:
+                errors[int(left[exc.bar])] = exc
+                left = np.delete(left, exc.bar)
+        return errors
 
     def append(self, instruments: Sequence[str], slots: Sequence[int], times: np.ndarray,
                ohlcv: np.ndarray) -> np.ndarray:
