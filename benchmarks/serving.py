@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -28,6 +29,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIOS = [("unary", 1), ("stream", 1), ("stream", 8), ("stream", 32)]
+BATCH = 500  # instruments per DecideBatch request (issue 13's desk at a bar close)
+BATCH_SCENARIOS = [("batch", 1), ("batch", 2), ("ticks", 1), ("ticks", 2)]
 
 
 async def serve_trivial_agent(name: str, port: int) -> None:
@@ -72,6 +75,12 @@ async def serve_trivial_agent(name: str, port: int) -> None:
     await server.stop(1)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
@@ -80,12 +89,14 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def measure(target: str, cfg, seconds: float) -> dict:
+def measure(target: str, cfg, seconds: float, scenarios: list[tuple[str, int]] = SCENARIOS) -> dict:
     from loadgen import run_load
 
     results = {}
-    for mode, streams in SCENARIOS:
-        r = asyncio.run(run_load(target, cfg.serving, streams=streams, seconds=seconds, mode=mode))
+    for mode, streams in scenarios:
+        items = BATCH if mode in ("batch", "ticks") else 1
+        r = asyncio.run(run_load(target, cfg.serving, streams=streams, seconds=seconds, mode=mode, items=items,
+                                 min_bars=cfg.features.min_bars))
         if r.errors:
             raise SystemExit(f"{mode} x{streams}: {len(r.errors)} failed calls, first: {r.errors[0]}")
         results[(mode, streams)] = r
@@ -140,6 +151,8 @@ def main() -> None:
         cluster.start()
         try:
             real = measure(cluster.coordinator.address, cfg, args.seconds)
+            batches = measure(cluster.coordinator.address, cfg, args.seconds, BATCH_SCENARIOS)
+            cpu = {child.name: cpu_seconds(child.proc.pid) for child in cluster.children}
             memory = {child.name: rss_mb(child.proc.pid) for child in cluster.children}
             pid = cluster.coordinator.proc.pid
             for writer in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
@@ -155,6 +168,18 @@ def main() -> None:
         print(f"{name:<22}{f.rate:>9,.0f}{f.percentile(50):>9.2f}m{f.percentile(99):>9.2f}m{r.rate:>9,.0f}"
               f"{r.percentile(50):>9.2f}m{r.percentile(99):>9.2f}m{r.percentile(50) / f.percentile(50):>10.2f}")
     print("(latencies in ms, measured by the client from send to answer)")
+    print()
+    print(f"many instruments per call: DecideBatch of {BATCH} instruments (windows, or each instrument's next bar)")
+    print(f"{'scenario':<26}{'decisions/s':>12}{'request p50':>13}{'request p99':>13}{'us/decision':>13}")
+    single = real[("stream", 32)]
+    print(f"{'stream, 32 clients':<26}{single.rate:>12,.0f}{single.percentile(50):>12.2f}m"
+          f"{single.percentile(99):>12.2f}m{1e6 / single.rate:>13.1f}")
+    for (mode, streams), r in batches.items():
+        name = f"{'windows' if mode == 'batch' else 'next bars'}, {streams} client{'s' if streams > 1 else ''}"
+        print(f"{name:<26}{r.rate:>12,.0f}{r.percentile(50):>12.2f}m{r.percentile(99):>12.2f}m{1e6 / r.rate:>13.1f}")
+    spent = sum(cpu.values())
+    print("CPU of the serving processes over the whole run: "
+          + ", ".join(f"{k} {v / spent:.0%}" for k, v in cpu.items()))
     print()
     print(f"{'process':<18}{'resident MB':>12}")
     for name, mb in memory.items():
@@ -173,6 +198,10 @@ def main() -> None:
         ("32 streams, decisions/s", s32.rate, ">= 5000", s32.rate >= 5000),
         ("32 streams, p99 (ms)", s32.percentile(99), "< 10", s32.percentile(99) < 10),
         ("serving processes with the audit writer (MB resident)", total, "< 512", total < 512),
+        (f"DecideBatch of {BATCH}, decisions/s", batches[("batch", 2)].rate, ">= 50000",
+         batches[("batch", 2)].rate >= 50000),
+        (f"DecideBatch of {BATCH}, request p99 (ms)", batches[("batch", 1)].percentile(99), "< 20",
+         batches[("batch", 1)].percentile(99) < 20),
     ]
     print(f"{'target':<54}{'measured':>10}{'goal':>10}{'ok':>5}")
     for name, value, goal, ok in checks:
