@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import time
 from collections.abc import Sequence
 
@@ -18,13 +19,16 @@ import numpy as np
 
 from coordinator.aggregation import AggregationRule
 from coordinator.audit import AuditLog, AuditUnavailable
+from coordinator.committee import NO_VOTE, CommitteeWatch
 from coordinator.decisions import decide_block
 from coordinator.inputs import Decoded, RequestDecoder
 from coordinator.links import AgentGroup, AgentLink, ArrivalForecast, Fanout
+from coordinator.metrics import CoordinatorMetrics, missing_reason
 from coordinator.state import ActiveVersionState
+from tactical.actions import ACTION_LABELS
 from tactical.config import Config
 from tactical.v1 import common_pb2, decision_pb2
-from tactical.wire import MAX_REQUEST_ID, WireError
+from tactical.wire import MAX_REQUEST_ID, N_FEATURES, WireError
 
 AUTO_ACTIVATE_WAIT_S = 10.0  # a fresh coordinator waits this long for every agent before its first activation
 
@@ -50,6 +54,9 @@ class Coordinator:
         self.decisions = 0
         self.degraded = 0
         self.latencies_ms: collections.deque[float] = collections.deque(maxlen=10_000)
+        self.metrics = CoordinatorMetrics(tuple(agents))
+        self.committee = CommitteeWatch(tuple(agents), cfg.serving.health_window, N_FEATURES)
+        self._references: dict[int, dict] = {}  # version -> its training reference for drift
         self.started = time.monotonic()
         self.shutting_down = False
 
@@ -64,7 +71,11 @@ class Coordinator:
         audit log cannot record it."""
         start = time.perf_counter()
         self._check_audit()
-        return (await self._decide([self.decoder.decode(request)], start))[0]
+        self.metrics.in_flight += 1
+        try:
+            return (await self._decide([self.decoder.decode(request)], start))[0]
+        finally:
+            self.metrics.in_flight -= 1
 
     async def answer_batch(self, requests: Sequence[decision_pb2.DecideRequest]) -> list[decision_pb2.Decision]:
         """One decision per item, in order; a bad item becomes a Decision with `error` set. Raises WireError for
@@ -75,7 +86,11 @@ class Coordinator:
                             f"({self.cfg.serving.max_batch_items})")
         self._check_audit()
         items = self.decoder.decode_batch(requests)
-        decided = iter(await self._decide([item for item in items if item.error is None], start))
+        self.metrics.in_flight += len(items)
+        try:
+            decided = iter(await self._decide([item for item in items if item.error is None], start))
+        finally:
+            self.metrics.in_flight -= len(items)
         return [error_decision(item.request_id, item.instrument, grpc.StatusCode.INVALID_ARGUMENT, item.error)
                 if item.error is not None else next(decided) for item in items]
 
@@ -114,16 +129,52 @@ class Coordinator:
                 else:
                     probs[:, a], values[:, a], answered[a] = answer.probabilities, answer.values, True
                     latencies[a] = (answer.received - start) * 1e3
-        decisions = decide_block(items, version, list(self.agents), probs, values, answered, errors, latencies,
-                                 self.rule, self.cfg.aggregation, (time.perf_counter() - start) * 1e3)
-        self.decisions += n
-        for d in decisions:
-            self.degraded += d.degraded
-            self.latencies_ms.append(d.latency_ms)
+        decisions, agg, voted = decide_block(items, version, list(self.agents), probs, values, answered, errors,
+                                             latencies, self.rule, self.cfg.aggregation,
+                                             (time.perf_counter() - start) * 1e3)
+        self._account(items, decisions, version, answered, voted, errors, latencies)
+        actions = np.where(voted, probs.argmax(axis=2) + 1, NO_VOTE)
+        rows = np.frombuffer(windows if version is not None else b"".join(item.window for item in items),
+                             dtype="<f4").reshape(n, self.cfg.features.window, -1)[:, -1]
+        self.committee.observe(version, actions, agg.combined, agg.hold_reason, rows)
         if self.audit is not None:
             for item, d in zip(items, decisions, strict=True):
                 self.audit.record(d, item.window)
         return decisions
+
+    def _account(self, items: list[Decoded], decisions: list[decision_pb2.Decision], version: int | None,
+                 answered: np.ndarray, voted: np.ndarray, errors: list[str], latencies: list[float]) -> None:
+        """Counters and metrics of a block of decisions (plain increments: the request path pays little)."""
+        m, label = self.metrics, "none" if version is None else str(version)
+        self.decisions += len(decisions)
+        latency_s = decisions[0].latency_ms / 1000
+        for item, d in zip(items, decisions, strict=True):
+            self.degraded += d.degraded
+            self.latencies_ms.append(d.latency_ms)
+            m.decisions[(ACTION_LABELS[d.action], label, "true" if d.degraded else "false", item.instrument)] += 1
+            m.decision_latency.observe(latency_s)
+        invalid = (~voted & answered).sum(axis=0)
+        for a, name in enumerate(self.agents):
+            if answered[a]:
+                m.vote_latency[name].observe(latencies[a] / 1000)
+                if invalid[a]:
+                    m.votes_missing[(name, "invalid")] += int(invalid[a])
+            else:
+                m.votes_missing[(name, missing_reason(errors[a]))] += len(decisions)
+
+    def drift(self) -> list[float] | None:
+        """PSI per feature of recent windows against the active version's training reference (None: no reference)."""
+        version = self.state.version
+        if version is None:
+            return None
+        if version not in self._references:
+            for link in self.links():
+                if link.info is not None and version in link.info.feature_references:
+                    self._references[version] = json.loads(link.info.feature_references[version])
+                    break
+            else:
+                return None
+        return self.committee.drift(self._references[version])
 
     def links(self) -> list[AgentLink]:
         """Every agent process, replicas included."""

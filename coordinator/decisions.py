@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from coordinator.aggregation import LOW_CONFIDENCE, TIE, TOO_FEW_AGENTS, AggregationRule, valid_votes
+from coordinator.aggregation import LOW_CONFIDENCE, TIE, TOO_FEW_AGENTS, Aggregate, AggregationRule, valid_votes
 from tactical.actions import ACTIONS
 from tactical.config import AggregationConfig
 from tactical.v1 import decision_pb2
@@ -30,9 +30,10 @@ class Asked:
 def decide_block(asked: Sequence[Asked], version: int | None, agents: Sequence[str], probabilities: np.ndarray,
                  values: np.ndarray, answered: np.ndarray, errors: Sequence[str], latencies_ms: Sequence[float],
                  rule: AggregationRule, aggregation: AggregationConfig,
-                 latency_ms: float) -> list[decision_pb2.Decision]:
+                 latency_ms: float) -> tuple[list[decision_pb2.Decision], Aggregate, np.ndarray]:
     """Decisions for a block of n windows: probabilities (n, A, 3) and values (n, A) as the A agents answered,
-    `answered` (A,) whether each agent answered at all (else `errors` says why), `latencies_ms` (A,) when."""
+    `answered` (A,) whether each agent answered at all (else `errors` says why), `latencies_ms` (A,) when.
+    Also the rule's output and which votes counted (n, A), for the committee's health."""
     voted = valid_votes(probabilities, values) & np.asarray(answered, dtype=bool)
     agg = rule(probabilities, voted)
     action_of = [int(action) for action in ACTIONS]  # probability index -> action value
@@ -64,4 +65,4 @@ def decide_block(asked: Sequence[Asked], version: int | None, agents: Sequence[s
             request_id=item.request_id, instrument=item.instrument, action=actions[k], confidence=confidence,
             probabilities=agg.combined[k].tolist(), votes=votes, model_version=version, degraded=bool(missing),
             reason="; ".join(reasons), bar_time_ms=item.bar_time, latency_ms=latency_ms))
-    return out
+    return out, agg, voted

@@ -23,6 +23,7 @@ import grpc
 import numpy as np
 
 from tactical.config import ServingConfig
+from tactical.metrics import Histogram
 from tactical.rpc import aio_channel
 from tactical.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 
@@ -119,6 +120,7 @@ class AgentLink:
         self.info: agent_pb2.AgentInfo | None = None
         self.messages_sent = 0
         self.windows_sent = 0
+        self.batch_size: Histogram | None = None  # windows per message, when metrics are kept
         self._pending: list[tuple[int, bytes, Fanout, int]] = []  # (version, windows, fanout, agent index)
         self._pending_windows = 0
         self._pending_since = 0.0
@@ -251,6 +253,8 @@ class AgentLink:
                     windows=common_pb2.WindowBatch(data=data, count=count, bars=self.window, features=self.n_features))
                 self.messages_sent += 1
                 self.windows_sent += count
+                if self.batch_size is not None:
+                    self.batch_size.observe(count)
                 await call.write(request)
 
     def _linger(self) -> float:

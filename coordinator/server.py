@@ -22,10 +22,12 @@ from grpc_health.v1.health import aio as health_aio
 from coordinator.audit import AuditLog, AuditUnavailable
 from coordinator.core import Coordinator, error_decision
 from coordinator.links import AgentGroup, AgentLink, ArrivalForecast
+from coordinator.metrics import families, status_json
 from coordinator.state import ActiveVersionState
 from market.bars import BarDataError
 from tactical.config import AGENT_NAMES, Config
 from tactical.logs import client_errors
+from tactical.metrics import serve_metrics
 from tactical.process import serve_until_signal
 from tactical.rpc import (
     SHUTDOWN_GRACE_S,
@@ -59,25 +61,33 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         try:
             return await self.coordinator.answer(request)
         except (WireError, BarDataError) as exc:
-            client_errors.note("invalid request", str(exc))
+            self._refused("INVALID_ARGUMENT", exc)
             if getattr(exc, "reason", ""):
                 context.set_trailing_metadata(((ERROR_REASON_HEADER, exc.reason),))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except AuditUnavailable as exc:
+            self._refused("UNAVAILABLE", exc)
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
     async def DecideBatch(self, request, context):
         try:
             decisions = await self.coordinator.answer_batch(request.items)
         except WireError as exc:
-            client_errors.note("invalid request", str(exc))
+            self._refused("INVALID_ARGUMENT", exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except AuditUnavailable as exc:
+            self._refused("UNAVAILABLE", exc)
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         for d in decisions:
             if d.HasField("error"):
-                client_errors.note("invalid request", d.error.message)
+                self._refused("INVALID_ARGUMENT", d.error.message)
         return decision_pb2.DecideBatchResponse(decisions=decisions)
+
+    def _refused(self, code: str, cause: Exception | str) -> None:
+        """Counted as a metric; client errors logged at a bounded rate (never a traceback per call)."""
+        self.coordinator.metrics.refused[code] += 1
+        if code == "INVALID_ARGUMENT":
+            client_errors.note("invalid request", str(cause))
 
     async def DecideStream(self, request_iterator, context):
         # context.read()/write() rather than iterating and yielding: no async generators per message
@@ -88,15 +98,17 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
                 forecast.arrived(stream)
                 if isinstance(request, Undecodable):
                     client_errors.note("undecodable request", request.message)
+                    self.coordinator.metrics.refused["INVALID_ARGUMENT"] += 1
                     decision = error_decision("", "", grpc.StatusCode.INVALID_ARGUMENT, request.message)
                 else:
                     try:
                         decision = await self.coordinator.answer(request)
                     except (WireError, BarDataError) as exc:
-                        client_errors.note("invalid request", str(exc))
+                        self._refused("INVALID_ARGUMENT", exc)
                         decision = error_decision(request.request_id, request.instrument,
                                                   grpc.StatusCode.INVALID_ARGUMENT, exc)
                     except AuditUnavailable as exc:
+                        self._refused("UNAVAILABLE", exc)
                         decision = error_decision(request.request_id, request.instrument,
                                                   grpc.StatusCode.UNAVAILABLE, str(exc))
                 forecast.answered(stream)
@@ -119,7 +131,8 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         status = cluster_pb2.ClusterStatus(
             active_version=c.state.version, serving=c.serving(), agents=agents, decisions=c.decisions,
             degraded_decisions=c.degraded, p50_ms=percentile(c.latencies_ms, 50),
-            p99_ms=percentile(c.latencies_ms, 99), pid=os.getpid(), uptime_s=time.monotonic() - c.started)
+            p99_ms=percentile(c.latencies_ms, 99), pid=os.getpid(), uptime_s=time.monotonic() - c.started,
+            health_json=status_json(c))
         if c.audit is not None:
             audit = c.audit.status()
             status.MergeFrom(cluster_pb2.ClusterStatus(
@@ -144,6 +157,10 @@ class ModelAdminServicer(cluster_pb2_grpc.ModelAdminServiceServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                 f"version {version} is not staged on every agent: missing on {'; '.join(missing)}")
         previous = e.state.rollback() if rollback else e.state.activate(version)
+        if rollback:
+            e.metrics.rollbacks += 1
+        else:
+            e.metrics.activations += 1
         log.info("%s version %d (was %s)", "rolled back to" if rollback else "activated", version, previous)
         await self.on_change()
         return cluster_pb2.ActivationResult(active_version=version,
@@ -181,6 +198,7 @@ class CoordinatorServer:
     coordinator: Coordinator
     health: health_aio.HealthServicer
     monitor: asyncio.Task
+    metrics: str | None  # where the Prometheus endpoint listens (None: off)
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_S) -> str:
         """NOT_SERVING first, drain in-flight calls, close the agent links, flush the audit log; say what became
@@ -201,9 +219,10 @@ class CoordinatorServer:
 
 
 async def start_coordinator(cfg: Config, *, host: str, port: int, agents: dict[str, list[str]],
-                            state_dir: str | Path, admin_token: str,
-                            audit_path: str | Path | None) -> CoordinatorServer:
-    """Connect to the agents, bind, serve. `agents` maps each agent name to its replicas' host:port."""
+                            state_dir: str | Path, admin_token: str, audit_path: str | Path | None,
+                            metrics_port: int = 0) -> CoordinatorServer:
+    """Connect to the agents, bind, serve. `agents` maps each agent name to its replicas' host:port;
+    `metrics_port`: the Prometheus endpoint's (0: none)."""
     unknown = set(agents) ^ set(AGENT_NAMES)
     if unknown or not all(agents.values()):
         raise ValueError(f"the coordinator needs every agent of {list(AGENT_NAMES)}, got {agents}")
@@ -258,22 +277,27 @@ async def start_coordinator(cfg: Config, *, host: str, port: int, agents: dict[s
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection(server, [DECISION_SERVICE, CLUSTER_SERVICE.full_name, MODEL_ADMIN_SERVICE.full_name,
                                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
+    for link in coordinator.links():
+        link.batch_size = coordinator.metrics.batch_size[link.name]
     bound = bind(server, host, port, serving)
+    metrics = serve_metrics(host, metrics_port, lambda: families(coordinator))
     await update_health()
     await server.start()
-    running = CoordinatorServer(server, bound, coordinator, health, asyncio.get_running_loop().create_task(monitor()))
+    running = CoordinatorServer(server, bound, coordinator, health, asyncio.get_running_loop().create_task(monitor()),
+                                metrics)
     if coordinator.state.version is not None:
         log.info("active model version %d (persisted)", coordinator.state.version)
     return running
 
 
 async def run_coordinator(cfg: Config, *, host: str, port: int, agents: dict[str, list[str]], state_dir: str | Path,
-                          admin_token: str, audit_path: str | Path | None) -> None:
+                          admin_token: str, audit_path: str | Path | None, metrics_port: int) -> None:
     """Serve until SIGTERM/SIGINT (the `tactical coordinator` command)."""
     running = await start_coordinator(cfg, host=host, port=port, agents=agents, state_dir=state_dir,
-                                      admin_token=admin_token, audit_path=audit_path)
+                                      admin_token=admin_token, audit_path=audit_path, metrics_port=metrics_port)
     address = f"{host}:{running.port}"
-    log.info("coordinator listening on %s; agents %s", address, agents)
-    await serve_until_signal(address)
+    log.info("coordinator listening on %s; agents %s%s", address, agents,
+             f"; metrics at http://{running.metrics}/metrics" if running.metrics else "")
+    await serve_until_signal(address, metrics=running.metrics)
     log.info("shutting down: NOT_SERVING, draining in-flight calls, flushing the audit log")
     log.info("stopped after %s", await running.stop())

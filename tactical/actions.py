@@ -59,6 +59,9 @@ def to_positions(actions: np.ndarray) -> np.ndarray:
     return np.asarray(actions, dtype=np.int64) - 2
 
 
+ACTION_LABELS = {0: "-", **{int(action): action.label for action in Action}}  # the wire's 0: an error answer
+
+
 def action_label(action: int) -> str:
     """'Short', 'Hold', 'Long', or '-' for the wire's unspecified 0 (an error answer)."""
-    return Action(action).label if action in Action._value2member_map_ else "-"
+    return ACTION_LABELS.get(action, "-")

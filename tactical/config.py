@@ -161,9 +161,11 @@ class AggregationConfig:
 class AgentEndpoint:
     port: int
     core: int
+    metrics_port: int
 
     def check(self, at: str) -> None:
         _port(f"{at}.port", self.port, allow_zero=True)
+        _port(f"{at}.metrics_port", self.metrics_port, allow_zero=True)
         if self.core < -1:
             raise ConfigError(f"{at}.core: a CPU index, or -1 for round-robin, got {self.core}")
 
@@ -192,6 +194,8 @@ class ServingConfig:
     audit_policy: str
     audit_backlog_bytes: int
     audit_spill_bytes: int
+    metrics_port: int
+    health_window: int
 
     @property
     def local_coordinator(self) -> str:
@@ -201,12 +205,13 @@ class ServingConfig:
 
     def check(self, at: str) -> None:
         _port(f"{at}.coordinator_port", self.coordinator_port, allow_zero=True)
+        _port(f"{at}.metrics_port", self.metrics_port, allow_zero=True)
         _agent_keys(f"{at}.agents", self.agents)
         _non_negative(at, self, "max_bar_gap_ms")
         _positive(at, self, "deadline_ms", "max_batch", "max_in_flight", "max_bars", "max_instruments",
                   "max_batch_items", "max_message_bytes",
                   "max_concurrent_calls", "versions_kept", "audit_flush_ms", "audit_backlog_bytes",
-                  "audit_spill_bytes")
+                  "audit_spill_bytes", "health_window")
         if self.audit_policy not in AUDIT_POLICIES:
             raise ConfigError(f"{at}.audit_policy: one of {', '.join(AUDIT_POLICIES)}, got {self.audit_policy!r}")
         if self.batch_linger_ms < 0:

@@ -23,9 +23,9 @@ class ProcessError(UserError, RuntimeError):
     """A server process that cannot start here (its launcher is gone, a core it may not use)."""
 
 
-def announce_listening(address: str) -> None:
-    """The one stdout line a launcher waits for."""
-    sys.stdout.write(json.dumps({"listening": address, "pid": os.getpid()}) + "\n")
+def announce_listening(address: str, metrics: str | None = None) -> None:
+    """The one stdout line a launcher waits for (with the metrics endpoint's address, when there is one)."""
+    sys.stdout.write(json.dumps({"listening": address, "pid": os.getpid(), "metrics": metrics}) + "\n")
     sys.stdout.flush()
 
 
@@ -35,9 +35,9 @@ def on_shutdown_signals(loop: asyncio.AbstractEventLoop, callback: Callable[[], 
         loop.add_signal_handler(sig, callback)
 
 
-async def serve_until_signal(address: str) -> None:
+async def serve_until_signal(address: str, metrics: str | None = None) -> None:
     """Announce `address` to the launcher, then return at the first SIGINT or SIGTERM."""
-    announce_listening(address)
+    announce_listening(address, metrics)
     stop = asyncio.Event()
     on_shutdown_signals(asyncio.get_running_loop(), stop.set)
     await stop.wait()

@@ -66,7 +66,8 @@ def write_isolated_config(directory: str | Path, **sections: dict) -> Path:
 
     directory = Path(directory)
     data: dict = {
-        "serving": {"coordinator_port": 0, "agents": {name: {"port": 0} for name in AGENT_NAMES}},
+        "serving": {"coordinator_port": 0, "metrics_port": 0,
+                    "agents": {name: {"port": 0, "metrics_port": 0} for name in AGENT_NAMES}},
         "paths": {key: str(directory / name) for key, name in {
             "model_store": "models", "agent_store": "agents", "coordinator_state": "coordinator",
             "audit_log": "audit.sqlite", "audit_spill": "audit-spill", "admin_token_file": "admin.token",
@@ -108,6 +109,7 @@ class Child:
     history: list[float] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)  # set over the launcher's environment
     log: Path | None = None  # where its stderr (its log) goes, appended; None: the launcher's stderr
+    metrics: str | None = None  # where its Prometheus endpoint listens, as it announced
 
     def spawn(self) -> None:
         env = {**os.environ, **self.env, LAUNCHER_PID_ENV: str(os.getpid())}
@@ -131,8 +133,9 @@ class Child:
                     line = self.proc.stdout.readline()
                     if line:
                         try:
-                            self.address = json.loads(line)["listening"]
-                        except (ValueError, KeyError):
+                            announced = json.loads(line)
+                            self.address, self.metrics = announced["listening"], announced.get("metrics")
+                        except (ValueError, KeyError, TypeError):
                             continue
                         self.port = int(self.address.rsplit(":", 1)[1])
                         return self.address

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from agents.serving.model_store import ModelStore
 from market.bars import Bars
 from market.csv_loader import load_bars_csv
+from market.drift import reference_bins
 from market.synthetic import configured, series_source
 from tactical.config import Config, config_from_dict
 from training.evaluation import PolicyScore
@@ -96,6 +97,7 @@ def run_session(config: dict[str, Any], *, data: str | None = None, until_ms: in
     source = (f"tactical train: {len(bars):,} bars of {origin}, seed {cfg.training.seed}, "
               f"{trainer.dist.world_size} rank(s)" + (f", resumed from {resume}" if resume else ""))
     result = SessionResult(first, first - 1, False, 0.0)
+    reference = reference_bins(trainer.series.features[:split])  # what the coordinator's drift watch compares with
 
     def publish_version() -> None:
         if not trainer.dist.is_main:
@@ -103,7 +105,7 @@ def run_session(config: dict[str, Any], *, data: str | None = None, until_ms: in
         version = publish(store, trainer.model, source=f"{source}, through update {trainer.updates_done}",
                           optimizer=trainer.optimizer, metrics=trainer.last_stats,
                           extra={"trainer": trainer.trainer_state()}, info=data_info,
-                          value_norm=trainer.value_norm)
+                          value_norm=trainer.value_norm, feature_reference=reference)
         result.versions.append(version)
         tqdm.write(f"published version {version} (update {trainer.updates_done}) to {store.root}")
         if after_publish is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -23,20 +24,23 @@ log = logging.getLogger(__name__)
 def version_files(model: TacticalMARLSystem, version: int, *, source: str,
                   optimizer: torch.optim.Optimizer | None = None, metrics: dict[str, Any] | None = None,
                   extra: dict[str, Any] | None = None, info: dict[str, Any] | None = None,
-                  value_norm: ValueNormalizer | None = None) -> dict[str, bytes]:
+                  value_norm: ValueNormalizer | None = None,
+                  feature_reference: dict[str, Any] | None = None) -> dict[str, bytes]:
     """Every file of a version directory, in memory.
 
     `extra` goes into the checkpoint (trainer state); `info` into version.json (for example the
     range of bars trained on, which backtests read to tell in-sample from out-of-sample).
     `value_norm`: the trainer's value normalizer, whose statistics the artifacts fold in so
     that agents serve values in reward units; without it (a model never trained) the value
-    heads' outputs are served as they are.
+    heads' outputs are served as they are. The manifests record the model's feature settings and
+    `feature_reference` (market.drift.reference_bins of the training bars), for the coordinator.
     """
     value_affine = value_norm.affine if value_norm is not None else (1.0, 0.0)
+    settings = dataclasses.asdict(model.config.features)
     files: dict[str, bytes] = {}
     manifests = {}
     for name, actor in model.actors.items():
-        blob, manifest = export_artifact(actor, version, value_affine)
+        blob, manifest = export_artifact(actor, version, value_affine, settings, feature_reference)
         blob_name, manifest_name = artifact_names(name)
         files[blob_name] = blob
         files[manifest_name] = manifest.to_json().encode()
@@ -52,7 +56,7 @@ def version_files(model: TacticalMARLSystem, version: int, *, source: str,
 def publish(store: ModelStore, model: TacticalMARLSystem, *, source: str, version: int | None = None,
             optimizer: torch.optim.Optimizer | None = None, metrics: dict[str, Any] | None = None,
             extra: dict[str, Any] | None = None, info: dict[str, Any] | None = None,
-            value_norm: ValueNormalizer | None = None) -> int:
+            value_norm: ValueNormalizer | None = None, feature_reference: dict[str, Any] | None = None) -> int:
     """Write `model` as a new version (the next free number unless given); return the version.
 
     Keyword arguments: see version_files (pass the trainer's value_norm with a trained model).
@@ -61,7 +65,8 @@ def publish(store: ModelStore, model: TacticalMARLSystem, *, source: str, versio
         v = version if version is not None else max((store.latest() or 0) + 1, 1)
         try:
             store.write_version(v, version_files(model, v, source=source, optimizer=optimizer, metrics=metrics,
-                                                 extra=extra, info=info, value_norm=value_norm))
+                                                 extra=extra, info=info, value_norm=value_norm,
+                                                 feature_reference=feature_reference))
             return v
         except FileExistsError:
             if version is not None:

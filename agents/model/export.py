@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import io
 import warnings
+from typing import Any
 
 import onnx
 import torch
@@ -69,8 +70,11 @@ def export_actor(actor: TacticalActor, value_affine: tuple[float, float] = (1.0,
     return model.SerializeToString()
 
 
-def export_artifact(actor: TacticalActor, version: int,
-                    value_affine: tuple[float, float] = (1.0, 0.0)) -> tuple[bytes, Manifest]:
-    """Blob and manifest for `actor` as model `version` (value_affine: see export_actor)."""
+def export_artifact(actor: TacticalActor, version: int, value_affine: tuple[float, float] = (1.0, 0.0),
+                    feature_settings: dict[str, Any] | None = None,
+                    feature_reference: dict[str, Any] | None = None) -> tuple[bytes, Manifest]:
+    """Blob and manifest for `actor` as model `version` (value_affine: see export_actor; the feature settings and
+    training reference go into the manifest, see Manifest)."""
     blob = export_actor(actor, value_affine)
-    return blob, Manifest.for_blob(actor.agent, version, blob, window=actor.window)
+    return blob, Manifest.for_blob(actor.agent, version, blob, window=actor.window, feature_settings=feature_settings,
+                                   feature_reference=feature_reference)

@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from tactical.errors import UserError
 from tactical.wire import FEATURE_NAMES, N_FEATURES
@@ -40,6 +41,12 @@ class Manifest:
     feature_names: list[str] = field(default_factory=lambda: list(FEATURE_NAMES))
     format: str = FORMAT
     created: str = ""
+    # The feature settings (config `features:`) the version was trained with: a coordinator that computes
+    # features otherwise must not serve it. None: not recorded (versions published before they were).
+    feature_settings: dict[str, Any] | None = None
+    # Per feature, quantile bins of the training bars and their shares (market.drift.reference_bins), for the
+    # coordinator's input-drift watch. None: not recorded (the embedded default has no training bars).
+    feature_reference: dict[str, Any] | None = None
 
     @property
     def inputs(self) -> dict[str, list]:
@@ -50,10 +57,12 @@ class Manifest:
         return {OUTPUT_NAMES[0]: ["batch", 3], OUTPUT_NAMES[1]: ["batch"]}
 
     @classmethod
-    def for_blob(cls, agent: str, version: int, blob: bytes, window: int = 60) -> Manifest:
+    def for_blob(cls, agent: str, version: int, blob: bytes, window: int = 60,
+                 feature_settings: dict[str, Any] | None = None,
+                 feature_reference: dict[str, Any] | None = None) -> Manifest:
         now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
         return cls(agent=agent, version=version, sha256=sha256_hex(blob), size_bytes=len(blob), window=window,
-                   created=now)
+                   created=now, feature_settings=feature_settings, feature_reference=feature_reference)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -68,7 +77,9 @@ class Manifest:
                 raise ArtifactError(f"unknown artifact format {data.get('format')!r}, expected {FORMAT!r}")
             manifest = cls(agent=str(data["agent"]), version=int(data["version"]), sha256=str(data["sha256"]),
                            size_bytes=int(data["size_bytes"]), window=int(data["window"]),
-                           feature_names=list(data["feature_names"]), created=str(data.get("created", "")))
+                           feature_names=list(data["feature_names"]), created=str(data.get("created", "")),
+                           feature_settings=data.get("feature_settings"),
+                           feature_reference=data.get("feature_reference"))
         except (ValueError, KeyError, TypeError) as exc:
             if isinstance(exc, ArtifactError):
                 raise

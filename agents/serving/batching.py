@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agents.serving.registry import VersionRegistry
+from tactical.metrics import INFERENCE_BUCKETS_S, SIZE_BUCKETS, Histogram
 
 
 class UnknownVersion(LookupError):
@@ -42,6 +43,8 @@ class InferenceBatcher:
         self.inference_us: collections.deque[float] = collections.deque(maxlen=history)
         self.windows_served = 0
         self.batches = 0
+        self.inference_seconds = Histogram(INFERENCE_BUCKETS_S)  # for the metrics endpoint
+        self.batch_sizes = Histogram(SIZE_BUCKETS)
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._work(), name="inference-batcher")
@@ -87,6 +90,8 @@ class InferenceBatcher:
         self.inference_us.append(micros)
         self.batches += 1
         self.windows_served += len(windows)
+        self.inference_seconds.observe(micros / 1e6)
+        self.batch_sizes.observe(len(windows))
         return probs, values, micros
 
     async def _work(self) -> None:

@@ -17,6 +17,7 @@ version's manifest, so immutability holds.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -49,6 +50,11 @@ class VersionRegistry:
 
     def sha256(self) -> dict[int, str]:
         return {v: r.manifest.sha256 for v, r in self._runners.items()}
+
+    def feature_references(self) -> dict[int, str]:
+        """Each loaded version's training reference for input drift, as JSON (versions that recorded one)."""
+        return {v: json.dumps(r.manifest.feature_reference) for v, r in self._runners.items()
+                if r.manifest.feature_reference is not None}
 
     def get(self, version: int) -> ActorRunner | None:
         runner = self._runners.get(version)

@@ -8,18 +8,20 @@ On SIGTERM or SIGINT the server goes NOT_SERVING, finishes in-flight calls (grac
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
 import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from agents.serving.artifact import ArtifactError, Manifest
 from agents.serving.batching import InferenceBatcher, UnknownVersion
@@ -28,6 +30,7 @@ from agents.serving.registry import BrokenVersion, VersionRegistry
 from tactical.atomic import require_writable_dir
 from tactical.config import Config
 from tactical.logs import RateLimitedLog, client_errors
+from tactical.metrics import histogram_family, serve_metrics
 from tactical.process import pin_to_core, serve_until_signal
 from tactical.rpc import (
     SHUTDOWN_GRACE_S,
@@ -139,7 +142,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             batches=self.batcher.batches, p50_inference_us=percentile(latencies, 50),
             p99_inference_us=percentile(latencies, 99), core=self.core, pid=os.getpid(),
             uptime_s=time.monotonic() - self.started, sha256=self.registry.sha256(),
-            broken_versions=self.registry.broken())
+            broken_versions=self.registry.broken(), feature_references=self.registry.feature_references())
 
 
 class AgentAdminServicer(agent_pb2_grpc.AgentAdminServiceServicer):
@@ -148,6 +151,7 @@ class AgentAdminServicer(agent_pb2_grpc.AgentAdminServiceServicer):
     def __init__(self, agent: str, registry: VersionRegistry, token: str, max_bytes: int, on_change):
         self.agent, self.registry, self.token, self.max_bytes = agent, registry, token, max_bytes
         self.on_change = on_change
+        self.outcomes: collections.Counter = collections.Counter()  # (result, reason): staged, already, refused
 
     async def StageVersion(self, request_iterator, context):
         await require_admin(context, self.token)
@@ -195,16 +199,20 @@ class AgentAdminServicer(agent_pb2_grpc.AgentAdminServiceServicer):
             runner, already = await asyncio.to_thread(self.registry.prepare, header.version, blob, manifest)
         except ArtifactError as exc:
             log.warning("refused version %d: %s", header.version, exc)
+            self.outcomes[("refused", "artifact")] += 1
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"version {header.version} refused: {exc}")
         except FileExistsError:
+            self.outcomes[("refused", "concurrent")] += 1
             await context.abort(grpc.StatusCode.ABORTED, f"version {header.version} is being staged concurrently")
         except OSError as exc:  # the store cannot be written: the serving versions are untouched
+            self.outcomes[("refused", "no_space" if exc.errno in NO_SPACE else "io")] += 1
             where = exc.filename or self.registry.store.root
             log.error("cannot store version %d at %s: %s", header.version, where, exc.strerror or exc)
             code = grpc.StatusCode.RESOURCE_EXHAUSTED if exc.errno in NO_SPACE else grpc.StatusCode.INTERNAL
             await context.abort(code, f"agent {self.agent} cannot store version {header.version} at {where}: "
                                       f"{exc.strerror or exc}")
         self.registry.hold(header.version, runner)
+        self.outcomes[("already" if already else "staged", "")] += 1
         await self.on_change()
         return agent_pb2.StageResult(agent=self.agent, version=header.version, already_staged=already)
 
@@ -218,6 +226,7 @@ class AgentServer:
     port: int
     health: health_aio.HealthServicer
     batcher: InferenceBatcher
+    metrics: str | None  # where the Prometheus endpoint listens (None: off)
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_S) -> None:
         await self.health.enter_graceful_shutdown()
@@ -226,8 +235,10 @@ class AgentServer:
 
 
 async def start_agent_server(agent: str, cfg: Config, *, host: str, port: int, core: int, store_root: str | Path,
-                             bootstrap_root: str | Path | None, admin_token: str) -> AgentServer:
-    """Load versions (own store, then the trainer's store for what is missing), bind, serve."""
+                             bootstrap_root: str | Path | None, admin_token: str,
+                             metrics_port: int = 0) -> AgentServer:
+    """Load versions (own store, then the trainer's store for what is missing), bind, serve (and the Prometheus
+    endpoint on `metrics_port`; 0: none)."""
     serving = cfg.serving
     require_writable_dir(store_root, f"agent {agent}'s version store")
     registry = VersionRegistry(agent, ModelStore(store_root), keep=serving.versions_kept)
@@ -269,27 +280,54 @@ async def start_agent_server(agent: str, cfg: Config, *, host: str, port: int, c
     largest = max(serving.max_batch, serving.max_batch_items)  # a DecideBatch's windows arrive as one request
     add_service(server, AGENT_SERVICE, AgentServicer(agent, registry, batcher, cfg.features.window, largest, core,
                                                      on_request))
-    add_service(server, AGENT_ADMIN_SERVICE, AgentAdminServicer(agent, registry, admin_token,
-                                                                serving.max_message_bytes * 16, refresh_health))
+    admin = AgentAdminServicer(agent, registry, admin_token, serving.max_message_bytes * 16, refresh_health)
+    add_service(server, AGENT_ADMIN_SERVICE, admin)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection(server, [AGENT_SERVICE.full_name, AGENT_ADMIN_SERVICE.full_name,
                                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     bound = bind(server, host, port, serving)
+    metrics = serve_metrics(host, metrics_port, lambda: agent_families(agent, registry, batcher, admin))
     await refresh_health()
     batcher.start()
     await server.start()
-    return AgentServer(agent, server, bound, health, batcher)
+    return AgentServer(agent, server, bound, health, batcher, metrics)
+
+
+def agent_families(agent: str, registry: VersionRegistry, batcher: InferenceBatcher,
+                   admin: AgentAdminServicer) -> Iterator[Metric]:
+    """The agent's metric families, built at scrape time from counters the request path keeps."""
+    windows = CounterMetricFamily("tactical_agent_windows", "Windows answered", labels=["agent"])
+    windows.add_metric([agent], batcher.windows_served)
+    yield windows
+    yield histogram_family("tactical_agent_batch_size_windows", "Windows per forward pass",
+                           {(agent,): batcher.batch_sizes}, ["agent"])
+    yield histogram_family("tactical_agent_inference_seconds", "Time of a forward pass",
+                           {(agent,): batcher.inference_seconds}, ["agent"])
+    held = GaugeMetricFamily("tactical_agent_versions", "Model versions this agent holds: loaded in memory, stored, "
+                                                        "broken (stored but cannot be served)",
+                             labels=["agent", "state"])
+    for state, versions in (("loaded", registry.loaded()), ("stored", registry.store.versions()),
+                            ("broken", registry.broken())):
+        held.add_metric([agent, state], len(versions))
+    yield held
+    stages = CounterMetricFamily("tactical_agent_stages", "Versions staged here: staged, already held, or refused "
+                                                          "(and why)", labels=["agent", "result", "reason"])
+    for (result, reason), n in list(admin.outcomes.items()):
+        stages.add_metric([agent, result, reason], n)
+    yield stages
 
 
 async def run_agent(agent: str, cfg: Config, *, host: str, port: int, core: int, store_root: str | Path,
-                    bootstrap_root: str | Path | None, admin_token: str) -> None:
+                    bootstrap_root: str | Path | None, admin_token: str, metrics_port: int) -> None:
     """Serve until SIGTERM/SIGINT (the `tactical agent` command)."""
     pinned = pin_to_core(core)
     running = await start_agent_server(agent, cfg, host=host, port=port, core=pinned, store_root=store_root,
-                                       bootstrap_root=bootstrap_root, admin_token=admin_token)
+                                       bootstrap_root=bootstrap_root, admin_token=admin_token,
+                                       metrics_port=metrics_port)
     address = f"{host}:{running.port}"
-    log.info("agent %s listening on %s (core %s)", agent, address, pinned if pinned >= 0 else "any")
-    await serve_until_signal(address)
+    log.info("agent %s listening on %s (core %s)%s", agent, address, pinned if pinned >= 0 else "any",
+             f"; metrics at http://{running.metrics}/metrics" if running.metrics else "")
+    await serve_until_signal(address, metrics=running.metrics)
     log.info("shutting down: NOT_SERVING, draining in-flight calls")
     await running.stop()
     log.info("stopped")

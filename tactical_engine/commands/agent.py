@@ -18,6 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default=None, help="bind address (overrides serving.host)")
     p.add_argument("--port", type=int, default=None,
                    help="port, 0 for any free one (overrides serving.agents.NAME.port)")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="Prometheus endpoint port, 0 for none (overrides serving.agents.NAME.metrics_port)")
     p.add_argument("--core", type=int, default=None,
                    help="CPU core to pin to, -1 for none (overrides serving.agents.NAME.core)")
     p.add_argument("--store", default=None,
@@ -42,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     require_range("--port", args.port, 0, 65535)
     require_range("--core", args.core, -1)
+    require_range("--metrics-port", args.metrics_port, 0, 65535)
     follow_launcher()
     cfg = load_config(args.config)
     setup_logging(f"agent {args.name}")
@@ -54,5 +57,6 @@ def run(args: argparse.Namespace) -> int:
         port=endpoint.port if args.port is None else args.port,
         core=endpoint.core if args.core is None else args.core,
         store_root=args.store or str(Path(cfg.paths.agent_store) / args.name), bootstrap_root=bootstrap,
-        admin_token=admin_token(cfg, create=True)))
+        admin_token=admin_token(cfg, create=True),
+        metrics_port=endpoint.metrics_port if args.metrics_port is None else args.metrics_port))
     return 0

@@ -17,6 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default=None, help="bind address (overrides serving.host)")
     p.add_argument("--port", type=int, default=None,
                    help="port, 0 for any free one (overrides serving.coordinator_port)")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="Prometheus endpoint port, 0 for none (overrides serving.metrics_port)")
     p.add_argument("--agents", default=None, metavar="fvg=HOST:PORT,momentum=HOST:PORT,entry=HOST:PORT",
                    help="where the agents listen; name an agent several times for replicas, which share its "
                         "decisions round-robin (default: serving.host and serving.agents.*.port)")
@@ -52,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from tactical.rpc import admin_token
 
     require_range("--port", args.port, 0, 65535)
+    require_range("--metrics-port", args.metrics_port, 0, 65535)
     follow_launcher()
     cfg = load_config(args.config)
     setup_logging("coordinator")
@@ -64,5 +67,6 @@ def run(args: argparse.Namespace) -> int:
         port=cfg.serving.coordinator_port if args.port is None else args.port, agents=agents,
         state_dir=args.state or cfg.paths.coordinator_state,
         admin_token=admin_token(cfg, create=True),
-        audit_path=None if args.no_audit else (args.audit or cfg.paths.audit_log or None)))
+        audit_path=None if args.no_audit else (args.audit or cfg.paths.audit_log or None),
+        metrics_port=cfg.serving.metrics_port if args.metrics_port is None else args.metrics_port))
     return 0

@@ -51,10 +51,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         print("starting the cluster...", flush=True)
         cluster.start(progress=lambda text: print(f"  {text}", flush=True))
-        print(f"{'process':<16}{'address':<22}{'pid':>8}  core")
+        print(f"{'process':<16}{'address':<22}{'pid':>8}  {'core':<6}metrics")
         for name, child in zip(AGENT_NAMES, cluster.agents, strict=True):
-            print(f"{'agent ' + name:<16}{child.address:<22}{child.proc.pid:>8}  {cluster.cores[name]}")
-        print(f"{'coordinator':<16}{cluster.coordinator.address:<22}{cluster.coordinator.proc.pid:>8}  any")
+            print(f"{'agent ' + name:<16}{child.address:<22}{child.proc.pid:>8}  {cluster.cores[name]:<6}"
+                  f"{_metrics(child)}")
+        print(f"{'coordinator':<16}{cluster.coordinator.address:<22}{cluster.coordinator.proc.pid:>8}  {'any':<6}"
+              f"{_metrics(cluster.coordinator)}")
         print(f"all SERVING after {time.monotonic() - started:.1f} s; decisions at {cluster.coordinator.address} "
               f"(Ctrl-C to stop)", flush=True)
         while args.duration is None or time.monotonic() - started < args.duration:
@@ -69,3 +71,7 @@ def run(args: argparse.Namespace) -> int:
         cluster.stop()
     print("stopped", flush=True)
     return 0
+
+
+def _metrics(child) -> str:
+    return f"http://{child.metrics}/metrics" if child.metrics else "-"
