@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 trouble_log = RateLimitedLog(log, interval_s=30.0)
 
 FAIL_OPEN, FAIL_CLOSED = "fail-open", "fail-closed"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _LENGTH = struct.Struct("<I")
 PIPE_BYTES = 1 << 20  # pipe capacity: a flush interval's frames at several thousand decisions/s
 _F_SETPIPE_SZ = 1031  # Linux fcntl
@@ -88,26 +88,30 @@ _SCHEMA = (
     reason TEXT NOT NULL,
     decision BLOB NOT NULL,            -- the whole tactical.v1.Decision as answered: votes, probabilities...
     instrument TEXT NOT NULL DEFAULT 'default',
+    traceparent TEXT,                  -- the W3C trace context the client sent, NULL when none
     UNIQUE (run, seq)
 )""",
     "CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time_ms)",
     "CREATE INDEX IF NOT EXISTS decisions_instrument ON decisions (instrument, time_ms)",
 )
 _COLUMNS = ("run, seq, request_id, time_ms, window_sha256, bar_time_ms, action, confidence, model_version, "
-            "latency_ms, degraded, reason, decision, instrument")
-_INSERT = f"INSERT OR IGNORE INTO decisions ({_COLUMNS}) VALUES ({', '.join('?' * 14)})"
+            "latency_ms, degraded, reason, decision, instrument, traceparent")
+_INSERT = f"INSERT OR IGNORE INTO decisions ({_COLUMNS}) VALUES ({', '.join('?' * 15)})"
 # Each earlier layout and the statements that bring it to the next; a database is brought up to date once.
 _MIGRATIONS = {
     # version 1: before (run, seq) keys, with NOT NULL numbers: rows kept, as run 'v1'
     1: ("DROP INDEX IF EXISTS decisions_time",
         "ALTER TABLE decisions RENAME TO decisions_v1",
-        _SCHEMA[0].replace("    instrument TEXT NOT NULL DEFAULT 'default',\n", ""),
+        _SCHEMA[0].replace("    instrument TEXT NOT NULL DEFAULT 'default',\n", "").replace(
+            "    traceparent TEXT,                  -- the W3C trace context the client sent, NULL when none\n", ""),
         "INSERT INTO decisions (run, seq, request_id, time_ms, window_sha256, bar_time_ms, action, confidence, "
         "model_version, latency_ms, degraded, reason, decision) SELECT 'v1', id, request_id, time_ms, window_sha256, "
         "bar_time_ms, action, confidence, model_version, latency_ms, degraded, reason, decision FROM decisions_v1",
         "DROP TABLE decisions_v1"),
     # version 2: before instruments
     2: ("ALTER TABLE decisions ADD COLUMN instrument TEXT NOT NULL DEFAULT 'default'",),
+    # version 3: before trace context
+    3: ("ALTER TABLE decisions ADD COLUMN traceparent TEXT",),
 }
 
 
@@ -192,7 +196,7 @@ def row(payload: bytes) -> tuple[Any, ...]:
     return (record.run, record.seq, d.request_id, record.answered_ms, hashlib.sha256(record.window).hexdigest(),
             d.bar_time_ms, action_label(d.action), _finite(d.confidence),
             d.model_version if d.HasField("model_version") else None, _finite(d.latency_ms), int(d.degraded),
-            d.reason, record.decision, d.instrument or DEFAULT_INSTRUMENT)
+            d.reason, record.decision, d.instrument or DEFAULT_INSTRUMENT, record.traceparent or None)
 
 
 @dataclass(frozen=True)
@@ -331,12 +335,13 @@ class AuditLog:
         audit is not in trouble."""
         return self.policy == FAIL_OPEN or self.trouble() is None
 
-    def record(self, decision: decision_pb2.Decision, window: bytes) -> None:
+    def record(self, decision: decision_pb2.Decision, window: bytes, traceparent: str = "") -> None:
         """Take a decision's record (a few microseconds); the writer gets it within flush_ms."""
         self.answered += 1
         self._seq += 1
         data = frame(audit_pb2.AuditRecord(run=self.run, seq=self._seq, answered_ms=int(time.time() * 1000),
-                                           window=window, decision=decision.SerializeToString()))
+                                           window=window, decision=decision.SerializeToString(),
+                                           traceparent=traceparent))
         if not self._records:
             self._progress = time.monotonic()
         full = self._memory_bytes + len(data) > self.backlog_limit
@@ -631,17 +636,28 @@ def run_writer(path: str, poll_s: float) -> None:
         conn.close()
 
 
-def latest(path: str | Path, limit: int) -> list[dict[str, Any]]:
-    """The newest `limit` decisions, oldest first, with their votes decoded."""
+def latest(path: str | Path, limit: int, *, request_id: str | None = None,
+           trace_id: str | None = None) -> list[dict[str, Any]]:
+    """The newest `limit` decisions, oldest first, with their votes decoded; only those with `request_id`
+    or of the W3C trace `trace_id` (32 hex digits) when given."""
+    where, params = [], []
+    if request_id is not None:
+        where.append("request_id = ?")
+        params.append(request_id)
+    if trace_id is not None:
+        where.append("substr(traceparent, 4, 32) = ?")
+        params.append(trace_id.lower())
     conn = connect(path)
     conn.row_factory = sqlite3.Row
     try:
-        rows = conn.execute("SELECT * FROM decisions ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        rows = conn.execute(f"SELECT * FROM decisions {'WHERE ' + ' AND '.join(where) if where else ''} "
+                            f"ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
     finally:
         conn.close()
     out = []
     for record in reversed(rows):
         entry = dict(record)
+        entry["degraded"] = bool(entry["degraded"])
         decision = decision_pb2.Decision.FromString(entry.pop("decision"))
         entry["probabilities"] = [round(p, 6) for p in decision.probabilities]
         entry["votes"] = [{"agent": v.agent, "ok": v.ok, "action": action_label(v.action),

@@ -66,18 +66,19 @@ class Coordinator:
             return False
         return sum(group.holds(version) for group in self.agents.values()) >= self.cfg.aggregation.min_agents
 
-    async def answer(self, request: decision_pb2.DecideRequest) -> decision_pb2.Decision:
+    async def answer(self, request: decision_pb2.DecideRequest, traceparent: str = "") -> decision_pb2.Decision:
         """One decision; raises WireError/BarDataError for bad input, AuditUnavailable (fail-closed) while the
-        audit log cannot record it."""
+        audit log cannot record it. `traceparent`: the client's trace context, for the audit row."""
         start = time.perf_counter()
         self._check_audit()
         self.metrics.in_flight += 1
         try:
-            return (await self._decide([self.decoder.decode(request)], start))[0]
+            return (await self._decide([self.decoder.decode(request)], start, traceparent))[0]
         finally:
             self.metrics.in_flight -= 1
 
-    async def answer_batch(self, requests: Sequence[decision_pb2.DecideRequest]) -> list[decision_pb2.Decision]:
+    async def answer_batch(self, requests: Sequence[decision_pb2.DecideRequest],
+                           traceparent: str = "") -> list[decision_pb2.Decision]:
         """One decision per item, in order; a bad item becomes a Decision with `error` set. Raises WireError for
         a batch over serving.max_batch_items, AuditUnavailable (fail-closed) while the audit cannot record."""
         start = time.perf_counter()
@@ -88,7 +89,7 @@ class Coordinator:
         items = self.decoder.decode_batch(requests)
         self.metrics.in_flight += len(items)
         try:
-            decided = iter(await self._decide([item for item in items if item.error is None], start))
+            decided = iter(await self._decide([item for item in items if item.error is None], start, traceparent))
         finally:
             self.metrics.in_flight -= len(items)
         return [error_decision(item.request_id, item.instrument, grpc.StatusCode.INVALID_ARGUMENT, item.error)
@@ -98,7 +99,7 @@ class Coordinator:
         if self.audit is not None and not self.audit.accepting():
             raise AuditUnavailable(f"not deciding: {self.audit.trouble()} (serving.audit_policy fail-closed)")
 
-    async def _decide(self, items: list[Decoded], start: float) -> list[decision_pb2.Decision]:
+    async def _decide(self, items: list[Decoded], start: float, traceparent: str) -> list[decision_pb2.Decision]:
         """Decisions for decoded items: their windows go to every agent as one block, with one version."""
         if not items:
             return []
@@ -132,26 +133,26 @@ class Coordinator:
         decisions, agg, voted = decide_block(items, version, list(self.agents), probs, values, answered, errors,
                                              latencies, self.rule, self.cfg.aggregation,
                                              (time.perf_counter() - start) * 1e3)
-        self._account(items, decisions, version, answered, voted, errors, latencies)
+        self._account(decisions, version, answered, voted, errors, latencies)
         actions = np.where(voted, probs.argmax(axis=2) + 1, NO_VOTE)
         rows = np.frombuffer(windows if version is not None else b"".join(item.window for item in items),
                              dtype="<f4").reshape(n, self.cfg.features.window, -1)[:, -1]
         self.committee.observe(version, actions, agg.combined, agg.hold_reason, rows)
         if self.audit is not None:
             for item, d in zip(items, decisions, strict=True):
-                self.audit.record(d, item.window)
+                self.audit.record(d, item.window, traceparent)
         return decisions
 
-    def _account(self, items: list[Decoded], decisions: list[decision_pb2.Decision], version: int | None,
+    def _account(self, decisions: list[decision_pb2.Decision], version: int | None,
                  answered: np.ndarray, voted: np.ndarray, errors: list[str], latencies: list[float]) -> None:
         """Counters and metrics of a block of decisions (plain increments: the request path pays little)."""
         m, label = self.metrics, "none" if version is None else str(version)
         self.decisions += len(decisions)
         latency_s = decisions[0].latency_ms / 1000
-        for item, d in zip(items, decisions, strict=True):
+        for d in decisions:
             self.degraded += d.degraded
             self.latencies_ms.append(d.latency_ms)
-            m.decisions[(ACTION_LABELS[d.action], label, "true" if d.degraded else "false", item.instrument)] += 1
+            m.decisions[(ACTION_LABELS[d.action], label, "true" if d.degraded else "false")] += 1
             m.decision_latency.observe(latency_s)
         invalid = (~voted & answered).sum(axis=0)
         for a, name in enumerate(self.agents):

@@ -44,11 +44,13 @@ class CoordinatorMetrics:
     """Counters the request path updates (plain Python: a dictionary increment, a bisect)."""
 
     def __init__(self, agents: tuple[str, ...]):
-        self.decisions: collections.Counter = collections.Counter()  # (action, version, degraded, instrument)
+        self.decisions: collections.Counter = collections.Counter()  # (action, version, degraded)
         self.decision_latency = Histogram(LATENCY_BUCKETS_S)
         self.vote_latency = {name: Histogram(LATENCY_BUCKETS_S) for name in agents}
-        self.votes_missing: collections.Counter = collections.Counter()  # (agent, reason)
-        self.refused: collections.Counter = collections.Counter()  # status code name
+        # the usual label values start at 0, so a dashboard's rate() has a series before the first event
+        self.votes_missing = collections.Counter({(name, reason): 0 for name in agents  # (agent, reason)
+                                                  for reason in ("deadline", "down", "invalid")})
+        self.refused = collections.Counter({code: 0 for code in ("INVALID_ARGUMENT", "UNAVAILABLE")})  # status code
         self.batch_size = {name: Histogram(SIZE_BUCKETS) for name in agents}  # windows per message to an agent
         self.in_flight = 0
         self.activations = 0
@@ -58,11 +60,11 @@ class CoordinatorMetrics:
 def families(c: Coordinator) -> Iterator[Metric]:
     """Every metric family of the coordinator, built now (called by the scrape thread)."""
     m = c.metrics
-    decisions = CounterMetricFamily("tactical_decisions", "Decisions answered, by action, model version, degraded "
-                                                          "and instrument", labels=["action", "version", "degraded",
-                                                                                    "instrument"])
-    for (action, version, degraded, instrument), n in list(m.decisions.items()):
-        decisions.add_metric([action, version, degraded, instrument], n)
+    # not by instrument: thousands of instruments would make thousands of series (see tactical_instruments_tracked)
+    decisions = CounterMetricFamily("tactical_decisions", "Decisions answered, by action, model version and degraded",
+                                    labels=["action", "version", "degraded"])
+    for (action, version, degraded), n in list(m.decisions.items()):
+        decisions.add_metric([action, version, degraded], n)
     yield decisions
     yield histogram_family("tactical_decision_latency_seconds", "The coordinator's latency of a decision",
                            {(): m.decision_latency})
@@ -85,7 +87,7 @@ def families(c: Coordinator) -> Iterator[Metric]:
     if c.state.version is not None:
         active.add_metric([], c.state.version)
     yield active
-    yield histogram_family("tactical_agent_batch_size", "Windows per message sent to an agent",
+    yield histogram_family("tactical_fanout_batch_windows", "Windows per message the coordinator sent to an agent",
                            {(name,): h for name, h in m.batch_size.items()}, ["agent"])
     yield CounterMetricFamily("tactical_activations", "Versions activated", value=m.activations)
     yield CounterMetricFamily("tactical_rollbacks", "Rollbacks to an earlier version", value=m.rollbacks)

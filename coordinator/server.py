@@ -40,7 +40,7 @@ from tactical.rpc import (
     require_admin,
 )
 from tactical.v1 import cluster_pb2, cluster_pb2_grpc, decision_pb2, decision_pb2_grpc
-from tactical.wire import ERROR_REASON_HEADER, N_FEATURES, WireError
+from tactical.wire import ERROR_REASON_HEADER, N_FEATURES, WireError, traceparent
 
 log = logging.getLogger(__name__)
 MONITOR_INTERVAL_S = 1.0
@@ -59,7 +59,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
 
     async def Decide(self, request, context):
         try:
-            return await self.coordinator.answer(request)
+            return await self.coordinator.answer(request, traceparent(context.invocation_metadata()))
         except (WireError, BarDataError) as exc:
             self._refused("INVALID_ARGUMENT", exc)
             if getattr(exc, "reason", ""):
@@ -71,7 +71,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
 
     async def DecideBatch(self, request, context):
         try:
-            decisions = await self.coordinator.answer_batch(request.items)
+            decisions = await self.coordinator.answer_batch(request.items, traceparent(context.invocation_metadata()))
         except WireError as exc:
             self._refused("INVALID_ARGUMENT", exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -93,6 +93,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         # context.read()/write() rather than iterating and yielding: no async generators per message
         stream = id(context)
         forecast = self.coordinator.forecast
+        trace = traceparent(context.invocation_metadata())
         try:
             while (request := await context.read()) is not grpc.aio.EOF:
                 forecast.arrived(stream)
@@ -102,7 +103,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
                     decision = error_decision("", "", grpc.StatusCode.INVALID_ARGUMENT, request.message)
                 else:
                     try:
-                        decision = await self.coordinator.answer(request)
+                        decision = await self.coordinator.answer(request, trace)
                     except (WireError, BarDataError) as exc:
                         self._refused("INVALID_ARGUMENT", exc)
                         decision = error_decision(request.request_id, request.instrument,

@@ -231,6 +231,7 @@ class PathsConfig:
     admin_token_file: str
     study_storage: str
     metrics: str
+    logs: str
 
 
 @dataclasses.dataclass(frozen=True)

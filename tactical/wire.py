@@ -9,6 +9,7 @@ seven features in FEATURE_NAMES order: part of the contract, so they are defined
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Protocol
 
 import numpy as np
@@ -34,6 +35,8 @@ _INSTRUMENT = re.compile(r"[A-Za-z0-9._\-/:^=+#]{1,64}")
 ADMIN_TOKEN_HEADER = "x-tactical-admin-token"  # metadata key of the admin token on admin calls
 ERROR_REASON_HEADER = "x-tactical-error-reason"  # trailing metadata key of Error.reason on unary calls
 NO_HISTORY = "NO_HISTORY"  # Error.reason: send the instrument's history again
+TRACEPARENT_HEADER = "traceparent"  # W3C trace context a client may send; recorded in the decision's audit row
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
 
 class BarColumns(Protocol):
@@ -141,3 +144,20 @@ def instrument_name(text: str) -> str:
         raise WireError(f"instrument {shown!r} is not a valid name: 1 to 64 characters from letters, digits and "
                         f". _ - / : ^ = + #")
     return text
+
+
+def traceparent(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
+    """The W3C `traceparent` among a call's metadata, or "" when absent or malformed (the spec says ignore it)."""
+    for key, value in metadata or ():
+        if key == TRACEPARENT_HEADER:
+            value = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+            version, _, rest = value.partition("-")
+            valid = (_TRACEPARENT.fullmatch(value) is not None and version != "ff"
+                     and rest[:32] != "0" * 32 and rest[33:49] != "0" * 16)
+            return value if valid else ""
+    return ""
+
+
+def traceparent_metadata(value: str | None) -> tuple[tuple[str, str], ...]:
+    """Call metadata that carries a client's trace context (none when `value` is empty)."""
+    return ((TRACEPARENT_HEADER, value),) if value else ()

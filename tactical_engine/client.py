@@ -17,7 +17,7 @@ from market.bars import Bars
 from tactical.config import Config, default_config
 from tactical.rpc import admin_metadata, sync_channel
 from tactical.v1 import agent_pb2, agent_pb2_grpc, cluster_pb2, cluster_pb2_grpc, decision_pb2, decision_pb2_grpc
-from tactical.wire import STAGE_CHUNK
+from tactical.wire import STAGE_CHUNK, traceparent_metadata
 from tactical_engine.requests import request_for
 
 
@@ -75,9 +75,10 @@ class TacticalClient:
         return health_status(self.channel, self.timeout)
 
     def decide(self, *, window: np.ndarray | None = None, bars: Bars | None = None, request_id: str = "",
-               instrument: str = "") -> decision_pb2.Decision:
+               instrument: str = "", traceparent: str | None = None) -> decision_pb2.Decision:
         return self.decisions.Decide(decide_request(window=window, bars=bars, request_id=request_id,
-                                                    instrument=instrument), timeout=self.timeout)
+                                                    instrument=instrument), timeout=self.timeout,
+                                     metadata=traceparent_metadata(traceparent))
 
     def decide_stream(self, requests: Iterator[decision_pb2.DecideRequest]) -> Iterator[decision_pb2.Decision]:
         return self.decisions.DecideStream(requests)

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,7 +71,7 @@ def write_isolated_config(directory: str | Path, **sections: dict) -> Path:
         "paths": {key: str(directory / name) for key, name in {
             "model_store": "models", "agent_store": "agents", "coordinator_state": "coordinator",
             "audit_log": "audit.sqlite", "audit_spill": "audit-spill", "admin_token_file": "admin.token",
-            "study_storage": "optuna.sqlite", "metrics": "metrics.jsonl"}.items()},
+            "study_storage": "optuna.sqlite", "metrics": "metrics.jsonl", "logs": "logs"}.items()},
     }
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}
@@ -168,14 +168,16 @@ class Child:
 
 
 class LocalCluster:
-    def __init__(self, cfg: Config, config_path: str | None, *, restart: bool = True, log_dir: Path | None = None):
-        """`log_dir`: each process logs to <log_dir>/<name>.log instead of this process's stderr."""
+    def __init__(self, cfg: Config, config_path: str | None, *, restart: bool = True, log_dir: Path | None = None,
+                 child_options: Sequence[str] = ()):
+        """`log_dir`: each process logs to <log_dir>/<name>.log instead of this process's stderr.
+        `child_options`: options every server process gets (e.g. --log-format json)."""
         self.cfg = cfg
         self.log_dir = log_dir
         self.config_path = config_path
         self.restart = restart
         self.host = cfg.serving.host
-        common = ["--config", config_path] if config_path else []
+        common = (["--config", config_path] if config_path else []) + list(child_options)
         self.cores = assign_cores(cfg)
         self.agents = [Child(f"agent {name}", tactical_command("agent", "--name", name, "--core",
                                                                str(self.cores[name]), "--host", self.host, *common),

@@ -29,7 +29,7 @@ from market.bars import Bar, Bars
 from tactical.config import Config, as_config
 from tactical.rpc import aio_channel, sync_channel
 from tactical.v1 import cluster_pb2, cluster_pb2_grpc, decision_pb2, decision_pb2_grpc
-from tactical.wire import ERROR_REASON_HEADER, NO_HISTORY
+from tactical.wire import ERROR_REASON_HEADER, NO_HISTORY, traceparent_metadata
 from tactical_engine.api import Decision, DecisionRefused, Refusal, decision_or_refusal
 from tactical_engine.requests import Histories, Input, request_for
 
@@ -73,28 +73,30 @@ class Client:
     def close(self) -> None:
         self.channel.close()
 
-    def decide(self, window: np.ndarray | None = None, *, bars: Bars | None = None, instrument: str = "") -> Decision:
+    def decide(self, window: np.ndarray | None = None, *, bars: Bars | None = None, instrument: str = "",
+               traceparent: str | None = None) -> Decision:
         """One decision on a (60, 7) window, or on the last bar of `bars` (>= features.min_bars); bad input raises
-        DecisionRefused naming the problem."""
+        DecisionRefused naming the problem. `traceparent`: your W3C trace context, kept in the audit row."""
         if (window is None) == (bars is None):
             raise ValueError("give exactly one of window or bars")
         item = window if window is not None else bars
         try:
-            d = self.stub.Decide(request_for(item, instrument), timeout=self.timeout)
+            d = self.stub.Decide(request_for(item, instrument), timeout=self.timeout,
+                                 metadata=traceparent_metadata(traceparent))
         except grpc.RpcError as exc:
             raise _refused(exc) from None
         self.histories.sent(instrument, item)
         return Decision.from_proto(d)
 
-    def decide_many(self, items: Mapping[str, Input]) -> dict[str, Decision | Refusal]:
+    def decide_many(self, items: Mapping[str, Input], traceparent: str | None = None) -> dict[str, Decision | Refusal]:
         """One decision per instrument in one call (DecideBatch): a window, a history (Bars) or the next Bar each.
         A bad item is a Refusal; a Bar the coordinator has no history for is sent again after its history."""
-        answers = self._batch(items)
+        answers = self._batch(items, traceparent)
         resend = self.histories.resend(items, {name for name, a in answers.items()
                                                if isinstance(a, Refusal) and a.reason == NO_HISTORY})
         if resend:
-            self._batch(resend)
-            answers.update(self._batch({name: items[name] for name in resend}))
+            self._batch(resend, traceparent)
+            answers.update(self._batch({name: items[name] for name in resend}, traceparent))
         for name, answer in answers.items():
             if isinstance(answer, Decision):
                 self.histories.sent(name, items[name])
@@ -123,10 +125,11 @@ class Client:
         return cluster_pb2_grpc.ClusterServiceStub(self.channel).GetStatus(cluster_pb2.GetStatusRequest(),
                                                                            timeout=self.timeout)
 
-    def _batch(self, items: Mapping[str, Input]) -> dict[str, Decision | Refusal]:
+    def _batch(self, items: Mapping[str, Input], traceparent: str | None) -> dict[str, Decision | Refusal]:
         requests = [request_for(item, name) for name, item in items.items()]
         try:
-            response = self.stub.DecideBatch(decision_pb2.DecideBatchRequest(items=requests), timeout=self.timeout)
+            response = self.stub.DecideBatch(decision_pb2.DecideBatchRequest(items=requests), timeout=self.timeout,
+                                             metadata=traceparent_metadata(traceparent))
         except grpc.RpcError as exc:
             raise _refused(exc) from None
         return {name: decision_or_refusal(d, name) for name, d in zip(items, response.decisions, strict=True)}
@@ -212,24 +215,26 @@ class AsyncClient:
         await self.channel.close()
 
     async def decide(self, window: np.ndarray | None = None, *, bars: Bars | None = None,
-                     instrument: str = "") -> Decision:
+                     instrument: str = "", traceparent: str | None = None) -> Decision:
         if (window is None) == (bars is None):
             raise ValueError("give exactly one of window or bars")
         item = window if window is not None else bars
         try:
-            d = await self.stub.Decide(request_for(item, instrument), timeout=self.timeout)
+            d = await self.stub.Decide(request_for(item, instrument), timeout=self.timeout,
+                                       metadata=traceparent_metadata(traceparent))
         except grpc.aio.AioRpcError as exc:
             raise _refused(exc) from None
         self.histories.sent(instrument, item)
         return Decision.from_proto(d)
 
-    async def decide_many(self, items: Mapping[str, Input]) -> dict[str, Decision | Refusal]:
-        answers = await self._batch(items)
+    async def decide_many(self, items: Mapping[str, Input],
+                          traceparent: str | None = None) -> dict[str, Decision | Refusal]:
+        answers = await self._batch(items, traceparent)
         resend = self.histories.resend(items, {name for name, a in answers.items()
                                                if isinstance(a, Refusal) and a.reason == NO_HISTORY})
         if resend:
-            await self._batch(resend)
-            answers.update(await self._batch({name: items[name] for name in resend}))
+            await self._batch(resend, traceparent)
+            answers.update(await self._batch({name: items[name] for name in resend}, traceparent))
         for name, answer in answers.items():
             if isinstance(answer, Decision):
                 self.histories.sent(name, items[name])
@@ -241,11 +246,11 @@ class AsyncClient:
         await stream.open()
         return stream
 
-    async def _batch(self, items: Mapping[str, Input]) -> dict[str, Decision | Refusal]:
+    async def _batch(self, items: Mapping[str, Input], traceparent: str | None) -> dict[str, Decision | Refusal]:
         requests = [request_for(item, name) for name, item in items.items()]
         try:
             response = await self.stub.DecideBatch(decision_pb2.DecideBatchRequest(items=requests),
-                                                   timeout=self.timeout)
+                                                   timeout=self.timeout, metadata=traceparent_metadata(traceparent))
         except grpc.aio.AioRpcError as exc:
             raise _refused(exc) from None
         return {name: decision_or_refusal(d, name) for name, d in zip(items, response.decisions, strict=True)}

@@ -128,7 +128,7 @@ def test_decide_sends_bars_of_the_config_synthetic_market(tmp_path, monkeypatch,
         def __exit__(self, *exc):
             pass
 
-        def decide(self, *, window=None, bars=None, request_id=""):
+        def decide(self, *, window=None, bars=None, **request):
             sent.append(bars)
             return decision_pb2.Decision(action=common_pb2.ACTION_HOLD, confidence=0.5, probabilities=[0.2, 0.5, 0.3])
 

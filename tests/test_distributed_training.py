@@ -78,4 +78,4 @@ def test_nproc_2_trains_and_rank_0_publishes_once(tmp_path):
     assert store.versions() == [1]
     assert "2 rank(s)" in store.info(1)["source"]
     assert [r["update"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2]
-    assert res.stdout.count("published version 1") == 1 and "trained updates 1-2" in res.stdout
+    assert res.stderr.count("published version 1") == 1 and "trained updates 1-2" in res.stdout

@@ -44,11 +44,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from market.bars import Bars
 from tactical.actions import actions_from_indices
 from tactical.config import AGENT_NAMES, Config, as_config
+from tactical.progress import progress_bar
 from training import checkpoint as checkpoints
 from training.distributed import DistContext
 from training.env import VectorTradingEnv
@@ -209,40 +209,40 @@ class TacticalMAPPOTrainer:
         updates = t.updates if updates is None else updates
         schedule = EntropySchedule(self.updates_done, self.entropy_coef, max(t.updates, self.updates_done + updates),
                                    t.entropy_coef_end)
-        bar = tqdm(total=updates, desc=self.progress_label, unit="update", disable=not self.progress,
-                   dynamic_ncols=True)
+        scale = t.reward_scale / 100  # rewards are scaled log returns; shown as % of log return per episode
         try:
-            for _ in range(updates):
-                self.seed_streams()
-                started = time.perf_counter()
-                batch = self.collect_trajectories()
-                collected = time.perf_counter()
-                advantages, returns = self.compute_advantages(batch)
-                stats = self.optimize(batch, advantages, returns, self.entropy_coef)
-                self.entropy_coef = schedule.at(self.updates_done + 1)
-                finished = time.perf_counter()
+            with progress_bar(updates, self.progress_label, "update", enabled=self.progress) as bar:
+                for _ in range(updates):
+                    self.seed_streams()
+                    started = time.perf_counter()
+                    batch = self.collect_trajectories()
+                    collected = time.perf_counter()
+                    advantages, returns = self.compute_advantages(batch)
+                    stats = self.optimize(batch, advantages, returns, self.entropy_coef)
+                    self.entropy_coef = schedule.at(self.updates_done + 1)
+                    finished = time.perf_counter()
 
-                self.updates_done += 1
-                steps = batch.rewards.numel() * self.dist.world_size
-                self.env_steps += steps
-                self._collect_s.append(collected - started)
-                self._update_s.append(finished - collected)
-                reward = self.dist.mean([float(np.mean(batch.episode_returns)) if batch.episode_returns
-                                         else 0.0])[0]
-                stats = {"update": self.updates_done, "episode_reward": reward, **stats,
-                         "steps_per_second": steps / (finished - started), "env_steps": self.env_steps,
-                         "collect_seconds": collected - started, "update_seconds": finished - collected}
-                self.last_stats = stats
-                if self.metrics_log is not None:
-                    self.metrics_log.write(stats)
-                bar.update(1)
-                bar.set_postfix(reward=f"{reward:+.3f}", kl=f"{stats['approx_kl']:.4f}",
-                                ev=f"{stats['explained_variance']:.2f}", sps=f"{stats['steps_per_second']:.0f}")
-                go_on = callback(self.updates_done, stats) if callback is not None else True
-                if not self.dist.all_true(go_on is not False):
-                    break
+                    self.updates_done += 1
+                    steps = batch.rewards.numel() * self.dist.world_size
+                    self.env_steps += steps
+                    self._collect_s.append(collected - started)
+                    self._update_s.append(finished - collected)
+                    reward = self.dist.mean([float(np.mean(batch.episode_returns)) if batch.episode_returns
+                                             else 0.0])[0]
+                    stats = {"update": self.updates_done, "episode_reward": reward, **stats,
+                             "steps_per_second": steps / (finished - started), "env_steps": self.env_steps,
+                             "collect_seconds": collected - started, "update_seconds": finished - collected}
+                    self.last_stats = stats
+                    if self.metrics_log is not None:
+                        self.metrics_log.write(stats)
+                    bar.set_postfix_str(f"episode return {reward / scale:+.3f}%, kl {stats['approx_kl']:.4f}, ev "
+                                        f"{stats['explained_variance']:.2f}, {stats['steps_per_second']:.0f} steps/s",
+                                        refresh=False)
+                    bar.update(1)
+                    go_on = callback(self.updates_done, stats) if callback is not None else True
+                    if not self.dist.all_true(go_on is not False):
+                        break
         finally:
-            bar.close()
             self.model.eval()
         return self.last_stats
 

@@ -8,15 +8,14 @@ update (the stop is agreed over the ranks, then the model is published); a secon
 
 from __future__ import annotations
 
+import logging
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from agents.serving.model_store import ModelStore
 from market.bars import Bars
@@ -28,6 +27,8 @@ from training.evaluation import PolicyScore
 from training.mappo import TacticalMAPPOTrainer
 from training.series import HOLDOUT
 from training.versions import publish
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,8 +61,7 @@ class StopOnInterrupt:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        tqdm.write("interrupted: stopping after the current update and saving (Ctrl-C again to abort)",
-                   file=sys.stderr)
+        log.warning("interrupted: stopping after the current update and saving (Ctrl-C again to abort)")
 
 
 def training_bars(cfg: Config, data: str | None, until_ms: int | None) -> Bars:
@@ -107,7 +107,8 @@ def run_session(config: dict[str, Any], *, data: str | None = None, until_ms: in
                           extra={"trainer": trainer.trainer_state()}, info=data_info,
                           value_norm=trainer.value_norm, feature_reference=reference)
         result.versions.append(version)
-        tqdm.write(f"published version {version} (update {trainer.updates_done}) to {store.root}")
+        log.info("published version %d (update %d) to %s", version, trainer.updates_done, store.root,
+                 extra={"version": version, "update": trainer.updates_done})
         if after_publish is not None:
             after_publish(version)
 

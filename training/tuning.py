@@ -11,18 +11,20 @@ journal file lets workers on several machines run one study) and resume where th
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
 import yaml
-from tqdm import tqdm
 
 from tactical.atomic import atomic_write_text
 from tactical.config import Config
 from training.mappo import TacticalMAPPOTrainer
 from training.series import TradingSeries
+
+log = logging.getLogger(__name__)
 
 # The card's entropy coefficient decays 10:1 (0.01 -> 0.001); trials keep that ratio.
 ENTROPY_DECAY = 0.1
@@ -105,8 +107,10 @@ def run_study(base: Config, *, trials: int, storage: str, study_name: str, updat
 
     def announce(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         value = f"{trial.value:+.4f}" if trial.value is not None else "-"
-        tqdm.write(f"trial {trial.number}: {trial.state.name.lower()}, objective {value}, "
-                   + ", ".join(f"{k}={v:.4g}" for k, v in trial.params.items()))
+        log.info("trial %d: %s, objective %s, %s", trial.number, trial.state.name.lower(), value,
+                 ", ".join(f"{k}={v:.4g}" for k, v in trial.params.items()),
+                 extra={"trial": trial.number, "state": trial.state.name.lower(), "objective": trial.value,
+                        "params": trial.params})
 
     study.optimize(make_objective(base, series, updates, progress), n_trials=trials, callbacks=[announce])
     return study

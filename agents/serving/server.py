@@ -151,7 +151,8 @@ class AgentAdminServicer(agent_pb2_grpc.AgentAdminServiceServicer):
     def __init__(self, agent: str, registry: VersionRegistry, token: str, max_bytes: int, on_change):
         self.agent, self.registry, self.token, self.max_bytes = agent, registry, token, max_bytes
         self.on_change = on_change
-        self.outcomes: collections.Counter = collections.Counter()  # (result, reason): staged, already, refused
+        # (result, reason): staged, already, refused; the usual ones start at 0 (a series for dashboards at once)
+        self.outcomes = collections.Counter({("staged", ""): 0, ("already", ""): 0, ("refused", "artifact"): 0})
 
     async def StageVersion(self, request_iterator, context):
         await require_admin(context, self.token)
@@ -299,7 +300,7 @@ def agent_families(agent: str, registry: VersionRegistry, batcher: InferenceBatc
     windows = CounterMetricFamily("tactical_agent_windows", "Windows answered", labels=["agent"])
     windows.add_metric([agent], batcher.windows_served)
     yield windows
-    yield histogram_family("tactical_agent_batch_size_windows", "Windows per forward pass",
+    yield histogram_family("tactical_agent_batch_windows", "Windows per forward pass",
                            {(agent,): batcher.batch_sizes}, ["agent"])
     yield histogram_family("tactical_agent_inference_seconds", "Time of a forward pass",
                            {(agent,): batcher.inference_seconds}, ["agent"])

@@ -56,3 +56,26 @@ def require_seconds(flag: str, value: float | None) -> None:
     """Refuse a duration flag that is not a positive, finite number of seconds (gRPC would time out at once)."""
     if value is not None and not (value > 0 and math.isfinite(value)):
         raise CliError(f"{flag} must be a positive number of seconds, got {value}")
+
+
+def add_logging_options(parser: argparse.ArgumentParser) -> None:
+    """--log-format and --log-level, which every long-running command shares (and passes to its children)."""
+    from tactical.logs import LOG_FORMATS, LOG_LEVELS
+
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                        help="text: one line per event for people; json: one JSON object per line (time, level, "
+                             "process, pid, agent, logger, message, fields) for log collectors (default text)")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="least severe level logged "
+                                                                              "(default info)")
+
+
+def setup_command_logging(args: argparse.Namespace, process: str, agent: str | None = None) -> None:
+    """Log as the command line asked (add_logging_options)."""
+    from tactical.logs import setup_logging
+
+    setup_logging(process, agent=agent, level=args.log_level, fmt=args.log_format)
+
+
+def logging_arguments(args: argparse.Namespace) -> list[str]:
+    """The logging options of this command, for the processes it starts."""
+    return ["--log-format", args.log_format, "--log-level", args.log_level]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tactical.config import AGENT_NAMES
-from tactical_engine.commands import add_config_option, require_range
+from tactical_engine.commands import add_config_option, add_logging_options, require_range, setup_command_logging
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="import missing versions from this model store at start (default: paths.model_store)")
     p.add_argument("--no-bootstrap", action="store_true", help="serve only what the agent's own store holds")
     add_config_option(p)
+    add_logging_options(p)
     p.set_defaults(handler=run)
 
 
@@ -37,7 +38,6 @@ def run(args: argparse.Namespace) -> int:
 
     from agents.serving.server import run_agent
     from tactical.config import load_config
-    from tactical.logs import setup_logging
     from tactical.process import follow_launcher
     from tactical.rpc import admin_token
     from tactical_engine.launcher import ensure_model_store
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     require_range("--metrics-port", args.metrics_port, 0, 65535)
     follow_launcher()
     cfg = load_config(args.config)
-    setup_logging(f"agent {args.name}")
+    setup_command_logging(args, "agent", agent=args.name)
     endpoint = cfg.serving.agents[args.name]
     bootstrap = None if args.no_bootstrap else (args.bootstrap_from or cfg.paths.model_store)
     if bootstrap is not None and args.bootstrap_from is None:

@@ -14,6 +14,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "by model version, and the degraded share.")
     p.add_argument("--db", default=None, help="audit log file (overrides paths.audit_log)")
     p.add_argument("--last", type=int, default=10, help="how many recent decisions to show (default 10)")
+    p.add_argument("--request-id", default=None, metavar="ID", help="only decisions of requests with this id")
+    p.add_argument("--trace", default=None, metavar="TRACE_ID",
+                   help="only decisions of this W3C trace (the 32 hex digits of the traceparent the client sent)")
     p.add_argument("--json", action="store_true", help="print JSON")
     add_config_option(p)
     p.set_defaults(handler=run)
@@ -21,27 +24,35 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import datetime as dt
-    import json
+    import re
     from pathlib import Path
 
     from coordinator.audit import latest, summary
     from tactical.config import load_config
+    from tactical_engine.json_output import print_json
 
     require_range("--last", args.last, 1)
+    if args.trace is not None and not re.fullmatch(r"[0-9a-fA-F]{32}", args.trace):
+        raise CliError(f"--trace: a W3C trace id is 32 hex digits, got {args.trace!r}")
     cfg = load_config(args.config)
     path = Path(args.db or cfg.paths.audit_log)
     if not path.exists():
         raise CliError(f"no audit log at {path} (has the coordinator run with this config?)")
-    rows = latest(path, args.last)
+    rows = latest(path, args.last, request_id=args.request_id, trace_id=args.trace)
     counts = summary(path)
     if args.json:
-        print(json.dumps({"summary": counts, "latest": rows}, indent=2))
+        by_version = {"none" if k is None else str(k): n for k, n in counts["by_version"].items()}
+        print_json({"summary": {**counts, "by_version": by_version}, "latest": rows})
         return 0
+    if (args.request_id or args.trace) and not rows:
+        print("no decision matches" + (f" request id {args.request_id!r}" if args.request_id else "")
+              + (f" trace {args.trace}" if args.trace else ""))
     print(f"{'time (UTC)':<24}{'request':<18}{'action':<7}{'conf':>6}{'version':>8}{'ms':>7}  votes")
     for r in rows:
         stamp = dt.datetime.fromtimestamp(r["time_ms"] / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:23]
         votes = " ".join(f"{v['agent']}={v['action'] if v['ok'] else 'none'}" for v in r["votes"])
         flag = "  DEGRADED" if r["degraded"] else ""
+        flag += f"  trace {r['traceparent'][3:35]}" if r["traceparent"] else ""
         version = "-" if r["model_version"] is None else r["model_version"]
         confidence = "-" if r["confidence"] is None else f"{r['confidence']:.3f}"
         print(f"{stamp:<24}{r['request_id'][:17]:<18}{r['action']:<7}{confidence:>6}{version:>8}"

@@ -84,12 +84,12 @@ def run(args: argparse.Namespace) -> int:
     import math
 
     import numpy as np
-    from tqdm import tqdm
 
     from agents.serving.model_store import ModelStore
     from market.csv_loader import load_bars_csv
     from market.synthetic import configured, series_source
     from tactical.config import load_config
+    from tactical.progress import progress_bar
     from tactical_engine.backtest import (
         BacktestResult,
         check_plot_path,
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     notes = []
     store = ModelStore(cfg.paths.model_store)
     if args.target:
-        with tqdm(total=last - first + 1, desc="decisions", unit="bar", disable=args.json) as bar:
+        with progress_bar(last - first + 1, "decisions", "bar", enabled=not args.json) as bar:
             result.positions = remote_decisions(args.target, cfg, bars, first, last, result, args.streams, bar.update)
         source = f"cluster {args.target}, version(s) {dict(result.versions)}"
     else:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 
 from tactical.config import AGENT_NAMES
-from tactical_engine.commands import CliError, add_config_option, require_range
+from tactical_engine.commands import (
+    CliError,
+    add_config_option,
+    add_logging_options,
+    require_range,
+    setup_command_logging,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-audit", action="store_true",
                    help="do not keep an audit log (also when paths.audit_log is empty)")
     add_config_option(p)
+    add_logging_options(p)
     p.set_defaults(handler=run)
 
 
@@ -49,7 +56,6 @@ def run(args: argparse.Namespace) -> int:
 
     from coordinator.server import run_coordinator
     from tactical.config import load_config
-    from tactical.logs import setup_logging
     from tactical.process import follow_launcher
     from tactical.rpc import admin_token
 
@@ -57,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     require_range("--metrics-port", args.metrics_port, 0, 65535)
     follow_launcher()
     cfg = load_config(args.config)
-    setup_logging("coordinator")
+    setup_command_logging(args, "coordinator")
     if args.agents:
         agents = parse_agents(args.agents)
     else:

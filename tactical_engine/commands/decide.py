@@ -23,6 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="seed of the synthetic bars (default: the config's synthetic.seed)")
     p.add_argument("--request-id", default="", help="id echoed in the decision and the audit log")
     p.add_argument("--instrument", default="", help="what the decision is for, e.g. EURUSD (default: 'default')")
+    p.add_argument("--traceparent", default=None, metavar="00-TRACE_ID-SPAN_ID-FLAGS",
+                   help="W3C trace context sent as `traceparent` metadata and kept in the decision's audit row")
     add_target_option(p)
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
     p.add_argument("--json", action="store_true", help="print the decision as JSON")
@@ -34,7 +36,6 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     import numpy as np
-    from google.protobuf import json_format
 
     from market.csv_loader import load_bars_csv
     from market.synthetic import configured
@@ -63,14 +64,13 @@ def run(args: argparse.Namespace) -> int:
     target = args.target or cfg.serving.local_coordinator
     with TacticalClient(target, cfg, timeout=args.timeout) as client:
         start = time.perf_counter()
-        d = client.decide(window=window, bars=bars, request_id=args.request_id, instrument=args.instrument)
+        d = client.decide(window=window, bars=bars, request_id=args.request_id, instrument=args.instrument,
+                          traceparent=args.traceparent)
         round_trip_ms = (time.perf_counter() - start) * 1e3
     if args.json:
-        out = json_format.MessageToDict(d, always_print_fields_with_no_presence=True)
-        out["round_trip_ms"] = round(round_trip_ms, 3)
-        import json
+        from tactical_engine.json_output import message_dict, print_json
 
-        print(json.dumps(out, indent=2))
+        print_json({**message_dict(d), "round_trip_ms": round(round_trip_ms, 3)})
         return 0
     p = d.probabilities
     print(f"decision {action_label(d.action)}  confidence {d.confidence:.3f}  "

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from tactical_engine.commands import CliError, require_range
+from tactical_engine.commands import (
+    CliError,
+    add_logging_options,
+    logging_arguments,
+    require_range,
+    setup_command_logging,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,12 +27,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--holdout", type=float, default=0.2, help="share of the series kept for the backtest (default 0.2)")
     p.add_argument("--config", metavar="YAML", default=None,
                    help="configuration merged over the packaged defaults (default: the packaged configs/demo.yaml)")
+    add_logging_options(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import datetime as dt
     import time
+    from pathlib import Path
 
     import numpy as np
     from tqdm import tqdm
@@ -36,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from market.synthetic import configured
     from tactical.actions import action_label
     from tactical.config import AGENT_NAMES, load_config
+    from tactical.progress import progress_bar
     from tactical.rpc import admin_token
     from tactical_engine.backtest import BacktestResult, remote_decisions, score
     from tactical_engine.client import TacticalClient, version_text
@@ -48,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--holdout must be between 0 and 1, got {args.holdout}")
     config_path = args.config or str(DEMO_CONFIG_PATH)
     cfg = load_config(config_path, {"training": {"updates": args.updates}} if args.updates is not None else None)
+    setup_command_logging(args, "demo")
     started = time.perf_counter()
 
     def step(text: str) -> None:
@@ -62,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
     step(f"synthetic market: {len(bars):,} one-minute bars, {stamp(int(bars.time[0]))} to "
          f"{stamp(int(bars.time[-1]))} UTC; training on bars before {stamp(until_ms)}, backtest after")
 
-    step("starting the cluster: three agent processes and the coordinator")
-    cluster = LocalCluster(cfg, config_path)
+    step(f"starting the cluster: three agent processes and the coordinator (their logs: {cfg.paths.logs}/)")
+    cluster = LocalCluster(cfg, config_path, log_dir=Path(cfg.paths.logs), child_options=logging_arguments(args))
     cluster.start()
     try:
         target = cluster.coordinator.address
@@ -98,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {stamp(int(bars.time[t]))}  {action_label(d.action):<5} confidence {d.confidence:.2f}  "
                       f"version {d.model_version}  {d.latency_ms:.2f} ms  votes: {votes}")
         result = BacktestResult({}, first, last, bars, np.zeros(0))
-        with tqdm(total=last - first + 1, desc="  decisions", unit="bar") as bar:
+        with progress_bar(last - first + 1, "  decisions", "bar") as bar:
             result.positions = remote_decisions(target, cfg, bars, first, last, result, progress=bar.update)
         lat = np.asarray(result.latencies_ms)
         print(f"  {len(lat):,} decisions, version(s) {dict(result.versions)}, {result.degraded} degraded; latency "

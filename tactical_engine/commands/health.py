@@ -29,11 +29,11 @@ def check(target: str, cfg, timeout: float) -> tuple[list[dict], object]:
 
     A row's `problem` says why that process does not serve what clients would ask of it: an agent
     that cannot vote with the active version (unreachable, lacks it, holds it broken), an audit
-    log in trouble. Latencies are in ms.
+    log in trouble. Latencies are in ms; `loaded_versions` is None for the coordinator.
     """
     import grpc
 
-    from tactical_engine.client import AgentClient, TacticalClient, active_version_text
+    from tactical_engine.client import AgentClient, TacticalClient
 
     rows = []
     with TacticalClient(target, cfg, timeout=timeout) as client:
@@ -47,19 +47,18 @@ def check(target: str, cfg, timeout: float) -> tuple[list[dict], object]:
             problem = (f"AUDIT DEGRADED: {cluster.audit_trouble}; {cluster.audit_waiting} waiting "
                        f"({cluster.audit_spilled} in the spill file), {cluster.audit_dropped} dropped, "
                        f"policy {cluster.audit_policy}")
-        rows.append({"process": "coordinator", "address": target, "status": status,
-                     "version": active_version_text(cluster) if cluster else None,
-                     "p50_ms": round(cluster.p50_ms, 3) if cluster else None,
+        active = cluster.active_version if cluster and cluster.HasField("active_version") else None
+        rows.append({"process": "coordinator", "address": target, "status": status, "active_version": active,
+                     "loaded_versions": None, "p50_ms": round(cluster.p50_ms, 3) if cluster else None,
                      "p99_ms": round(cluster.p99_ms, 3) if cluster else None,
                      "requests": cluster.decisions if cluster else 0, "problem": problem})
     for agent in (cluster.agents if cluster else []):
         with AgentClient(agent.address, cfg, timeout=timeout) as client:
             agent_status = client.health()
         info = agent.info if agent.HasField("info") else None
-        active = cluster.active_version if cluster.HasField("active_version") else None
-        versions = ",".join(("*" if v == active else "") + str(v) for v in info.loaded_versions) if info else None
         rows.append({"process": f"agent {agent.agent}", "address": agent.address, "status": agent_status,
-                     "version": versions, "p50_ms": round(info.p50_inference_us / 1000, 4) if info else None,
+                     "active_version": active, "loaded_versions": list(info.loaded_versions) if info else [],
+                     "p50_ms": round(info.p50_inference_us / 1000, 4) if info else None,
                      "p99_ms": round(info.p99_inference_us / 1000, 4) if info else None,
                      "requests": info.windows_served if info else 0, "problem": agent.problem or None})
     return rows, cluster
@@ -89,9 +88,14 @@ def run(args: argparse.Namespace) -> int:
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f} ms" if value >= 0.1 else f"{value * 1000:.0f} us"
 
+    def versions(r: dict) -> str:
+        if r["loaded_versions"] is None:  # the coordinator
+            return "-" if r["active_version"] is None else str(r["active_version"])
+        return ",".join(("*" if v == r["active_version"] else "") + str(v) for v in r["loaded_versions"]) or "-"
+
     print(f"{'process':<16}{'address':<22}{'status':<26}{'version':<12}{'p50':>11}{'p99':>11}{'requests':>10}")
     for r in rows:
-        print(f"{r['process']:<16}{r['address']:<22}{r['status']:<26}{r['version'] or '-':<12}{ms(r['p50_ms']):>11}"
+        print(f"{r['process']:<16}{r['address']:<22}{r['status']:<26}{versions(r):<12}{ms(r['p50_ms']):>11}"
               f"{ms(r['p99_ms']):>11}{r['requests']:>10}")
     if cluster:
         print("version: the active model version; for agents the loaded ones, * marks the active one")

@@ -6,7 +6,15 @@ import argparse
 import os
 from pathlib import Path
 
-from tactical_engine.commands import CliError, add_config_option, add_target_option, cluster_admin_token, require_range
+from tactical_engine.commands import (
+    CliError,
+    add_config_option,
+    add_logging_options,
+    add_target_option,
+    cluster_admin_token,
+    require_range,
+    setup_command_logging,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_target_option(p)
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="train data-parallel on N local processes (gloo on 127.0.0.1; default 1)")
+    add_logging_options(p)
     p.set_defaults(handler=run)
 
 
@@ -63,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and not Path(args.resume).exists():
         raise CliError(f"--resume: no checkpoint at {args.resume}")
     cfg = load_config(args.config, _overrides(args))
+    setup_command_logging(args, "train")
     if args.data:
         from market.csv_loader import load_bars_csv
 
@@ -78,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     push = None
     if args.push:
         push = {"target": args.target or cfg.serving.local_coordinator, "token": cluster_admin_token(cfg)}
-    options = {"data": args.data, "until_ms": until_ms, "updates": cfg.training.updates, "resume": args.resume,
+    options = {"logging": {"level": args.log_level, "fmt": args.log_format},
+               "data": args.data, "until_ms": until_ms, "updates": cfg.training.updates, "resume": args.resume,
                "save_every": args.save_every or (1 if args.push else 0)}
     from training.checkpoint import CheckpointError
 
@@ -105,16 +116,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _rank_session(config: dict, options: dict, push: dict | None) -> None:
-    """One rank's session (a top-level function, so spawned ranks can run it)."""
+    """One rank's session (a top-level function, so spawned ranks can run it; they set up their own logging)."""
+    from tactical.logs import setup_logging
     from training.session import run_session
 
+    options = dict(options)
+    setup_logging("train", **options.pop("logging"))
     run_session(config, after_publish=_pusher(config, push) if push else None, **options)
 
 
 def _pusher(config: dict, push: dict):
     """after_publish for --push: roll the new version out; a failure is reported, training goes on."""
+    import logging
+
     import grpc
-    from tqdm import tqdm
 
     from agents.serving.model_store import ModelStore
     from tactical.config import config_from_dict
@@ -123,15 +138,18 @@ def _pusher(config: dict, push: dict):
 
     cfg = config_from_dict(config)
     store = ModelStore(cfg.paths.model_store)
+    log = logging.getLogger("tactical.train")
 
     def after_publish(version: int) -> None:
         try:
             with TacticalClient(push["target"], cfg, admin_token=push["token"]) as client:
                 result = rollout(client, store, version, cfg, push["token"])
-            tqdm.write(f"rolled out version {version} to the cluster at {push['target']} "
-                       f"(was {version_text(result.previous)}) in {result.seconds:.2f} s")
+            log.info("rolled out version %d to the cluster at %s (was %s) in %.2f s", version, push["target"],
+                     version_text(result.previous), result.seconds,
+                     extra={"version": version, "rollout_ms": round(result.seconds * 1000, 1)})
         except (RolloutError, grpc.RpcError) as exc:  # the cluster being away must not stop training
             detail = exc.details() if isinstance(exc, grpc.RpcError) else str(exc)
-            tqdm.write(f"push of version {version} to {push['target']} failed: {detail.splitlines()[0]}")
+            log.warning("push of version %d to %s failed: %s", version, push["target"], detail.splitlines()[0],
+                        extra={"version": version})
 
     return after_publish

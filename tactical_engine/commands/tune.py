@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tactical_engine.commands import CliError, add_config_option, require_range
+from tactical_engine.commands import (
+    CliError,
+    add_config_option,
+    add_logging_options,
+    require_range,
+    setup_command_logging,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="trials that run to the end before the median pruner acts (default 3)")
     p.add_argument("--warmup-updates", type=int, default=2, metavar="N",
                    help="updates of each trial the pruner never cuts (default 2)")
+    add_logging_options(p)
     p.set_defaults(handler=run)
 
 
@@ -50,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if args.storage:
         overrides["paths"] = {"study_storage": args.storage}
     cfg = load_config(args.config, overrides)
+    setup_command_logging(args, "tune")
 
     import optuna
     import sqlalchemy.exc

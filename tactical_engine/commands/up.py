@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from tactical_engine.commands import add_config_option, require_seconds
+from tactical_engine.commands import (
+    add_config_option,
+    add_logging_options,
+    logging_arguments,
+    require_seconds,
+    setup_command_logging,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="stop by itself after this many seconds (default: run until Ctrl-C)")
     p.add_argument("--no-restart", action="store_true", help="do not restart processes that die")
     add_config_option(p)
+    add_logging_options(p)
     p.set_defaults(handler=run)
 
 
@@ -27,13 +34,12 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from tactical.config import AGENT_NAMES, load_config
-    from tactical.logs import setup_logging
     from tactical_engine.launcher import LocalCluster
 
     require_seconds("--duration", args.duration)
     cfg = load_config(args.config)
-    setup_logging("up")
-    cluster = LocalCluster(cfg, args.config, restart=not args.no_restart)
+    setup_command_logging(args, "up")
+    cluster = LocalCluster(cfg, args.config, restart=not args.no_restart, child_options=logging_arguments(args))
 
     class StopRequested(Exception):
         """Raised by the first Ctrl-C/SIGTERM, so it also interrupts a start or restart that is waiting."""

@@ -13,6 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "and, unless --offline, the running cluster's active version, activation "
                                    "history and each agent's loaded and stored versions (needs the admin token).")
     p.add_argument("--offline", action="store_true", help="only the model store; do not ask the cluster")
+    p.add_argument("--json", action="store_true", help="print JSON: {store: [...], cluster: {...} or null}")
     add_target_option(p)
     add_config_option(p)
     p.set_defaults(handler=run)
@@ -25,6 +26,18 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     store = ModelStore(cfg.paths.model_store)
+    listing = None
+    if not args.offline:
+        with TacticalClient(args.target or cfg.serving.local_coordinator, cfg,
+                            admin_token=cluster_admin_token(cfg)) as client:
+            listing = client.list_versions()
+    if args.json:
+        from tactical_engine.json_output import message_dict, print_json
+
+        print_json({"model_store": str(store.root),
+                    "store": [store.info(v) for v in store.versions()],
+                    "cluster": message_dict(listing) if listing is not None else None})
+        return 0
     print(f"model store {store.root}:")
     for version in store.versions():
         info = store.info(version)
@@ -35,11 +48,8 @@ def run(args: argparse.Namespace) -> int:
               + (f"; {shown}" if shown else ""))
     if not store.versions():
         print("  (empty)")
-    if args.offline:
+    if listing is None:
         return 0
-    with TacticalClient(args.target or cfg.serving.local_coordinator, cfg,
-                        admin_token=cluster_admin_token(cfg)) as client:
-        listing = client.list_versions()
     print(f"cluster: active version {active_version_text(listing)}; earlier: {list(listing.history) or 'none'}")
     for agent in listing.agents:
         if agent.error:
@@ -47,3 +57,4 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"  agent {agent.agent}: loaded {list(agent.loaded_versions)}, stored {list(agent.stored_versions)}")
     return 0
+
