@@ -4,12 +4,14 @@ Per model version, over its last `window` decisions: how often the agents that v
 mean entropy of the aggregated vote (nats; ln 3 = 1.10 is a coin with three faces), each agent's
 action mix, the share of Holds forced by low confidence. And the newest feature row of every
 window served, binned against the active version's training reference (market.drift): the PSI per
-feature. The request path only writes rows into ring buffers; the figures are computed when asked
-(a scrape, `tactical status`).
+feature. The request path only queues what it decided; the figures are computed when asked (a
+scrape, `tactical status`).
 """
 
 from __future__ import annotations
 
+import collections
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,31 +57,61 @@ class _Ring:
 
 
 class CommitteeWatch:
+    """Committee health per version and the served features, over the last `window` decisions.
+
+    The request path only appends what a block of decisions produced to a queue (a deque append:
+    no numpy on a single decision's path); the queue is folded into the ring buffers when a reader
+    asks (a scrape, `tactical status`) or when FOLD_AT blocks wait. Reads and folds hold a lock.
+    """
+
+    FOLD_AT = 1024  # blocks waiting before the request path folds them itself (bounds the memory they hold)
+
     def __init__(self, agents: tuple[str, ...], window: int, n_features: int):
         self.agents = agents
         self.window = window
+        self.n_features = n_features
         self._votes: dict[int, _Ring] = {}  # version -> agent actions, then entropy, then low-confidence hold
         self._rows = _Ring(window, n_features, np.float32)
+        self._waiting: collections.deque = collections.deque()
+        self._lock = threading.Lock()
 
-    def observe(self, version: int | None, actions: np.ndarray, combined: np.ndarray, hold_reason: np.ndarray,
-                rows: np.ndarray) -> None:
-        """A block of n decisions: each agent's action (n, A) (NO_VOTE where none), the aggregated probabilities
-        (n, 3), the rule's hold reasons (n,), the newest feature row of each window (n, F)."""
-        self._rows.add(rows)
-        if version is None:
-            return
-        ring = self._votes.get(version)
-        if ring is None:
-            ring = self._votes[version] = _Ring(self.window, len(self.agents) + 2, np.float32)
-        p = np.clip(combined, 1e-12, 1.0)
-        entropy = -(combined * np.log(p)).sum(axis=1)
-        ring.add(np.column_stack([actions, entropy, hold_reason == LOW_CONFIDENCE]))
+    def observe(self, version: int | None, voted: np.ndarray, probabilities: np.ndarray, combined: np.ndarray,
+                hold_reason: np.ndarray, windows: bytes) -> None:
+        """A block of n decisions: which votes counted (n, A), each agent's probabilities (n, A, 3), the
+        aggregated probabilities (n, 3), the rule's hold reasons (n,), the n windows as sent (float32 bytes)."""
+        self._waiting.append((version, voted, probabilities, combined, hold_reason, windows))
+        if len(self._waiting) >= self.FOLD_AT:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Fold the waiting blocks into the rings, all at once (numpy per fold, not per decision)."""
+        with self._lock:
+            blocks = [self._waiting.popleft() for _ in range(len(self._waiting))]
+            if not blocks:
+                return
+            windows = b"".join(block[5] for block in blocks)
+            decisions = sum(len(block[1]) for block in blocks)
+            self._rows.add(np.frombuffer(windows, dtype="<f4").reshape(decisions, -1, self.n_features)[:, -1])
+            for version in dict.fromkeys(block[0] for block in blocks):
+                if version is None:
+                    continue
+                mine = [block for block in blocks if block[0] == version]
+                voted, probabilities, combined, hold_reason = (np.concatenate([block[k] for block in mine])
+                                                               for k in (1, 2, 3, 4))
+                ring = self._votes.get(version)
+                if ring is None:
+                    ring = self._votes[version] = _Ring(self.window, len(self.agents) + 2, np.float32)
+                actions = np.where(voted, probabilities.argmax(axis=2) + 1, NO_VOTE)
+                entropy = -(combined * np.log(np.clip(combined, 1e-12, 1.0))).sum(axis=1)
+                ring.add(np.column_stack([actions, entropy, hold_reason == LOW_CONFIDENCE]))
 
     def health(self, version: int) -> CommitteeHealth | None:
-        ring = self._votes.get(version)
-        if ring is None or not ring.filled:
-            return None
-        data = ring.view()
+        self._fold()
+        with self._lock:
+            ring = self._votes.get(version)
+            if ring is None or not ring.filled:
+                return None
+            data = ring.view().copy()
         actions = data[:, :len(self.agents)].astype(np.int64)
         voted = actions != NO_VOTE
         first = np.where(voted, actions, 0).max(axis=1)
@@ -92,10 +124,17 @@ class CommitteeWatch:
                                mix)
 
     def versions(self) -> list[int]:
-        return sorted(self._votes)
+        self._fold()
+        with self._lock:
+            return sorted(self._votes)
 
     def drift(self, reference: dict | None) -> list[float] | None:
         """PSI per feature of the served rows against `reference` (None without one, or before any row)."""
-        if reference is None or not self._rows.filled:
+        if reference is None:
             return None
-        return psi(reference, self._rows.view())
+        self._fold()
+        with self._lock:
+            if not self._rows.filled:
+                return None
+            rows = self._rows.view().copy()
+        return psi(reference, rows)

@@ -19,13 +19,12 @@ import numpy as np
 
 from coordinator.aggregation import AggregationRule
 from coordinator.audit import AuditLog, AuditUnavailable
-from coordinator.committee import NO_VOTE, CommitteeWatch
+from coordinator.committee import CommitteeWatch
 from coordinator.decisions import decide_block
 from coordinator.inputs import Decoded, RequestDecoder
 from coordinator.links import AgentGroup, AgentLink, ArrivalForecast, Fanout
-from coordinator.metrics import CoordinatorMetrics, missing_reason
+from coordinator.metrics import CoordinatorMetrics
 from coordinator.state import ActiveVersionState
-from tactical.actions import ACTION_LABELS
 from tactical.config import Config
 from tactical.v1 import common_pb2, decision_pb2
 from tactical.wire import MAX_REQUEST_ID, N_FEATURES, WireError
@@ -134,10 +133,8 @@ class Coordinator:
                                              latencies, self.rule, self.cfg.aggregation,
                                              (time.perf_counter() - start) * 1e3)
         self._account(decisions, version, answered, voted, errors, latencies)
-        actions = np.where(voted, probs.argmax(axis=2) + 1, NO_VOTE)
-        rows = np.frombuffer(windows if version is not None else b"".join(item.window for item in items),
-                             dtype="<f4").reshape(n, self.cfg.features.window, -1)[:, -1]
-        self.committee.observe(version, actions, agg.combined, agg.hold_reason, rows)
+        self.committee.observe(version, voted, probs, agg.combined, agg.hold_reason,
+                               windows if version is not None else b"".join(item.window for item in items))
         if self.audit is not None:
             for item, d in zip(items, decisions, strict=True):
                 self.audit.record(d, item.window, traceparent)
@@ -145,23 +142,12 @@ class Coordinator:
 
     def _account(self, decisions: list[decision_pb2.Decision], version: int | None,
                  answered: np.ndarray, voted: np.ndarray, errors: list[str], latencies: list[float]) -> None:
-        """Counters and metrics of a block of decisions (plain increments: the request path pays little)."""
-        m, label = self.metrics, "none" if version is None else str(version)
+        """Status counters and metrics of a block of decisions."""
         self.decisions += len(decisions)
-        latency_s = decisions[0].latency_ms / 1000
         for d in decisions:
             self.degraded += d.degraded
             self.latencies_ms.append(d.latency_ms)
-            m.decisions[(ACTION_LABELS[d.action], label, "true" if d.degraded else "false")] += 1
-            m.decision_latency.observe(latency_s)
-        invalid = (~voted & answered).sum(axis=0)
-        for a, name in enumerate(self.agents):
-            if answered[a]:
-                m.vote_latency[name].observe(latencies[a] / 1000)
-                if invalid[a]:
-                    m.votes_missing[(name, "invalid")] += int(invalid[a])
-            else:
-                m.votes_missing[(name, missing_reason(errors[a]))] += len(decisions)
+        self.metrics.count(decisions, version, answered, voted, errors, latencies)
 
     def drift(self) -> list[float] | None:
         """PSI per feature of recent windows against the active version's training reference (None: no reference)."""

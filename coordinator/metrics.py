@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import collections
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from market.drift import band
-from tactical.actions import ACTIONS
+from tactical.actions import ACTION_LABELS, ACTIONS
 from tactical.metrics import LATENCY_BUCKETS_S, SIZE_BUCKETS, Histogram, histogram_family
+from tactical.v1 import decision_pb2
 from tactical.wire import FEATURE_NAMES
 
 if TYPE_CHECKING:
@@ -55,6 +57,25 @@ class CoordinatorMetrics:
         self.in_flight = 0
         self.activations = 0
         self.rollbacks = 0
+        self.agents = agents
+
+    def count(self, decisions: Sequence[decision_pb2.Decision], version: int | None, answered: np.ndarray,
+              voted: np.ndarray, errors: Sequence[str], latencies_ms: Sequence[float]) -> None:
+        """A block of decisions made together: `answered` (A,) which agents answered, `voted` (n, A) whose votes
+        counted, `errors` why an agent did not answer, `latencies_ms` when each answer arrived."""
+        label = "none" if version is None else str(version)
+        latency_s = decisions[0].latency_ms / 1000
+        for d in decisions:
+            self.decisions[(ACTION_LABELS[d.action], label, "true" if d.degraded else "false")] += 1
+        self.decision_latency.observe(latency_s, len(decisions))
+        all_voted = np.count_nonzero(voted) == voted.size  # the usual case: no per-agent count of invalid votes
+        for a, (name, answered_a) in enumerate(zip(self.agents, answered.tolist(), strict=True)):
+            if answered_a:
+                self.vote_latency[name].observe(latencies_ms[a] / 1000)
+                if not all_voted and (invalid := int(len(decisions) - voted[:, a].sum())):
+                    self.votes_missing[(name, "invalid")] += invalid
+            else:
+                self.votes_missing[(name, missing_reason(errors[a]))] += len(decisions)
 
 
 def families(c: Coordinator) -> Iterator[Metric]:

@@ -1,0 +1,75 @@
+"""Paired A/B runs of real local clusters that differ in one setting, for the overhead benchmarks.
+
+Every variant runs at once, identical but for its config sections; load alternates between
+them in short slices (one client stream count at a time), so all see the same machine
+conditions, and the latencies of all slices are pooled per variant and stream count. On a
+shared, noisy machine that is what makes a few-percent difference measurable: the ratio of
+two pooled percentiles, measured side by side, not two absolute numbers taken an hour apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Paired:
+    """Pooled client latencies (ms) and load seconds per (variant, streams)."""
+
+    latencies_ms: dict[tuple[str, int], list[float]] = field(default_factory=dict)
+    seconds: dict[tuple[str, int], float] = field(default_factory=dict)
+
+    def p(self, variant: str, streams: int, q: float) -> float:
+        return float(np.percentile(self.latencies_ms[(variant, streams)], q))
+
+    def table(self, label: str, variants: Sequence[str], streams_list: Sequence[int]) -> str:
+        lines = [f"{label:<9}{'streams':>8}{'decisions':>11}{'per s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"]
+        for streams in streams_list:
+            for name in variants:
+                lat = self.latencies_ms[(name, streams)]
+                lines.append(f"{name:<9}{streams:>8}{len(lat):>11,}{len(lat) / self.seconds[(name, streams)]:>9,.0f}"
+                             f"{self.p(name, streams, 50):>9.2f}{self.p(name, streams, 90):>9.2f}"
+                             f"{self.p(name, streams, 99):>9.2f}")
+        return "\n".join(lines)
+
+
+def run_paired(variants: Mapping[str, Callable[[Path], dict]], streams_list: Sequence[int], *, slices: int,
+               slice_seconds: float, while_running: Callable[[dict], Callable[[], None]] | None = None) -> Paired:
+    """Start one cluster per variant (`variants[name](directory)` gives its config sections), load them in
+    alternating slices, stop them. `while_running(clusters)` may start something beside the load and returns
+    how to stop it."""
+    from loadgen import run_load
+    from tactical.config import load_config
+    from tactical_engine.launcher import LocalCluster, write_isolated_config
+
+    result = Paired()
+    with tempfile.TemporaryDirectory() as tmp:
+        clusters: dict = {}
+        stop_beside = None
+        try:
+            for name, sections in variants.items():
+                directory = Path(tmp) / name
+                directory.mkdir()
+                cfg = load_config(write_isolated_config(directory, **sections(directory)))
+                clusters[name] = LocalCluster(cfg, str(directory / "config.yaml"), log_dir=directory / "logs")
+                clusters[name].start()
+            stop_beside = while_running(clusters) if while_running else None
+            for streams in streams_list:
+                for _ in range(slices):
+                    for name, cluster in clusters.items():
+                        r = asyncio.run(run_load(cluster.coordinator.address, cluster.cfg.serving, streams=streams,
+                                                 seconds=slice_seconds, warmup_s=0.1))
+                        result.latencies_ms.setdefault((name, streams), []).extend(r.latencies_ms)
+                        result.seconds[(name, streams)] = result.seconds.get((name, streams), 0.0) + r.elapsed_s
+        finally:
+            if stop_beside is not None:
+                stop_beside()
+            for cluster in clusters.values():
+                cluster.stop()
+    return result
