@@ -69,6 +69,10 @@ def pod_labels(deployment: dict) -> dict:
     return deployment["spec"]["template"]["metadata"]["labels"]
 
 
+def pod_annotations(deployment: dict) -> dict:
+    return deployment["spec"]["template"]["metadata"].get("annotations", {})
+
+
 def selects(selector: dict, labels: dict) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
@@ -188,7 +192,9 @@ def test_services_ports_and_the_coordinators_agents_agree(cluster_cfg):
         assert command[command.index("--name") + 1] == name
         assert "--port" not in command  # the port is the config's, which the Service and --agents repeat
         port = cluster_cfg.serving.agents[name].port
-        assert container(deployment)["ports"] == [{"name": "grpc", "containerPort": port}]
+        assert container(deployment)["ports"] == [{"name": "grpc", "containerPort": port}, {
+            "name": "metrics", "containerPort": cluster_cfg.serving.agents[name].metrics_port}]
+        assert pod_annotations(deployment)["prometheus.io/port"] == str(cluster_cfg.serving.agents[name].metrics_port)
         assert service["spec"]["ports"] == [{"name": "grpc", "port": port, "targetPort": "grpc"}]
         assert [d["metadata"]["name"] for d in deployments() if selects(service["spec"]["selector"], pod_labels(d))] \
             == [deployment["metadata"]["name"]]
@@ -199,7 +205,9 @@ def test_services_ports_and_the_coordinators_agents_agree(cluster_cfg):
     command = container(coordinator)["command"]
     assert command[command.index("--agents") + 1] == ",".join(f"{n}={a}" for n, a in addresses.items())
     port = cluster_cfg.serving.coordinator_port
-    assert container(coordinator)["ports"] == [{"name": "grpc", "containerPort": port}]
+    assert container(coordinator)["ports"] == [{"name": "grpc", "containerPort": port}, {
+        "name": "metrics", "containerPort": cluster_cfg.serving.metrics_port}]
+    assert pod_annotations(coordinator)["prometheus.io/port"] == str(cluster_cfg.serving.metrics_port)
     assert find("Service", "tactical-coordinator")["spec"]["ports"] == [{"name": "grpc", "port": port,
                                                                           "targetPort": "grpc"}]
 
@@ -207,7 +215,7 @@ def test_services_ports_and_the_coordinators_agents_agree(cluster_cfg):
 def test_probes_check_grpc_health_of_their_own_server():
     for deployment in deployments():
         name = deployment["metadata"]["name"]
-        (port,) = [p["containerPort"] for p in container(deployment)["ports"]]
+        (port,) = [p["containerPort"] for p in container(deployment)["ports"] if p["name"] == "grpc"]
         service = AGENT_HEALTH_SERVICE if name.startswith("tactical-agent-") else COORDINATOR_HEALTH_SERVICE
         for probe, mode in (("readinessProbe", "ready"), ("livenessProbe", "live")):
             # The certificate is checked against the Service's name, the one real clients dial.
