@@ -12,6 +12,7 @@ whole series has per year.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from market.features import compute_features
 from market.performance import FILL_CLOSE, BacktestReport, backtest, bars_per_year
 from market.windows import all_windows, decision_range
 from tactical.actions import Action, to_positions
+from tactical.atomic import atomic_open
 from tactical.config import Config
 from tactical.errors import UserError
 
@@ -136,7 +138,7 @@ def score(result: BacktestResult, cfg: Config, seed: int, *, fill: str = FILL_CL
                                  cfg.training.transaction_cost, fill, per_year)
 
 
-def _pyplot():
+def pyplot():
     """matplotlib's pyplot on the file-only Agg backend, or a BacktestError saying how to install it."""
     try:
         import matplotlib
@@ -150,7 +152,7 @@ def _pyplot():
 
 def check_plot_path(path: str) -> None:
     """Refuse a plot file that cannot be written before the backtest runs, not after it."""
-    _pyplot()
+    pyplot()
     from matplotlib.backend_bases import FigureCanvasBase
 
     file = Path(path)
@@ -167,7 +169,7 @@ def check_plot_path(path: str) -> None:
 
 def plot(result: BacktestResult, path: str) -> None:
     """Equity curves of every policy and the model's positions, as an image (PNG, SVG, PDF...; needs matplotlib)."""
-    plt = _pyplot()
+    plt = pyplot()
     import datetime as dt
 
     times = [dt.datetime.fromtimestamp(t / 1000, tz=dt.UTC)
@@ -184,8 +186,18 @@ def plot(result: BacktestResult, path: str) -> None:
     bottom.set_yticks([-1, 0, 1], ["short", "flat", "long"])
     bottom.grid(alpha=0.3)
     fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str) -> None:
+    """Write a figure atomically (never half an image at `path`) and close it; BacktestError naming the problem."""
+    plt = pyplot()
+    file = Path(path)
     try:
-        fig.savefig(path, dpi=110)
+        if not file.parent.is_dir():  # gone while the run went on: say so rather than create it again
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
+        with atomic_open(file, "wb") as f:
+            fig.savefig(f, format=file.suffix[1:].lower(), dpi=110)
     except OSError as exc:  # the directory went away, a full disk...
         raise BacktestError(f"--plot: cannot write {path}: {exc.strerror or exc}") from None
     except RuntimeError as exc:  # a backend that needs an external tool (pgf: xelatex)

@@ -81,7 +81,7 @@ def _time(text: str | None, flag: str) -> int | None:
         raise CliError(f"{flag}: {exc}") from None
 
 
-def _stamp(ms: int) -> str:
+def stamp(ms: int) -> str:
     import datetime as dt
 
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M")
@@ -107,10 +107,10 @@ def _sample_notes(store, versions: dict[int, int], source: str, first_ms: int) -
         elif trained.get("train_last_ms") is not None:
             train_last = int(trained["train_last_ms"])
             if first_ms <= train_last:
-                notes.append(f"WARNING: in sample. Version {version} trained on bars through {_stamp(train_last)}; "
+                notes.append(f"WARNING: in sample. Version {version} trained on bars through {stamp(train_last)}; "
                              f"backtest --from after that for out-of-sample results")
             else:
-                notes.append(f"out of sample: version {version} trained on bars through {_stamp(train_last)}")
+                notes.append(f"out of sample: version {version} trained on bars through {stamp(train_last)}")
     return notes
 
 
@@ -173,12 +173,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         rows = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.summary().items()}
                 for r in result.reports.values()]
-        print(json.dumps({"source": source, "from": _stamp(int(bars.time[first])), "to": _stamp(int(bars.time[last])),
+        print(json.dumps({"source": source, "from": stamp(int(bars.time[first])), "to": stamp(int(bars.time[last])),
                           "decisions": last - first + 1, "fill": args.fill, "reports": rows, "notes": notes},
                          indent=2))
         return 0
-    print(f"backtest over {last - first + 1:,} bars, {_stamp(int(bars.time[first]))} to "
-          f"{_stamp(int(bars.time[last + 1]))} UTC; decisions from the {source}; "
+    print(f"backtest over {last - first + 1:,} bars, {stamp(int(bars.time[first]))} to "
+          f"{stamp(int(bars.time[last + 1]))} UTC; decisions from the {source}; "
           f"cost {cfg.training.transaction_cost:g} per unit traded, fills at the {_FILL_WORDS[args.fill]}; "
           f"Sharpe annualized with {next(iter(result.reports.values())).periods_per_year:,.0f} bars a year")
     print(f"{'policy':<14}{'total':>9}{'annual':>10}{'Sharpe':>8}{'max DD':>8}{'win rate':>9}{'trades':>8}"
