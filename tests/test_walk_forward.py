@@ -143,3 +143,50 @@ def test_scoring_stitches_segments_at_the_training_costs(tmp_path):
     next_open = score_walk_forward(results, bars, cfg, fill="next-open", periods_per_year=525_960.0, seed=1,
                                    samples=200)
     assert next_open.stitched[BUY_AND_HOLD].total_return != report.stitched[BUY_AND_HOLD].total_return
+
+
+@pytest.mark.cluster  # CLI processes that train
+def test_evaluate_command_on_a_pandas_csv_resumes_and_refuses_bad_input(tmp_path):
+    pd = pytest.importorskip("pandas")
+    import subprocess
+    import sys
+
+    from cluster_helpers import write_config
+
+    config = write_config(tmp_path, training=TINY)
+    df = synthetic_bars(1000, seed=3).to_pandas()
+    assert isinstance(df, pd.DataFrame)
+    df.to_csv(tmp_path / "bars.csv")
+    args = [sys.executable, "-m", "tactical_engine", "evaluate", "--walk-forward", "--data", str(tmp_path / "bars.csv"),
+            "--train-bars", "400", "--test-bars", "200", "--config", str(config)]
+
+    def evaluate(*more: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*args, *more], capture_output=True, text=True, timeout=300)
+
+    png = tmp_path / "wf.png"
+    first = evaluate("--json", "--plot", str(png), "--samples", "200")
+    assert first.returncode == 0, first.stderr
+    out = json.loads(first.stdout)
+    assert [p["name"] for p in out["policies"]] == [MODEL, BUY_AND_HOLD, "flat", RANDOM]
+    assert len(out["segments"]) == 3 and out["out_of_sample_bars"] == 600
+    model = out["policies"][0]
+    low, high = model["sharpe_interval"]
+    assert low <= model["sharpe"] <= high and "sharpe_minus_buy_and_hold" in model
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "segment 3/3 done" in first.stderr  # not a terminal: plain lines, no bar
+
+    again = evaluate("--json", "--samples", "200")  # resumed: every segment finished, nothing trained
+    assert again.returncode == 0 and "training" not in again.stderr
+    assert json.loads(again.stdout)["policies"] == out["policies"]
+    text = evaluate("--samples", "200", "--fill", "next-open")
+    assert text.returncode == 0 and "buy-and-hold's at 95% confidence" in text.stdout
+    assert "tested on" in text.stdout and "fills at the next bar open" in text.stdout
+
+    for more, message in [(["--test-bars", "900"], "need 1,300 bars"),
+                          (["--step", "100"], "--step 100 is below --test-bars 200"),
+                          (["--updates", "2"], "holds a run with other settings")]:
+        bad = evaluate(*more)
+        assert bad.returncode == 2 and message in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    (tmp_path / "broken.csv").write_text(",Open,High\n1,2,3\n")
+    bad = subprocess.run([*args[:6], str(tmp_path / "broken.csv"), *args[7:]], capture_output=True, text=True)
+    assert bad.returncode == 2 and "missing column(s) low, close, volume" in bad.stderr, bad.stderr
