@@ -24,11 +24,11 @@ def ar1_series(reps: int, n: int, seed: int) -> np.ndarray:
     return MU + x[:, 100:]
 
 
-def coverage_and_width(n: int, block: int | None, reps: int = 200) -> tuple[float, float]:
+def coverage_and_width(n: int, block: int | None, reps: int = 150) -> tuple[float, float]:
     series = ar1_series(reps, n, seed=n)
     hits, widths = 0, []
     for k, pnl in enumerate(series):
-        interval = sharpe_intervals({"x": pnl}, 1.0, samples=400, block=block, seed=k).sharpe["x"]
+        interval = sharpe_intervals({"x": pnl}, 1.0, samples=300, block=block, seed=k).sharpe["x"]
         hits += interval.contains(TRUE_SHARPE)
         widths.append(interval.high - interval.low)
     return hits / reps, float(np.mean(widths))
@@ -36,12 +36,12 @@ def coverage_and_width(n: int, block: int | None, reps: int = 200) -> tuple[floa
 
 def test_the_interval_covers_the_true_sharpe_at_about_its_nominal_rate_and_narrows_with_more_data():
     coverage, width = coverage_and_width(500, None)
-    assert 0.88 <= coverage <= 0.99, coverage  # nominal 0.95; 200 replications: +-0.03 is sampling noise
+    assert 0.88 <= coverage <= 0.99, coverage  # nominal 0.95 (here 0.94); 150 replications: +-0.035 is noise
     coverage_long, width_long = coverage_and_width(2000, None)
-    assert 0.88 <= coverage_long <= 0.99, coverage_long
+    assert 0.88 <= coverage_long <= 0.99, coverage_long  # here 0.97
     assert width_long < 0.6 * width  # four times the data: about half the width (1/sqrt(4))
     # Resampling single bars ignores the dependence: narrower, and it misses the true value more often.
-    iid_coverage, iid_width = coverage_and_width(500, 1)
+    iid_coverage, iid_width = coverage_and_width(500, 1)  # here 0.84
     assert iid_width < width and iid_coverage < coverage
 
 
