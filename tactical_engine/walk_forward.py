@@ -136,6 +136,7 @@ class WalkForwardRun:
             "config": {section: cfg.to_dict()[section] for section in _TRAINING_SECTIONS},
         }
         del self.identity["config"]["training"]["updates"]  # the run's own "updates" above
+        self.identity = json.loads(json.dumps(self.identity))  # as run.json holds it (lists, not tuples)
         if restart and self.dir.exists():
             discard_tree(self.dir)
         self._check_identity()
@@ -172,6 +173,9 @@ class WalkForwardRun:
                 record = json.loads(self._segment_file(segment.index).read_text())
             except FileNotFoundError:
                 continue
+            except (OSError, ValueError) as exc:
+                raise WalkForwardError(f"cannot read {self._segment_file(segment.index)}: {exc}; --restart to discard "
+                                       f"the run") from None
             positions = np.asarray(record["positions"], dtype=np.float64)
             if positions.shape != (segment.bars,):
                 raise WalkForwardError(f"{self._segment_file(segment.index)} holds {positions.size} decisions, "
