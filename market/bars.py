@@ -52,6 +52,22 @@ class Bars:
             raise BarDataError(f"bar columns must be 1-D and of equal length, got shapes {sorted(lengths)}")
         return cls(*arrays)
 
+    @classmethod
+    def from_pandas(cls, frame) -> Bars:
+        """Bars from a pandas DataFrame: a DatetimeIndex (any unit, any time zone) or a time column, and open,
+        high, low, close, volume; validated like a CSV (needs the pandas extra; see market.pandas_io)."""
+        from market.pandas_io import bars_from_pandas
+
+        return bars_from_pandas(frame)
+
+    def to_pandas(self):
+        """The bars as a pandas DataFrame with a UTC DatetimeIndex named time (needs the pandas extra)."""
+        try:
+            from market.pandas_io import bars_to_pandas
+        except ImportError:
+            raise BarDataError("Bars.to_pandas needs pandas: pip install 'tactical-engine[pandas]'") from None
+        return bars_to_pandas(self)
+
     def __len__(self) -> int:
         return int(self.close.shape[0])
 

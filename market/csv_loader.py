@@ -1,11 +1,13 @@
-"""Load OHLCV bars from CSV files in the usual layouts.
+"""Load OHLCV bars from CSV files in the usual layouts (and Parquet files, with pyarrow).
 
 Accepted: a header row; a time column named time, timestamp, datetime, date or ts (or a
 `date` plus a `time` column), and open, high, low, close, volume, in any case and order.
-Extra columns are ignored. The file is UTF-8, or UTF-16/UTF-32 with a byte-order mark (what
-spreadsheets write as "Unicode"). Time is ISO 8601 text (naive times are UTC) or a Unix epoch
-number in seconds, milliseconds, microseconds or nanoseconds, told apart by magnitude (one
-unit for the whole column). Every bad row is an error naming its line and problem.
+Without a named time column, an unnamed first column holding times is the time column: what
+pandas' `DataFrame.to_csv()` writes for a DatetimeIndex. Extra columns are ignored. The file
+is UTF-8, or UTF-16/UTF-32 with a byte-order mark (what spreadsheets write as "Unicode"). Time
+is ISO 8601 text (naive times are UTC) or a Unix epoch number in seconds, milliseconds,
+microseconds or nanoseconds, told apart by magnitude (one unit for the whole column). Every
+bad row is an error naming its line and problem.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import codecs
 import csv
 import datetime as dt
 import io
+from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -43,10 +46,15 @@ _MAX_MS = 253_402_300_799_999
 
 
 class _TimeColumn:
-    """Reads the times of one column: ISO 8601 text, or epoch numbers all in the unit of the first one."""
+    """Reads the times of one column: ISO 8601 text, or epoch numbers all in the unit of the first one.
 
-    def __init__(self) -> None:
+    `text_only`: refuse epoch numbers. For the unnamed first column of a pandas export, where numbers
+    are a RangeIndex (0, 1, 2...) that would otherwise read as seconds of 1970.
+    """
+
+    def __init__(self, *, text_only: bool = False) -> None:
         self.first_epoch: tuple[str, str] | None = None  # (text, unit) of the column's first epoch number
+        self.text_only = text_only
 
     def ms(self, text: str) -> int:
         """Milliseconds since the epoch; ValueError naming the problem."""
@@ -56,6 +64,9 @@ class _TimeColumn:
         except InvalidOperation:
             ms = _iso_ms(text)
         else:
+            if self.text_only:
+                raise ValueError(f"the unnamed first column holds {text!r}, not a time (a pandas index without "
+                                 f"times?); name the time column time, timestamp, datetime, date or ts")
             ms = self._epoch_ms(text, number)
         if not _MIN_MS <= ms <= _MAX_MS:
             raise ValueError(f"time {text!r} is out of range (years 1 to 9999)")
@@ -175,14 +186,14 @@ def _read_rows(path: Path, reader) -> tuple[array.array, array.array, array.arra
         raise BarDataError(f"{path}: the file is empty")
     columns = {name.strip().lower(): i for i, name in enumerate(header)}
     missing = [c for c in _PRICE_COLUMNS if c not in columns]
-    time_cols = _time_columns(columns)
+    time_cols = _time_columns(columns, header)
     if time_cols is None:
         missing.insert(0, "time")
     if missing:
         raise BarDataError(f"{path}: missing column(s) {', '.join(missing)} "
                            f"(header: {', '.join(h.strip() for h in header)})")
     price_idx = [columns[c] for c in _PRICE_COLUMNS]
-    time_column = _TimeColumn()
+    time_column = _TimeColumn(text_only=time_cols == [_UNNAMED_FIRST] and not header[_UNNAMED_FIRST].strip())
     times, values, lines = array.array("q"), array.array("d"), array.array("q")
     for row in reader:
         line = reader.line_num
@@ -206,12 +217,17 @@ def _read_rows(path: Path, reader) -> tuple[array.array, array.array, array.arra
     return times, values, lines
 
 
-def _time_columns(columns: dict[str, int]) -> list[int] | None:
+_UNNAMED_FIRST = 0
+
+
+def _time_columns(columns: dict[str, int], header: list[str]) -> list[int] | None:
     if "date" in columns and "time" in columns:
         return [columns["date"], columns["time"]]
     for name in _TIME_COLUMNS:
         if name in columns:
             return [columns[name]]
+    if header and not header[_UNNAMED_FIRST].strip():  # DataFrame.to_csv(): the index, under an empty header
+        return [_UNNAMED_FIRST]
     return None
 
 
@@ -232,3 +248,149 @@ def write_bars_csv(bars: Bars, path: str | Path) -> None:
                                      bars.close.tolist(), bars.volume.tolist(), strict=True):
             stamp = dt.datetime.fromtimestamp(t / 1000, tz=dt.UTC).isoformat().replace("+00:00", "Z")
             writer.writerow([stamp, repr(o), repr(h), repr(lo), repr(c), repr(v)])
+
+
+# ---------------------------------------------------------------- columns of other containers (pandas, Parquet)
+
+_PER_MS = {"us": 1_000, "ns": 1_000_000, "ps": 1_000_000_000}  # units finer than a millisecond: per millisecond
+_INT_EPOCH_PER_MS = {"milliseconds": 1, "microseconds": 1_000, "nanoseconds": 1_000_000}
+
+
+def column_times_ms(values: np.ndarray, name_of: Callable[[int], str]) -> np.ndarray:
+    """Milliseconds since the epoch (int64) from a column of times, by its dtype; BarDataError naming the row.
+
+    numpy datetime64 in any unit (UTC; pandas 2 holds nanoseconds, pandas 3 microseconds, Parquet
+    files any of them, so the unit is read from the dtype, never assumed), epoch numbers (unit by
+    magnitude, as in CSV), or text (what the CSV loader reads). Sub-millisecond times round half to
+    even, as the CSV loader rounds them.
+    """
+    values = np.asarray(values)
+    if values.dtype.kind == "M":
+        return _datetime64_ms(values, name_of)
+    if values.dtype.kind in "iuf":
+        return _epoch_column_ms(values, name_of)
+    column = _TimeColumn()
+    out = np.empty(len(values), dtype=np.int64)
+    for i, value in enumerate(values.tolist()):
+        try:
+            out[i] = column.ms(str(value))
+        except ValueError as exc:
+            raise BarDataError(f"{name_of(i)}: {exc}") from None
+    return out
+
+
+def _round_div(numbers: np.ndarray, divisor: int) -> np.ndarray:
+    """int64 numbers / divisor rounded half to even, in exact integer arithmetic."""
+    if divisor == 1:
+        return numbers
+    quotient, remainder = np.divmod(numbers, divisor)
+    return quotient + ((2 * remainder > divisor) | ((2 * remainder == divisor) & (quotient % 2 == 1)))
+
+
+def _datetime64_ms(values: np.ndarray, name_of: Callable[[int], str]) -> np.ndarray:
+    missing = np.flatnonzero(np.isnat(values))
+    if missing.size:
+        raise BarDataError(f"{name_of(int(missing[0]))}: the time is missing (NaT)")
+    unit, count = np.datetime_data(values.dtype)
+    if unit not in _PER_MS:  # milliseconds and coarser: exact in milliseconds
+        return values.astype("datetime64[ms]").view(np.int64)
+    if _PER_MS[unit] % count:
+        raise BarDataError(f"unsupported time unit datetime64[{count}{unit}]")
+    return _round_div(values.view(np.int64), _PER_MS[unit] // count)
+
+
+def _epoch_column_ms(values: np.ndarray, name_of: Callable[[int], str]) -> np.ndarray:
+    if not values.size:
+        return np.zeros(0, dtype=np.int64)
+    magnitude = np.abs(values.astype(np.float64))
+    bad = np.flatnonzero(~np.isfinite(magnitude))
+    if bad.size:
+        raise BarDataError(f"{name_of(int(bad[0]))}: time {values[bad[0]]} is not finite")
+    units = np.searchsorted(np.array([float(bound) for _, bound, _ in _EPOCH_UNITS]), magnitude, side="right")
+    if (over := np.flatnonzero(units == len(_EPOCH_UNITS))).size:
+        raise BarDataError(f"{name_of(int(over[0]))}: epoch time {values[over[0]]} is out of range (the largest is "
+                           f"{2 ** 63 - 1} nanoseconds, 2262-04-11)")
+    if (other := np.flatnonzero(units != units[0])).size:
+        i = int(other[0])
+        raise BarDataError(f"{name_of(i)}: epoch time {values[i]} is in {_EPOCH_UNITS[units[i]][0]} by its size, but "
+                           f"the column's first, {values[0]}, is in {_EPOCH_UNITS[units[0]][0]}; use one unit for "
+                           f"the whole column")
+    unit, _, ms_per_unit = _EPOCH_UNITS[units[0]]
+    if values.dtype.kind == "f":
+        return np.round(values * float(ms_per_unit)).astype(np.int64)
+    numbers = values.astype(np.int64)  # integers: exact (nanoseconds do not fit a float's 53 bits)
+    return numbers * 1000 if unit == "seconds" else _round_div(numbers, _INT_EPOCH_PER_MS[unit])
+
+
+def bars_from_columns(time: np.ndarray, prices: Mapping[str, np.ndarray], name_of: Callable[[int], str]) -> Bars:
+    """Validated bars from a time column (see column_times_ms) and the five price columns by lower-case name."""
+    try:
+        arrays = [np.asarray(prices[c], dtype=np.float64) for c in _PRICE_COLUMNS]
+    except (TypeError, ValueError) as exc:
+        raise BarDataError(f"a price or volume column is not numeric: {exc}") from None
+    bars = Bars.from_arrays(column_times_ms(time, name_of), *arrays)
+    validate_bars(bars, name_of=name_of)
+    return bars
+
+
+def find_columns(names: list[str], where: str) -> tuple[str | None, dict[str, str]]:
+    """(the time column's name or None, the price columns' names by lower-case name); missing prices refused."""
+    lower = {str(n).strip().lower(): n for n in names}
+    missing = [c for c in _PRICE_COLUMNS if c not in lower]
+    if missing:
+        raise BarDataError(f"{where}: missing column(s) {', '.join(missing)} (columns: {', '.join(map(str, names))})")
+    time = next((lower[n] for n in _TIME_COLUMNS if n in lower), None)
+    return time, {c: lower[c] for c in _PRICE_COLUMNS}
+
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def load_bars(path: str | Path) -> Bars:
+    """Bars from a file: Parquet (by its suffix or its magic bytes; needs pyarrow), else CSV."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError:
+        magic = b""  # the loader below says why it cannot be opened
+    if path.suffix.lower() in PARQUET_SUFFIXES or magic == b"PAR1":
+        return load_bars_parquet(path)
+    return load_bars_csv(path)
+
+
+def load_bars_parquet(path: str | Path) -> Bars:
+    """Bars from a Parquet file: a time column (as in CSV, or the index pandas stored, or the one timestamp
+    column) and open, high, low, close, volume. Needs pyarrow; BarDataError naming the problem."""
+    path = Path(path)
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise BarDataError(f"{path}: reading Parquet needs pyarrow: pip install 'tactical-engine[parquet]'") from None
+    try:
+        table = pq.read_table(path)
+    except OSError as exc:
+        raise BarDataError(f"{path}: cannot open: {exc.strerror or exc}") from None
+    except pa.ArrowException as exc:
+        raise BarDataError(f"{path}: not a readable Parquet file: {exc}") from None
+    time, prices = find_columns(table.column_names, str(path))
+    time = time or _parquet_index_column(table, pa)
+    if time is None:
+        raise BarDataError(f"{path}: no time column: name one time, timestamp, datetime, date or ts, or store a "
+                           f"DatetimeIndex (columns: {', '.join(table.column_names)})")
+    columns = {c: table.column(name).to_numpy() for c, name in prices.items()}
+    return bars_from_columns(table.column(time).to_numpy(), columns, lambda i: f"{path}: row {i}")
+
+
+def _parquet_index_column(table, pa) -> str | None:
+    """The column holding the index pandas stored (DataFrame.to_parquet), else the only timestamp column."""
+    meta = (table.schema.metadata or {}).get(b"pandas")
+    if meta:
+        import json
+
+        stored = [c for c in json.loads(meta).get("index_columns", []) if isinstance(c, str)]
+        if len(stored) == 1:
+            return stored[0]
+    stamps = [f.name for f in table.schema if pa.types.is_timestamp(f.type)]
+    return stamps[0] if len(stamps) == 1 else None

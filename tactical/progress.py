@@ -38,7 +38,7 @@ class PlainProgress(tqdm):
 
     def __init__(self, *args, interval_s: float = PLAIN_INTERVAL_S, **kwargs):
         self._interval_s = interval_s
-        self._last_line, self._last_n = time.monotonic(), 0
+        self._last_line, self._last_n = time.monotonic(), kwargs.get("initial", 0)
         kwargs.update(file=_Discard(), bar_format="{desc}: {n_fmt}/{total_fmt} ({percentage:.0f}%) "
                                                   "[{elapsed}<{remaining}, {rate_fmt}]{postfix}")
         super().__init__(*args, **kwargs)
@@ -56,14 +56,16 @@ class PlainProgress(tqdm):
 
 
 @contextmanager
-def progress_bar(total: int, desc: str, unit: str, *, enabled: bool = True) -> Iterator[tqdm]:
-    """A bar over `total` units of work for the duration of the block; see the module docstring."""
+def progress_bar(total: int, desc: str, unit: str, *, initial: int = 0, enabled: bool = True) -> Iterator[tqdm]:
+    """A bar over `total` units of work (`initial` of them done before) for the duration of the block; see the
+    module docstring."""
     if not enabled:
         with tqdm(total=total, disable=True) as bar:
             yield bar
     elif sys.stderr.isatty() and not logs_are_json():
-        with logging_redirect_tqdm(), tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True) as bar:
+        with logging_redirect_tqdm(), tqdm(total=total, initial=initial, desc=desc, unit=unit,
+                                           dynamic_ncols=True) as bar:
             yield bar
     else:
-        with PlainProgress(total=total, desc=desc, unit=unit) as bar:
+        with PlainProgress(total=total, initial=initial, desc=desc, unit=unit) as bar:
             yield bar

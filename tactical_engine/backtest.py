@@ -3,13 +3,16 @@
 Decisions come from the in-process engine (the coordinator's path without the network: a
 version's ONNX actors and the same rule) or from a running cluster over gRPC, sending each
 bar's trailing bars so that the served path itself, feature computation included, is what
-gets tested. A decision at bar t sets the position held to bar t + 1. The model is scored
-side by side with buy-and-hold, always-flat and random votes, on the same bars and costs.
+gets tested. A decision at bar t sets the position held to bar t + 1, filled at bar t's close or
+bar t + 1's open (market.performance). The model is scored side by side with buy-and-hold,
+always-flat and random votes, on the same bars, fills and costs, annualized with the bars the
+whole series has per year.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -21,9 +24,10 @@ import numpy as np
 from coordinator.aggregation import AggregationRule
 from market.bars import Bars
 from market.features import compute_features
-from market.performance import BacktestReport, backtest
+from market.performance import FILL_CLOSE, BacktestReport, backtest, bars_per_year
 from market.windows import all_windows, decision_range
 from tactical.actions import Action, to_positions
+from tactical.atomic import atomic_open
 from tactical.config import Config
 from tactical.errors import UserError
 from tactical_engine.engine import Engine
@@ -108,22 +112,34 @@ def remote_decisions(target: str, cfg: Config, bars: Bars, first: int, last: int
     return asyncio.run(_remote(target, cfg, bars, first, last, streams, progress, result))
 
 
-def score(result: BacktestResult, cfg: Config, seed: int) -> None:
-    """Fill result.reports: the model and the three baselines on the same bars and costs."""
-    first, last, bars = result.first_bar, result.last_bar, result.bars
-    close = bars.close[first:last + 2]
+def baseline_positions(model: np.ndarray, rule: AggregationRule, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The model's positions and the three baselines' over the same bars: buy-and-hold, flat, random votes."""
+    n = len(model)
+    return {MODEL: model, BUY_AND_HOLD: np.ones(n), FLAT: np.zeros(n),
+            RANDOM: rule.random_positions(rng, n).astype(np.float64)}
+
+
+def score_range(bars: Bars, first: int, last: int, candidates: dict[str, np.ndarray], cost: float, fill: str,
+                periods_per_year: float) -> dict[str, BacktestReport]:
+    """Reports of each candidate's positions at decision bars first..last, on the same bars, fill and costs."""
+    close, open_ = bars.close[first:last + 2], bars.open[first:last + 2]
     time = bars.time[first:last + 2]
-    n = last - first + 1
+    return {name: backtest(name, p, close, time, cost, open_=open_, fill=fill, periods_per_year=periods_per_year)
+            for name, p in candidates.items()}
+
+
+def score(result: BacktestResult, cfg: Config, seed: int, *, fill: str = FILL_CLOSE,
+          periods_per_year: float | None = None) -> None:
+    """Fill result.reports: the model and the three baselines on the same bars and costs, annualized with
+    `periods_per_year` (default: what the whole series has, market.performance.bars_per_year)."""
     rule = AggregationRule.from_config(cfg.aggregation)
-    cost = cfg.training.transaction_cost
-    candidates: dict[str, np.ndarray] = {
-        MODEL: result.positions, BUY_AND_HOLD: np.ones(n), FLAT: np.zeros(n),
-        RANDOM: rule.random_positions(np.random.default_rng(seed), n).astype(np.float64),
-    }
-    result.reports = {name: backtest(name, p, close, time, cost) for name, p in candidates.items()}
+    candidates = baseline_positions(result.positions, rule, np.random.default_rng(seed))
+    per_year = bars_per_year(result.bars.time) if periods_per_year is None else periods_per_year
+    result.reports = score_range(result.bars, result.first_bar, result.last_bar, candidates,
+                                 cfg.training.transaction_cost, fill, per_year)
 
 
-def _pyplot():
+def pyplot():
     """matplotlib's pyplot on the file-only Agg backend, or a BacktestError saying how to install it."""
     try:
         import matplotlib
@@ -137,7 +153,7 @@ def _pyplot():
 
 def check_plot_path(path: str) -> None:
     """Refuse a plot file that cannot be written before the backtest runs, not after it."""
-    _pyplot()
+    pyplot()
     from matplotlib.backend_bases import FigureCanvasBase
 
     file = Path(path)
@@ -154,7 +170,7 @@ def check_plot_path(path: str) -> None:
 
 def plot(result: BacktestResult, path: str) -> None:
     """Equity curves of every policy and the model's positions, as an image (PNG, SVG, PDF...; needs matplotlib)."""
-    plt = _pyplot()
+    plt = pyplot()
     import datetime as dt
 
     times = [dt.datetime.fromtimestamp(t / 1000, tz=dt.UTC)
@@ -171,8 +187,18 @@ def plot(result: BacktestResult, path: str) -> None:
     bottom.set_yticks([-1, 0, 1], ["short", "flat", "long"])
     bottom.grid(alpha=0.3)
     fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str) -> None:
+    """Write a figure atomically (never half an image at `path`) and close it; BacktestError naming the problem."""
+    plt = pyplot()
+    file = Path(path)
     try:
-        fig.savefig(path, dpi=110)
+        if not file.parent.is_dir():  # gone while the run went on: say so rather than create it again
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
+        with atomic_open(file, "wb") as f:
+            fig.savefig(f, format=file.suffix[1:].lower(), dpi=110)
     except OSError as exc:  # the directory went away, a full disk...
         raise BacktestError(f"--plot: cannot write {path}: {exc.strerror or exc}") from None
     except RuntimeError as exc:  # a backend that needs an external tool (pgf: xelatex)

@@ -75,7 +75,7 @@ def test_nproc_2_trains_and_rank_0_publishes_once(tmp_path):
                           "--nproc", "2"], capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stderr[-2000:]
     store = ModelStore(tmp_path / "store")
-    assert store.versions() == [1]
+    assert store.versions() == [0, 1]  # the embedded default beside what it trained
     assert "2 rank(s)" in store.info(1)["source"]
     assert [r["update"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2]
     assert res.stderr.count("published version 1") == 1 and "trained updates 1-2" in res.stdout

@@ -60,7 +60,7 @@ def test_train_publishes_versions_with_artifacts_and_resumes(tmp_path, small_con
     assert "training: 2/2 (100%)" in res.stderr and "episode return" in res.stderr  # progress, as log lines
     assert "held-out" in res.stdout and "random" in res.stdout
     store = ModelStore(tmp_path / "store")
-    assert store.versions() == [1, 2]
+    assert store.versions() == [0, 1, 2]  # the embedded default v0 too
     for agent in ("fvg", "momentum", "entry"):
         blob, manifest = store.read_artifact(2, agent)
         assert manifest.version == 2 and len(blob) > 100_000
@@ -70,7 +70,7 @@ def test_train_publishes_versions_with_artifacts_and_resumes(tmp_path, small_con
 
     res = run("train", "--config", str(small_config), "--updates", "1", "--resume", str(store.path(2)))
     assert res.returncode == 0, res.stderr
-    assert "trained updates 3-3" in res.stdout and store.versions() == [1, 2, 3]
+    assert "trained updates 3-3" in res.stdout and store.versions() == [0, 1, 2, 3]
     assert "resumed from" in store.info(3)["source"]
     assert [r["update"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2, 3]
 
@@ -99,7 +99,7 @@ def test_ctrl_c_stops_after_the_current_update_and_publishes(tmp_path, small_con
     done = len(read_metrics(metrics))
     assert 1 <= done < 500
     store = ModelStore(tmp_path / "store")
-    assert store.versions() == [1]
+    assert store.versions() == [0, 1]  # the embedded default beside what it trained
     assert read_checkpoint(store.path(1) / "checkpoint.pt")["extra"]["trainer"]["updates_done"] == done
 
 

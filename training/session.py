@@ -19,14 +19,14 @@ import numpy as np
 
 from agents.serving.model_store import ModelStore
 from market.bars import Bars
-from market.csv_loader import load_bars_csv
+from market.csv_loader import load_bars
 from market.drift import reference_bins
 from market.synthetic import configured, series_source
 from tactical.config import Config, config_from_dict
 from training.evaluation import PolicyScore
 from training.mappo import TacticalMAPPOTrainer
 from training.series import HOLDOUT
-from training.versions import publish
+from training.versions import ensure_default_version, publish
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,8 @@ class StopOnInterrupt:
 
 
 def training_bars(cfg: Config, data: str | None, until_ms: int | None) -> Bars:
-    """The bars to train on: a CSV or the configured synthetic series, cut before `until_ms` when given."""
-    bars = load_bars_csv(data) if data else configured(cfg.synthetic).bars
+    """The bars to train on: a CSV or Parquet file or the configured synthetic series, cut before `until_ms`."""
+    bars = load_bars(data) if data else configured(cfg.synthetic).bars
     if until_ms is not None:
         bars = bars[:int(np.searchsorted(bars.time, until_ms, side="left"))]
     return bars
@@ -93,6 +93,8 @@ def run_session(config: dict[str, Any], *, data: str | None = None, until_ms: in
     updates = cfg.training.updates if updates is None else updates
     first = trainer.updates_done + 1
     store = ModelStore(cfg.paths.model_store)
+    if trainer.dist.is_main:
+        ensure_default_version(store.root, cfg)  # every store holds the embedded default v0 beside what it trains
     origin = data or f"the synthetic series (seed {cfg.synthetic.seed})"
     source = (f"tactical train: {len(bars):,} bars of {origin}, seed {cfg.training.seed}, "
               f"{trainer.dist.world_size} rank(s)" + (f", resumed from {resume}" if resume else ""))

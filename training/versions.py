@@ -103,17 +103,20 @@ def default_model(cfg: Config) -> TacticalMARLSystem:
 
 
 def ensure_default_version(store_root: str | Path, cfg: Config) -> int | None:
-    """Give an empty model store version 0, the embedded default; return 0 if written, else None."""
+    """Give a model store without version 0 the embedded default; return 0 if written, else None.
+
+    Every store holds it (trained versions count from 1), so that the untrained default can be
+    served, rolled back to and scored like any other version."""
     store = ModelStore(store_root)
     store.sweep()
-    if store.versions():
+    if 0 in store.versions():
         return None
     source = f"embedded default: freshly initialized, seed {cfg.model.init_seed}, untrained"
     try:
         publish(store, default_model(cfg), source=source, version=0)
     except FileExistsError:
         return None  # another process wrote it first
-    log.warning("model store %s was empty: wrote version 0 (%s)", store.root, source)
+    log.warning("model store %s had no version 0: wrote it (%s)", store.root, source)
     return 0
 
 
@@ -123,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from tactical.config import load_config
 
-    parser = argparse.ArgumentParser(description="Write the embedded default (version 0) into an empty model store.")
+    parser = argparse.ArgumentParser(description="Write the embedded default (version 0) into a model store "
+                                                 "without it.")
     parser.add_argument("--ensure-default", metavar="STORE", required=True, help="model store directory")
     parser.add_argument("--config", metavar="YAML", default=None, help="configuration file (model section)")
     args = parser.parse_args(argv)

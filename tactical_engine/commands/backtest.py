@@ -7,32 +7,67 @@ import argparse
 from tactical_engine.commands import CliError, add_config_option, require_range
 
 
+def add_scoring_options(p: argparse.ArgumentParser) -> None:
+    """--fill and --periods-per-year, as backtest and evaluate spell them."""
+    p.add_argument("--fill", choices=("close", "next-open"), default="close",
+                   help="fill each decision at the close of the bar it was taken at (default; what training "
+                        "assumes) or at the next bar's open (a decision that needs time to reach the market)")
+    p.add_argument("--periods-per-year", type=float, metavar="N",
+                   help="bars a year to annualize the Sharpe ratio with (default: read off the series, bar count "
+                        "over calendar span; give it for a series of only a few weeks)")
+
+
+def ensure_version_zero(store, cfg) -> None:
+    """Write the embedded default (v0) into a model store without it, so that it can be scored like any version."""
+    if 0 not in store.versions():
+        from training.versions import ensure_default_version
+
+        ensure_default_version(store.root, cfg)
+
+
+def annual_text(annual: float | None, width: int) -> str:
+    """An annual return for a table: '-' for spans under a year, '>9999%' past that."""
+    if annual is None:
+        return f"{'-':>{width}}"
+    return f"{annual:>{width}.1%}" if abs(annual) < 1e4 else f"{'>9999%':>{width}}"
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("backtest", help="walk bars in time order, decide at every bar, report returns and risk",
                        description="Walk the bars in time order, take the engine's decision at every bar and hold "
-                                   "the position until the next bar, with transaction costs (training."
-                                   "transaction_cost). Reports total and annualized return, annualized Sharpe "
-                                   "(bar frequency from the timestamps), max drawdown, win rate per trade, trades, "
-                                   "exposure and turnover, next to buy-and-hold, always-flat and random votes. "
+                                   "the position until the next bar, filled at the decision bar's close or the "
+                                   "next bar's open (--fill), with transaction costs (training."
+                                   "transaction_cost). Reports total return, annual return (spans of a year or "
+                                   "more), annualized Sharpe (with the bars the series has per year: bar count "
+                                   "over calendar span; --periods-per-year overrides), max drawdown, win rate per "
+                                   "trade, trades, exposure and turnover, next to buy-and-hold, always-flat and "
+                                   "random votes. "
                                    "Decisions come from the in-process engine (a model-store version's ONNX actors "
                                    "and the serving rule) or, with --target, from a running cluster over gRPC. "
                                    "Train with --until DATE and backtest --from DATE for out-of-sample results.")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", metavar="CSV", help="bars from a CSV file")
+    src.add_argument("--data", metavar="FILE",
+                     help="bars from a CSV file (pandas' to_csv() layout too) or a Parquet file (needs pyarrow)")
     src.add_argument("--synthetic", action="store_true", help="the synthetic series of the config's synthetic: section")
     p.add_argument("--from", dest="from_", metavar="TIME", help="first decision bar at or after this time (ISO 8601)")
     p.add_argument("--to", metavar="TIME", help="last decision bar at or before this time (ISO 8601)")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--version", type=int, help="model-store version to run in process (default: the newest)")
+    which.add_argument("--version", type=int,
+                       help="model-store version to run in process (default: the newest; 0 is the embedded "
+                            "default, written into the store if missing)")
     which.add_argument("--target", metavar="HOST:PORT",
                        help="ask this running coordinator instead (its active version), sending bars over gRPC")
     p.add_argument("--streams", type=int, default=4, help="concurrent gRPC streams with --target (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random-votes baseline (default 0)")
+    add_scoring_options(p)
     p.add_argument("--plot", metavar="FILE.png",
                    help="draw equity curves and positions (needs matplotlib; .svg, .pdf and the like work too)")
     p.add_argument("--json", action="store_true", help="print JSON")
     add_config_option(p)
     p.set_defaults(handler=run)
+
+
+_FILL_WORDS = {"close": "decision bar's close", "next-open": "next bar's open"}
 
 
 def _time(text: str | None, flag: str) -> int | None:
@@ -46,7 +81,7 @@ def _time(text: str | None, flag: str) -> int | None:
         raise CliError(f"{flag}: {exc}") from None
 
 
-def _stamp(ms: int) -> str:
+def stamp(ms: int) -> str:
     import datetime as dt
 
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M")
@@ -72,21 +107,20 @@ def _sample_notes(store, versions: dict[int, int], source: str, first_ms: int) -
         elif trained.get("train_last_ms") is not None:
             train_last = int(trained["train_last_ms"])
             if first_ms <= train_last:
-                notes.append(f"WARNING: in sample. Version {version} trained on bars through {_stamp(train_last)}; "
+                notes.append(f"WARNING: in sample. Version {version} trained on bars through {stamp(train_last)}; "
                              f"backtest --from after that for out-of-sample results")
             else:
-                notes.append(f"out of sample: version {version} trained on bars through {_stamp(train_last)}")
+                notes.append(f"out of sample: version {version} trained on bars through {stamp(train_last)}")
     return notes
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     import math
 
     import numpy as np
 
     from agents.serving.model_store import ModelStore
-    from market.csv_loader import load_bars_csv
+    from market.csv_loader import load_bars
     from market.synthetic import configured, series_source
     from tactical.config import load_config
     from tactical.progress import progress_bar
@@ -103,10 +137,11 @@ def run(args: argparse.Namespace) -> int:
     require_range("--version", args.version, 0)
     require_range("--streams", args.streams, 1)
     require_range("--seed", args.seed, 0)
+    require_range("--periods-per-year", args.periods_per_year, 1)
     if args.plot:
         check_plot_path(args.plot)
     cfg = load_config(args.config)
-    bars = load_bars_csv(args.data) if args.data else configured(cfg.synthetic).bars
+    bars = load_bars(args.data) if args.data else configured(cfg.synthetic).bars
     first, last = decision_bars(bars, cfg, _time(args.from_, "--from"), _time(args.to, "--to"))
     result = BacktestResult({}, first, last, bars, np.zeros(0))
     notes = []
@@ -118,31 +153,37 @@ def run(args: argparse.Namespace) -> int:
     else:
         from tactical_engine.engine import Engine
 
+        if args.version == 0:
+            ensure_version_zero(store, cfg)
         version = args.version if args.version is not None else store.latest()
-        if version is None or version not in store.versions():
+        if version is None:
+            raise CliError(f"no version in the model store {store.root}: train one (tactical train), or score the "
+                           f"untrained embedded default with --version 0")
+        if version not in store.versions():
             raise CliError(f"no version {version} in the model store {store.root} (train one: tactical train)")
         result.positions = local_decisions(Engine(store, version, cfg), bars, cfg, first, last)
         result.versions[version] = last - first + 1
         source = f"in-process engine, model version {version}"
     notes += _sample_notes(store, result.versions, series_source(args.data, cfg.synthetic), int(bars.time[first]))
-    score(result, cfg, args.seed)
+    score(result, cfg, args.seed, fill=args.fill, periods_per_year=args.periods_per_year)
     if args.plot:
         plot(result, args.plot)
         notes.append(f"plot written to {args.plot}")
     if args.json:
-        rows = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.summary().items()}
-                for r in result.reports.values()]
-        print(json.dumps({"source": source, "from": _stamp(int(bars.time[first])), "to": _stamp(int(bars.time[last])),
-                          "decisions": last - first + 1, "reports": rows, "notes": notes}, indent=2))
+        from tactical_engine.json_output import print_json
+
+        print_json({"source": source, "from": stamp(int(bars.time[first])), "to": stamp(int(bars.time[last])),
+                    "decisions": last - first + 1, "fill": args.fill,
+                    "reports": [r.summary() for r in result.reports.values()], "notes": notes})
         return 0
-    print(f"backtest over {last - first + 1:,} bars, {_stamp(int(bars.time[first]))} to "
-          f"{_stamp(int(bars.time[last + 1]))} UTC; decisions from the {source}; "
-          f"cost {cfg.training.transaction_cost:g} per unit traded")
+    print(f"backtest over {last - first + 1:,} bars, {stamp(int(bars.time[first]))} to "
+          f"{stamp(int(bars.time[last + 1]))} UTC; decisions from the {source}; "
+          f"cost {cfg.training.transaction_cost:g} per unit traded, fills at the {_FILL_WORDS[args.fill]}; "
+          f"Sharpe annualized with {next(iter(result.reports.values())).periods_per_year:,.0f} bars a year")
     print(f"{'policy':<14}{'total':>9}{'annual':>10}{'Sharpe':>8}{'max DD':>8}{'win rate':>9}{'trades':>8}"
           f"{'exposure':>9}{'turnover':>9}")
     for r in result.reports.values():
-        annual = f"{r.annual_return:>10.1%}" if math.isfinite(r.annual_return) and abs(r.annual_return) < 1e4 \
-            else f"{'>9999%':>10}"
+        annual = annual_text(r.annual_return, 10)
         win = f"{r.win_rate:>9.1%}" if math.isfinite(r.win_rate) else f"{'-':>9}"
         print(f"{r.name:<14}{r.total_return:>9.2%}{annual}{r.sharpe:>8.2f}{r.max_drawdown:>8.2%}{win}{r.trades:>8}"
               f"{r.exposure:>9.1%}{r.turnover:>9.3f}")

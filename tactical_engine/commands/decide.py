@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "the config's synthetic market (the default).")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--csv", metavar="FILE",
-                     help="send the last bars of this CSV (time, open, high, low, close, volume)")
+                     help="send the last bars of this CSV or Parquet file (time, open, high, low, close, volume)")
     src.add_argument("--window", metavar="FILE.npy", help="send this (60, 7) feature window")
     src.add_argument("--synthetic", action="store_true",
                      help="send bars of the market the config's synthetic: section describes (the default)")
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from market.csv_loader import load_bars_csv
+    from market.csv_loader import load_bars
     from market.synthetic import configured
     from tactical.actions import action_label
     from tactical.config import load_config
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError, EOFError) as exc:  # WireError is a ValueError too; EOFError: empty file
             raise CliError(f"cannot read window file {args.window}: {exc or 'empty file'}") from None
     elif args.csv:
-        series = load_bars_csv(args.csv)
+        series = load_bars(args.csv)
         if len(series) < need:
             raise CliError(f"{args.csv} has {len(series)} bars; a decision needs at least {need}")
         bars = series[len(series) - need:]

@@ -15,7 +15,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "synthetic: section, print per-feature statistics and the speed, optionally "
                                    "save them.")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--csv", metavar="FILE", help="bars from a CSV file (time, open, high, low, close, volume)")
+    src.add_argument("--csv", metavar="FILE",
+                     help="bars from a CSV or Parquet file (time, open, high, low, close, volume)")
     src.add_argument("--synthetic", metavar="N", type=int, default=None,
                      help="N synthetic bars (default when no --csv: the config's synthetic.bars)")
     p.add_argument("--seed", type=int, default=None,
@@ -28,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from market.csv_loader import load_bars_csv
+    from market.csv_loader import load_bars
     from market.features import compute_features
     from market.synthetic import configured
     from tactical.config import load_config
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     synthetic = {key: value for key, value in (("bars", args.synthetic), ("seed", args.seed)) if value is not None}
     cfg = load_config(args.config, {"synthetic": synthetic})
     if args.csv:
-        bars, source = load_bars_csv(args.csv), args.csv
+        bars, source = load_bars(args.csv), args.csv
     else:
         bars, source = configured(cfg.synthetic).bars, f"the config's synthetic market (seed {cfg.synthetic.seed})"
     start = time.perf_counter()

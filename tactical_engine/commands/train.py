@@ -27,8 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "under torchrun: torchrun --nproc_per_node N -m tactical_engine train ...",
     )
     add_config_option(p)
-    p.add_argument("--data", metavar="CSV",
-                   help="train on the bars of this CSV file (overrides the synthetic series of "
+    p.add_argument("--data", metavar="FILE",
+                   help="train on the bars of this CSV or Parquet file (overrides the synthetic series of "
                         "the config's synthetic: section)")
     p.add_argument("--until", metavar="TIME",
                    help="train only on bars before this time (ISO 8601, e.g. 2024-02-20 or 2024-02-20T12:00Z); "
@@ -74,9 +74,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, _overrides(args))
     setup_command_logging(args, "train")
     if args.data:
-        from market.csv_loader import load_bars_csv
+        from market.csv_loader import load_bars
 
-        load_bars_csv(args.data)  # fail here with one line, not in every rank
+        load_bars(args.data)  # fail here with one line, not in every rank
     until_ms = None
     if args.until:
         from market.csv_loader import parse_time_ms

@@ -31,8 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study", default="tactical-marl", metavar="NAME",
                    help="study name; an existing study of that name is resumed (default tactical-marl)")
     p.add_argument("--updates", type=int, metavar="N", help="updates per trial (overrides training.updates)")
-    p.add_argument("--data", metavar="CSV",
-                   help="tune on the bars of this CSV file (overrides the synthetic series of "
+    p.add_argument("--data", metavar="FILE",
+                   help="tune on the bars of this CSV or Parquet file (overrides the synthetic series of "
                         "the config's synthetic: section)")
     p.add_argument("--out", metavar="YAML",
                    help="where to write the best config (default: <study>.best.yaml beside paths.study_storage)")
@@ -62,11 +62,11 @@ def run(args: argparse.Namespace) -> int:
     import optuna
     import sqlalchemy.exc
 
-    from market.csv_loader import load_bars_csv
+    from market.csv_loader import load_bars
     from training.series import TradingSeries
     from training.tuning import run_study, write_best_config
 
-    series = TradingSeries.from_bars(load_bars_csv(args.data), cfg) if args.data else TradingSeries.synthetic(cfg)
+    series = TradingSeries.from_bars(load_bars(args.data), cfg) if args.data else TradingSeries.synthetic(cfg)
     storage = cfg.paths.study_storage
     out = Path(args.out) if args.out else _default_out(storage, args.study)
     try:
