@@ -52,7 +52,7 @@ from tactical_engine.backtest import (
     save_figure,
     score_range,
 )
-from tactical_engine.engine import LocalEngine
+from tactical_engine.engine import Engine
 
 RUN_FILE = "run.json"
 # The config sections that change what a segment's model learns or decides: a run resumed under others is refused.
@@ -192,7 +192,7 @@ class WalkForwardRun:
         if version not in self.store.versions():
             self._train(segment, version, on_update)
         train_seconds = time.perf_counter() - started
-        engine = LocalEngine(self.store, version, self.cfg)
+        engine = Engine(self.store, version, self.cfg)
         positions = local_decisions(engine, self.bars, self.cfg, segment.first, segment.last)
         updates_done = int(self.store.info(version).get("updates_done", self.updates))
         atomic_write_text(self._segment_file(segment.index), json.dumps({

@@ -20,7 +20,7 @@ from market.windows import all_windows
 from market_series import hourly_fx_bars
 from tactical.config import load_config
 from tactical_engine.client import TacticalClient
-from tactical_engine.engine import LocalEngine
+from tactical_engine.engine import Engine
 
 pd = pytest.importorskip("pandas")
 pytestmark = pytest.mark.cluster
@@ -81,7 +81,7 @@ def test_a_pandas_csv_through_features_train_backtest_and_decide(exported):
         decide = tactical("decide", "--csv", csv, "--target", cluster.coordinator.address, "--json",
                           "--config", str(config))
         assert decide.returncode == 0, decide.stderr
-        assert json.loads(decide.stdout)["action"].startswith("ACTION_")
+        assert json.loads(decide.stdout)["action"] in ("Short", "Hold", "Long")
         with TacticalClient(cluster.coordinator.address, load_config(config)) as client:  # straight from the DataFrame
             decision = client.decide(bars=Bars.from_pandas(df)[len(df) - 92:])
         assert decision.HasField("model_version")
@@ -101,6 +101,6 @@ def test_a_dataframe_through_features_training_and_the_engine(exported):
     assert trainer.updates_done == 1 and set(trainer.evaluate()) == {"model", "hold", "random"}
     windows = all_windows(compute_features(bars, cfg.features), cfg.features.window)
     ensure_default_version(cfg.paths.model_store, cfg)
-    decisions = LocalEngine(ModelStore(cfg.paths.model_store), 0, cfg).decide(windows[-100:])
+    decisions = Engine(ModelStore(cfg.paths.model_store), 0, cfg).aggregate(windows[-100:])
     assert len(decisions.actions) == 100
     assert Bars.from_pandas(bars.to_pandas()).close.tolist() == bars.close.tolist()
