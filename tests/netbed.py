@@ -22,7 +22,7 @@ Pieces:
 - `start_cluster()`: agents, a relay, two coordinators and the initial rollout, all over mTLS.
 - Programs run inside namespaces (`python netbed.py SUBCOMMAND`): `relay`, `stream` (a decision
   stream client writing one JSON line per decision), `probe` (health, reflection, TLS refusals),
-  `watch` (the coordinator's view of its agents over time), `outside` (the isolation probe).
+  `watch` (the coordinator's view of its agents over time).
 
 Our processes are driven through their console scripts (`tactical`, `torchrun` beside the
 interpreter) and spoken to with the generated stubs `tactical.v1.*`; the few places that need our
@@ -509,14 +509,19 @@ class Bed:
         The bridge namespace holds only lo, the bridge and the hosts' ports, and no address; the
         root namespace holds no bed address. Raises IsolationError listing every breach."""
         outside = OUTSIDE + [str(ipaddress.ip_interface(a).ip) for a in _root_addresses()] + _root_gateways()
+        probes = {name: subprocess.Popen(["ip", "netns", "exec", h.ns, sys.executable, "-I", "-c", _OUTSIDE_PROBE,
+                                          *outside], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                  for name, h in self.hosts.items()}  # all at once: each is a process of its own namespace
         hosts = {}
         for name, h in self.hosts.items():
-            links = _link_names(self.hosts[name].ns)
+            stdout, stderr = probes[name].communicate(timeout=30)
+            if probes[name].returncode != 0:
+                raise RuntimeError(f"the isolation probe failed on {name}: {stderr}")
             addrs = _ip("-n", h.ns, "-o", "addr", "show").stdout
             routes = [r for fam in ("-4", "-6") for r in
                       _ip("-n", h.ns, fam, "route", "show", "default", check=False).stdout.splitlines() if r.strip()]
-            probe = self.run(name, [sys.executable, str(HERE), "outside", *outside], timeout=30)
-            hosts[name] = HostIsolation(links, re.findall(r"inet6? (\S+)", addrs), routes, json.loads(probe.stdout))
+            hosts[name] = HostIsolation(_link_names(h.ns), re.findall(r"inet6? (\S+)", addrs), routes,
+                                        json.loads(stdout))
         bridge_addrs = re.findall(r"inet6? (\S+)", _ip("-n", self.bridge_ns, "-o", "addr", "show").stdout)
         net = ipaddress.ip_network(self.subnet)
         in_root = [a for a in _root_addresses() if ipaddress.ip_interface(a).ip in net]
@@ -743,32 +748,26 @@ async def _relay_main(listen: str, target: str, control: Path) -> None:
 # Programs run inside hosts: the isolation probe, a decision stream, probes of servers
 # --------------------------------------------------------------------------------------------
 
-def _outside_main(targets: Sequence[str]) -> None:
-    """Try a TCP connect and a UDP datagram to each address; print how each failed (JSON).
-
-    Only ENETUNREACH is right: no route at all. A timeout or a refusal means a packet left."""
-    import errno
-    import socket
-
-    def attempt(fn: Callable[[], None]) -> str:
-        try:
-            fn()
-            return "sent"
-        except TimeoutError:
-            return "timed out"
-        except OSError as exc:
-            return errno.errorcode.get(exc.errno or 0, str(exc))
-
-    def tcp(addr: str) -> None:
-        with socket.create_connection((addr, 443), timeout=2.0):
-            pass
-
-    def udp(addr: str) -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.sendto(b"netbed", (addr, 53))
-
-    print(json.dumps({addr: {"tcp": attempt(lambda: tcp(addr)), "udp": attempt(lambda: udp(addr))}
-                      for addr in targets}))
+# Run inside each host by verify_isolation (python -I -c: no site, starts in milliseconds): a TCP connect
+# and a UDP datagram to each address in argv, printing how each failed. Only ENETUNREACH is right
+# (no route at all); a timeout or a refusal would mean a packet left the host.
+_OUTSIDE_PROBE = """
+import errno, json, socket, sys
+def attempt(fn):
+    try:
+        fn()
+        return "sent"
+    except TimeoutError:
+        return "timed out"
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno or 0, str(exc))
+def tcp(addr):
+    socket.create_connection((addr, 443), timeout=2.0).close()
+def udp(addr):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(b"netbed", (addr, 53))
+print(json.dumps({a: {"tcp": attempt(lambda: tcp(a)), "udp": attempt(lambda: udp(a))} for a in sys.argv[1:]}))
+"""
 
 
 def _credentials(tls: str | None):
@@ -940,8 +939,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--listen", required=True)
     p.add_argument("--target", required=True)
     p.add_argument("--control", required=True, type=Path)
-    p = sub.add_parser("outside")
-    p.add_argument("targets", nargs="+")
     p = sub.add_parser("stream")
     p.add_argument("--target", required=True)
     p.add_argument("--tls")
@@ -967,8 +964,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.cmd == "relay":
         asyncio.run(_relay_main(args.listen, args.target, args.control))
-    elif args.cmd == "outside":
-        _outside_main(args.targets)
     elif args.cmd == "stream":
         _stream_main(args)
     elif args.cmd == "probe":
@@ -1128,39 +1123,47 @@ class BedCluster:
         return {name: p.pid for name, p in self.servers.items()}
 
 
-def write_bed_config(bed: Bed, **sections: dict) -> Path:
+def write_bed_config(bed: Bed, name: str = "tactical", **sections: dict) -> Path:
     """One config for every host: mTLS files (relative: each host has its own), the bed's admin token,
-    fixed ports (each host has its own network stack), state under each host's directory."""
+    fixed ports (each host has its own network stack), state under each host's directory (relative
+    paths, and every process runs in its host's directory)."""
     import yaml
 
     data: dict[str, Any] = {"serving": {"coordinator_port": COORDINATOR_PORT,
                                         "agents": {a: {"port": AGENT_PORT} for a in AGENT_NAMES},
                                         "admin_token": bed.token, **(TLS_FILES if bed.tls else {})}}
-    for name, values in sections.items():
-        data[name] = {**data.get(name, {}), **values}
-    path = bed.root / "tactical.yaml"
+    for section, values in sections.items():
+        data[section] = {**data.get(section, {}), **values}
+    path = bed.root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
 
 
 def start_cluster(bed: Bed, *, versions: Sequence[int] = (1, 2, 3), coordinators: Sequence[str] = ("coord-a",
                   "coord-b"), relay_for: str | None = "fvg", active: int = 1, windows: int = 64,
-                  serving: dict | None = None) -> BedCluster:
+                  serving: dict | None = None, coordinator_serving: dict[str, dict] | None = None,
+                  log: Callable[[str], None] = lambda message: None) -> BedCluster:
     """Agents on hosts fvg/momentum/entry, coordinators on `coordinators`, `active` rolled out from the client.
 
     The agents start with empty stores and no model store to import from: the first version
     reaches them over the network, staged by `tactical rollout` from the client host. The first
     coordinator reaches `relay_for` through a delaying relay in that agent's host (0 ms until
-    set); the others reach every agent directly. Each step's failure says which process and why."""
+    set); the others reach every agent directly. `serving` goes into the config every host reads;
+    `coordinator_serving[host]` is merged over it for that coordinator alone (e.g. its deadline).
+    Each step's failure says which process and why.
+    `log` hears each step as it completes (with the seconds since the start)."""
     import numpy as np
+
+    started = time.monotonic()
+
+    def step(what: str) -> None:
+        log(f"{time.monotonic() - started:6.1f} s  {what}")
 
     config = write_bed_config(bed, serving=serving or {})
     agents = {a: f"{bed.host(a).ip}:{AGENT_PORT}" for a in AGENT_NAMES}
     cluster = BedCluster(bed, config, agents)
     cluster.windows = bed.root / "windows.npy"
     np.save(cluster.windows, np.random.default_rng(7).uniform(-1, 1, (windows, 60, 7)).astype("<f4"))
-    store = cluster.store_dir()
-    publish_test_versions(store, versions)
     for a in AGENT_NAMES:
         cluster.servers[a] = bed.start(a, f"agent-{a}", [
             tactical_bin(), "agent", "--name", a, "--host", bed.host(a).ip, "--port", str(AGENT_PORT),
@@ -1170,11 +1173,16 @@ def start_cluster(bed: Bed, *, versions: Sequence[int] = (1, 2, 3), coordinators
     for i, c in enumerate(coordinators):
         links = {a: (f"{bed.host(a).ip}:{RELAY_PORT}" if a in cluster.relays and i == 0 else addr)
                  for a, addr in agents.items()}
+        own = (coordinator_serving or {}).get(c)
+        own_config = write_bed_config(bed, c, serving={**(serving or {}), **own}) if own else config
         cluster.servers[c] = bed.start(c, f"coordinator-{c}", [
             tactical_bin(), "coordinator", "--host", bed.host(c).ip, "--port", str(COORDINATOR_PORT),
-            "--agents", ",".join(f"{a}={addr}" for a, addr in links.items()), "--config", str(config)])
+            "--agents", ",".join(f"{a}={addr}" for a, addr in links.items()), "--config", str(own_config)])
+    publish_test_versions(cluster.store_dir(), versions)  # while the servers start
+    step(f"versions {list(versions)} published on {cluster.store_host}")
     for name, p in cluster.servers.items():
         p.wait_listening(60)
+    step("agents and coordinators listening")
     cluster.coordinators = {c: cluster.servers[c].address for c in coordinators}
     for c in coordinators:  # the first coordinator stages; the others find the version there already
         deadline = time.monotonic() + 30
@@ -1186,10 +1194,12 @@ def start_cluster(bed: Bed, *, versions: Sequence[int] = (1, 2, 3), coordinators
             if time.monotonic() > deadline:
                 raise RuntimeError(f"rollout of version {active} to {c} failed: {res.stderr}")
             time.sleep(0.5)
+        step(f"version {active} rolled out to {c}")
     for c in coordinators:
         res = cluster.tactical("client", "health", "--wait", "30", "--target", cluster.coordinators[c], check=False)
         if res.returncode != 0:
             raise RuntimeError(f"{c} not healthy:\n{res.stdout}{res.stderr}")
+        step(f"{c} and its agents SERVING")
     return cluster
 
 
