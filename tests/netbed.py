@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 PREFIX = "tnb-"                    # every namespace of every bed starts with this
 NETNS_DIR = Path("/run/netns")
@@ -62,7 +62,7 @@ AGENT_PORT, COORDINATOR_PORT, RELAY_PORT = 50051, 50050, 50061
 # Addresses outside the bed that must be unreachable from every host (plus the root namespace's own).
 OUTSIDE = ["1.1.1.1", "8.8.8.8", "192.0.2.1"]
 _PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "grpc_proxy", "no_proxy")
-_PR_SET_PDEATHSIG = 1
+IPV6_OFF = "for f in /proc/sys/net/ipv6/conf/*/disable_ipv6; do [ -e $f ] && echo 1 > $f; done; true"
 
 HERE = Path(__file__).resolve()
 BIN = Path(sys.executable).parent
@@ -90,7 +90,7 @@ class IsolationError(AssertionError):
 # --------------------------------------------------------------------------------------------
 
 def _run(argv: Sequence[str], *, check: bool = True, timeout: float = 30.0, **kw: Any) -> subprocess.CompletedProcess:
-    res = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, **kw)
+    res = subprocess.run(list(argv), check=False, capture_output=True, text=True, timeout=timeout, **kw)
     if check and res.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({res.returncode}): {res.stderr.strip() or res.stdout.strip()}")
     return res
@@ -179,11 +179,12 @@ def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> None:
-    """preexec: SIGKILL this child when the thread that started it ends (Linux prctl)."""
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def _die_with_parent() -> list[str]:
+    """An argv prefix that has the kernel SIGKILL the child when the thread starting it ends (so a
+    SIGKILLed test leaves no servers running); only from the main thread, whose end is the process's."""
+    if threading.current_thread() is not threading.main_thread() or shutil.which("setpriv") is None:
+        return []
+    return ["setpriv", "--pdeathsig", "KILL"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,7 +333,7 @@ class Bed:
 
     # -- building ----------------------------------------------------------------------------
 
-    def __enter__(self) -> "Bed":
+    def __enter__(self) -> Self:
         self.create()
         return self
 
@@ -386,8 +387,7 @@ class Bed:
                 RuntimeError(f"ip netns add {ns}: {res.stderr.strip()}")
         self._made.append(ns)
         # No IPv6 in the bed (before any interface exists): no link-local chatter, one IPv4 address per host.
-        _run(["ip", "netns", "exec", ns, "sh", "-c", "for f in /proc/sys/net/ipv6/conf/*/disable_ipv6; do "
-                                                     "[ -e $f ] && echo 1 > $f; done; true"])
+        _run(["ip", "netns", "exec", ns, "sh", "-c", IPV6_OFF])
 
     def _free_subnet(self) -> str:
         used = [ipaddress.ip_interface(a) for a in _root_addresses()]
@@ -419,12 +419,12 @@ class Bed:
         for p in reversed(self.processes):
             try:
                 p.stop(timeout=8.0)
-            except Exception as exc:  # keep going: the namespaces must go whatever happens
+            except (OSError, RuntimeError, subprocess.SubprocessError) as exc:  # keep going: the rest must go
                 problems.append(f"stopping {p.name}: {exc}")
         for ns in reversed(self._made):
             try:
                 problem = _delete_namespace(ns)
-            except Exception as exc:
+            except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
                 problem = f"deleting {ns}: {exc}"
             if problem:
                 problems.append(problem)
@@ -449,8 +449,8 @@ class Bed:
             env: dict[str, str] | None = None, cwd: str | Path | None = None) -> subprocess.CompletedProcess:
         """Run a command inside `host` (working directory: the host's) and wait for it."""
         h = self.hosts[host]
-        res = subprocess.run(["ip", "netns", "exec", h.ns, *argv], capture_output=True, text=True, timeout=timeout,
-                             env=_child_env(env), cwd=cwd or h.dir, stdin=subprocess.DEVNULL)
+        res = subprocess.run(["ip", "netns", "exec", h.ns, *argv], check=False, capture_output=True, text=True,
+                             timeout=timeout, env=_child_env(env), cwd=cwd or h.dir, stdin=subprocess.DEVNULL)
         if check and res.returncode != 0:
             raise RuntimeError(f"on {host}: {' '.join(map(str, argv))} exited {res.returncode}:\n"
                                f"{res.stderr[-3000:]}{res.stdout[-2000:]}")
@@ -461,11 +461,10 @@ class Bed:
         """Start a long-running process inside `host`; it is stopped by close() (or its .stop())."""
         h = self.hosts[host]
         out, err = h.dir / "logs" / f"{name}.out", h.dir / "logs" / f"{name}.err"
-        main = threading.current_thread() is threading.main_thread()
         with open(out, "w") as fout, open(err, "w") as ferr:
-            proc = subprocess.Popen(["ip", "netns", "exec", h.ns, *argv], stdout=fout, stderr=ferr,
-                                    stdin=subprocess.DEVNULL, env=_child_env(env), cwd=cwd or h.dir,
-                                    start_new_session=True, preexec_fn=_die_with_parent if main else None)
+            proc = subprocess.Popen([*_die_with_parent(), "ip", "netns", "exec", h.ns, *argv], stdout=fout,
+                                    stderr=ferr, stdin=subprocess.DEVNULL, env=_child_env(env), cwd=cwd or h.dir,
+                                    start_new_session=True)
         p = BedProcess(name, h, list(argv), proc, out, err)
         self.processes.append(p)
         return p
@@ -491,7 +490,7 @@ class Bed:
         finally:
             self.link_up(host)
 
-    def start_relay(self, host: str, listen_port: int, target_port: int, name: str = "relay") -> "Relay":
+    def start_relay(self, host: str, listen_port: int, target_port: int, name: str = "relay") -> Relay:
         """A delaying TCP relay inside `host`: host_ip:listen_port -> host_ip:target_port, 0 ms to begin."""
         h = self.hosts[host]
         control = h.dir / f"{name}.delay"
@@ -552,7 +551,7 @@ class Bed:
 
 def _link_names(ns: str) -> list[str]:
     out = _ip("-n", ns, "-o", "link", "show").stdout
-    return [m.split("@")[0] for m in re.findall(r"^\d+: ([^:]+):", out, flags=re.M)]
+    return [m.split("@")[0] for m in re.findall(r"^\d+: ([^:]+):", out, flags=re.MULTILINE)]
 
 
 def _root_addresses() -> list[str]:
@@ -792,76 +791,89 @@ def _stream_main(args: argparse.Namespace) -> None:
 
     Stops at --count, after --seconds, or when the --stop file appears. A broken stream is
     recorded as a failure and a new one opened (at most --max-failures times)."""
-    import grpc
     import numpy as np
 
-    from tactical.v1 import common_pb2, decision_pb2, decision_pb2_grpc
+    from tactical.v1 import common_pb2, decision_pb2_grpc
 
     windows = np.load(args.windows).astype("<f4")
     requests = [common_pb2.Window(data=w.tobytes(), bars=w.shape[0], features=w.shape[1]) for w in windows]
-    out = open(args.out, "a", buffering=1)
-    end = time.monotonic() + args.seconds
-    counter = {"next": 0, "answered": 0, "failures": 0}
-    sent: dict[int, float] = {}
-
-    def stopping() -> bool:
-        return ((args.count and counter["next"] >= args.count) or time.monotonic() > end
-                or (args.stop is not None and os.path.exists(args.stop)))
-
-    with _channel(args.target, args.tls) as channel:
+    with open(args.out, "a", buffering=1) as out, _channel(args.target, args.tls) as channel:
+        run = _StreamRun(args, requests, out)
         stub = decision_pb2_grpc.DecisionServiceStub(channel)
-        while not stopping() and counter["failures"] <= args.max_failures:
-            gate = threading.Semaphore(0)
-            closed = threading.Event()
-            progress = {"t": time.monotonic(), "waiting": False}
+        while not run.stopping() and run.failures <= args.max_failures:
+            run.one_stream(stub)
+        out.write(json.dumps({"end": True, "sent": run.next, "answered": run.answered,
+                              "failures": run.failures}) + "\n")
 
-            def gen() -> Iterator:
-                while not stopping() and not closed.is_set():
-                    k = counter["next"]
-                    counter["next"] += 1
-                    sent[k] = time.monotonic()
-                    progress.update(t=sent[k], waiting=True)
-                    yield decision_pb2.DecideRequest(request_id=f"{args.prefix}{k}", window=requests[k % len(requests)])
-                    while not gate.acquire(timeout=0.1):
-                        if closed.is_set():
-                            return
-                    if args.interval_ms:
-                        time.sleep(args.interval_ms / 1000)
 
-            call = stub.DecideStream(gen())
+class _StreamRun:
+    """The `stream` program's state: counters, send times, the output file; one DecideStream at a time."""
 
-            def watchdog() -> None:  # an answer that never comes is a failed call, not a hang
-                while not closed.wait(0.2):
-                    if progress["waiting"] and time.monotonic() - progress["t"] > args.answer_timeout:
-                        call.cancel()
+    def __init__(self, args: argparse.Namespace, requests: list, out: Any):
+        self.args, self.requests, self.out = args, requests, out
+        self.end = time.monotonic() + args.seconds
+        self.next = self.answered = self.failures = 0
+        self.sent: dict[int, float] = {}
+
+    def stopping(self) -> bool:
+        a = self.args
+        return bool((a.count and self.next >= a.count) or time.monotonic() > self.end
+                    or (a.stop is not None and os.path.exists(a.stop)))
+
+    def one_stream(self, stub: Any) -> None:
+        """Send, wait for the answer, record, repeat, until stopping; a broken stream is a failure."""
+        import grpc
+
+        from tactical.v1 import decision_pb2
+
+        args = self.args
+        gate, closed = threading.Semaphore(0), threading.Event()
+        progress = {"t": time.monotonic(), "waiting": False}
+
+        def requests() -> Iterator:
+            while not self.stopping() and not closed.is_set():
+                k = self.next
+                self.next += 1
+                self.sent[k] = time.monotonic()
+                progress.update(t=self.sent[k], waiting=True)
+                yield decision_pb2.DecideRequest(request_id=f"{args.prefix}{k}",
+                                                 window=self.requests[k % len(self.requests)])
+                while not gate.acquire(timeout=0.1):
+                    if closed.is_set():
                         return
+                if args.interval_ms:
+                    time.sleep(args.interval_ms / 1000)
 
-            threading.Thread(target=watchdog, daemon=True).start()
-            try:
-                for d in call:
-                    now = time.monotonic()
-                    progress["waiting"] = False
-                    k = int(d.request_id[len(args.prefix):])
-                    votes = [[v.agent, v.ok, [float(x) for x in v.probabilities], v.latency_ms, v.error]
-                             for v in d.votes]
-                    out.write(json.dumps({"i": k, "w": k % len(requests), "sent": sent.pop(k, now), "recv": now,
-                                          "v": d.model_version, "deg": d.degraded, "reason": d.reason,
-                                          "lat": d.latency_ms, "votes": votes,
-                                          "error": d.error.message if d.HasField("error") else ""},
-                                         separators=(",", ":")) + "\n")
-                    counter["answered"] += 1
-                    gate.release()
-            except grpc.RpcError as exc:
-                counter["failures"] += 1
-                detail = "no answer within %gs" % args.answer_timeout if exc.code() == grpc.StatusCode.CANCELLED \
-                    else (exc.details() or "")
-                out.write(json.dumps({"failed": exc.code().name, "details": detail, "t": time.monotonic()}) + "\n")
-                time.sleep(0.2)
-            finally:
-                closed.set()
-    out.write(json.dumps({"end": True, "sent": counter["next"], "answered": counter["answered"],
-                          "failures": counter["failures"]}) + "\n")
-    out.close()
+        call = stub.DecideStream(requests())
+
+        def watchdog() -> None:  # an answer that never comes is a failed call, not a hang
+            while not closed.wait(0.2):
+                if progress["waiting"] and time.monotonic() - progress["t"] > args.answer_timeout:
+                    call.cancel()
+                    return
+
+        threading.Thread(target=watchdog, daemon=True).start()
+        try:
+            for d in call:
+                now = time.monotonic()
+                progress["waiting"] = False
+                k = int(d.request_id[len(args.prefix):])
+                votes = [[v.agent, v.ok, [float(x) for x in v.probabilities], v.latency_ms, v.error] for v in d.votes]
+                self.out.write(json.dumps({"i": k, "w": k % len(self.requests), "sent": self.sent.pop(k, now),
+                                           "recv": now, "v": d.model_version, "deg": d.degraded,
+                                           "reason": d.reason, "lat": d.latency_ms, "votes": votes,
+                                           "error": d.error.message if d.HasField("error") else ""},
+                                          separators=(",", ":")) + "\n")
+                self.answered += 1
+                gate.release()
+        except grpc.RpcError as exc:
+            self.failures += 1
+            cancelled = exc.code() == grpc.StatusCode.CANCELLED
+            detail = f"no answer within {args.answer_timeout:g} s" if cancelled else (exc.details() or "")
+            self.out.write(json.dumps({"failed": exc.code().name, "details": detail, "t": time.monotonic()}) + "\n")
+            time.sleep(0.2)
+        finally:
+            closed.set()
 
 
 def _probe_main(args: argparse.Namespace) -> None:
@@ -917,9 +929,8 @@ def _watch_main(args: argparse.Namespace) -> None:
 
     from tactical.v1 import cluster_pb2, cluster_pb2_grpc
 
-    out = open(args.out, "a", buffering=1)
     end = time.monotonic() + args.seconds
-    with _channel(args.target, args.tls) as channel:
+    with open(args.out, "a", buffering=1) as out, _channel(args.target, args.tls) as channel:
         stub = cluster_pb2_grpc.ClusterServiceStub(channel)
         while time.monotonic() < end and not (args.stop and os.path.exists(args.stop)):
             t = time.monotonic()
@@ -984,14 +995,20 @@ class StreamClient:
     out: Path
     stop_file: Path
     target: str
+    _parsed: list[dict] = field(default_factory=list)
+    _offset: int = 0
 
     def _lines(self) -> list[dict]:
-        lines = []
-        with contextlib.suppress(OSError):
-            for line in self.out.read_text().splitlines():
+        """Every complete line so far (read incrementally: polling a long stream stays cheap)."""
+        with contextlib.suppress(OSError), open(self.out, "rb") as f:
+            f.seek(self._offset)
+            chunk = f.read()
+            end = chunk.rfind(b"\n") + 1
+            self._offset += end
+            for line in chunk[:end].splitlines():
                 with contextlib.suppress(ValueError):
-                    lines.append(json.loads(line))
-        return lines
+                    self._parsed.append(json.loads(line))
+        return self._parsed
 
     def records(self) -> list[dict]:
         """Decisions answered so far, in order."""
@@ -1180,7 +1197,7 @@ def start_cluster(bed: Bed, *, versions: Sequence[int] = (1, 2, 3), coordinators
             "--agents", ",".join(f"{a}={addr}" for a, addr in links.items()), "--config", str(own_config)])
     publish_test_versions(cluster.store_dir(), versions)  # while the servers start
     step(f"versions {list(versions)} published on {cluster.store_host}")
-    for name, p in cluster.servers.items():
+    for p in cluster.servers.values():
         p.wait_listening(60)
     step("agents and coordinators listening")
     cluster.coordinators = {c: cluster.servers[c].address for c in coordinators}
@@ -1248,33 +1265,28 @@ from training.mappo import TacticalMAPPOTrainer
 out, overrides, updates = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
 cfg = default_config().replace(**overrides, paths={"metrics": out + "/metrics.jsonl"})
 with process_group() as ctx:
+    begun = time.perf_counter()
     trainer = TacticalMAPPOTrainer(cfg, progress=False)
     start = time.perf_counter()
     trainer.train(updates)
-    seconds = time.perf_counter() - start
+    seconds, setup = time.perf_counter() - start, start - begun
     torch.save({"rank": ctx.rank, "world": ctx.world_size, "params": trainer.model.state_dict(),
                 "last_obs": torch.from_numpy(trainer.next_obs.copy()), "value_norm": trainer.value_norm.state_dict(),
-                "seconds": seconds}, f"{out}/rank{ctx.rank}.pt")
+                "seconds": seconds, "setup_seconds": setup}, f"{out}/rank{ctx.rank}.pt")
 """
 
 
-def torchrun_across(bed: Bed, hosts: Sequence[str], *, overrides: dict, updates: int, out: Path,
-                    port: int = 29500, timeout: float = 300.0) -> dict[str, Any]:
-    """One rank per host under torchrun (gloo over the bridge); the ranks' saved results and timing.
-
-    Returns {"ranks": [payload of rank 0, rank 1, ...], "seconds": wall time, "outputs": logs}."""
-    import torch
-
-    out.mkdir(parents=True, exist_ok=True)
-    program = bed.root / "rank_program.py"
-    program.write_text(RANK_PROGRAM)
+def torchrun(bed: Bed, hosts: Sequence[str], args: Sequence[str], *, nproc_per_node: int = 1, port: int = 29500,
+             timeout: float = 300.0, name: str = "torchrun") -> tuple[list[BedProcess], float]:
+    """`torchrun ... ARGS` on each of `hosts` (node rank = position; the first is the master), gloo
+    over the bridge (GLOO_SOCKET_IFNAME: the host's one interface). Waits; AssertionError with the
+    logs if any fails or `timeout` passes. Returns the processes and the wall-clock seconds."""
     master = bed.host(hosts[0]).ip
     started = time.monotonic()
-    procs = [bed.start(h, f"torchrun-{h}", [
-        torchrun_bin(), "--nnodes", str(len(hosts)), "--node_rank", str(rank), "--nproc_per_node", "1",
-        "--master_addr", master, "--master_port", str(port), str(program), str(out), json.dumps(overrides),
-        str(updates)], env={"GLOO_SOCKET_IFNAME": HOST_IF, "TP_SOCKET_IFNAME": HOST_IF})
-        for rank, h in enumerate(hosts)]
+    procs = [bed.start(h, f"{name}-{h}", [
+        torchrun_bin(), "--nnodes", str(len(hosts)), "--node_rank", str(rank), "--nproc_per_node", str(nproc_per_node),
+        "--master_addr", master, "--master_port", str(port), *args],
+        env={"GLOO_SOCKET_IFNAME": HOST_IF, "TP_SOCKET_IFNAME": HOST_IF}) for rank, h in enumerate(hosts)]
     deadline = started + timeout
     for p in procs:
         try:
@@ -1288,8 +1300,21 @@ def torchrun_across(bed: Bed, hosts: Sequence[str], *, overrides: dict, updates:
     failed = [p for p in procs if p.proc.returncode != 0]
     if failed:
         raise AssertionError("torchrun failed:\n" + "\n".join(f"{p.name}: {p.output()}" for p in failed))
-    ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(len(hosts))]
-    return {"ranks": ranks, "seconds": seconds}
+    return procs, seconds
+
+
+def train_ranks(bed: Bed, hosts: Sequence[str], *, overrides: dict, updates: int, out: Path,
+                nproc_per_node: int = 1, timeout: float = 300.0) -> dict[str, Any]:
+    """RANK_PROGRAM under torchrun on `hosts`: {"ranks": each rank's saved payload, "seconds": wall time}."""
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    program = bed.root / "rank_program.py"
+    program.write_text(RANK_PROGRAM)
+    _, seconds = torchrun(bed, hosts, [str(program), str(out), json.dumps(overrides), str(updates)],
+                          nproc_per_node=nproc_per_node, timeout=timeout, name=f"ranks-{out.name}")
+    world = len(hosts) * nproc_per_node
+    return {"ranks": [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(world)], "seconds": seconds}
 
 
 if __name__ == "__main__":
