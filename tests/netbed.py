@@ -62,6 +62,7 @@ AGENT_PORT, COORDINATOR_PORT, RELAY_PORT = 50051, 50050, 50061
 # Addresses outside the bed that must be unreachable from every host (plus the root namespace's own).
 OUTSIDE = ["1.1.1.1", "8.8.8.8", "192.0.2.1"]
 _PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "grpc_proxy", "no_proxy")
+_TORCHRUN_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 IPV6_OFF = "for f in /proc/sys/net/ipv6/conf/*/disable_ipv6; do [ -e $f ] && echo 1 > $f; done; true"
 
 HERE = Path(__file__).resolve()
@@ -173,7 +174,7 @@ def sweep_stale(prefix: str = PREFIX) -> list[str]:
 def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of bed processes: no proxies (gRPC honours them), nothing of an outer launcher."""
     env = {k: v for k, v in os.environ.items()
-           if k.lower() not in _PROXY_VARS and not k.startswith("TACTICAL_") and k not in ("RANK", "WORLD_SIZE")}
+           if k.lower() not in _PROXY_VARS and not k.startswith("TACTICAL_") and k not in _TORCHRUN_VARS}
     env.update({"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
     env.update(extra or {})
     return env
@@ -303,17 +304,21 @@ class IsolationReport:
 
 
 class Bed:
-    """Hosts as network namespaces on one bridge of their own. Use as a context manager.
+    """Hosts as network namespaces on one bridge of their own. Use as a context manager:
 
-        with Bed(["a", "b"], tmp_path) as bed:
-            server = bed.start("a", "server", [...])
-            bed.run("b", ["curl", ...])
+        with Bed(["a", "b"], tmp_path) as bed:     # sealed and checked; certificates in a/tls, b/tls
+            a = bed.host("a").ip
+            server = bed.start("a", "web", [sys.executable, "-m", "http.server", "--bind", a])
+            bed.run("b", [sys.executable, "-c", f"import socket; socket.create_connection(('{a}', 8000))"])
+            with bed.partitioned("a"):             # a's switch port down for the block
+                ...
     """
 
     def __init__(self, hosts: Sequence[str], root: str | Path, *, tls: bool = True):
         for name in hosts:
-            if not re.fullmatch(r"[a-z][a-z0-9-]{0,12}", name):
-                raise ValueError(f"host name {name!r}: 1-13 of a-z, 0-9, '-' (it names a network interface)")
+            if not re.fullmatch(r"[a-z][a-z0-9-]{0,12}", name) or name == "sw":
+                raise ValueError(f"host name {name!r}: 1-13 of a-z, 0-9, '-' (it names a network interface), "
+                                 f"not 'sw' (the bridge's namespace)")
         if len(set(hosts)) != len(hosts):
             raise ValueError(f"host names repeat: {list(hosts)}")
         self.names = list(hosts)
@@ -387,7 +392,10 @@ class Bed:
                 RuntimeError(f"ip netns add {ns}: {res.stderr.strip()}")
         self._made.append(ns)
         # No IPv6 in the bed (before any interface exists): no link-local chatter, one IPv4 address per host.
-        _run(["ip", "netns", "exec", ns, "sh", "-c", IPV6_OFF])
+        res = _run(["ip", "netns", "exec", ns, "sh", "-c", IPV6_OFF], check=False)
+        if res.returncode != 0:
+            raise BedUnavailable(f"`ip netns exec` failed: {res.stderr.strip()}") if first else \
+                RuntimeError(f"ip netns exec {ns}: {res.stderr.strip()}")
 
     def _free_subnet(self) -> str:
         used = [ipaddress.ip_interface(a) for a in _root_addresses()]
@@ -398,11 +406,12 @@ class Bed:
         raise BedUnavailable(f"every candidate subnet {SUBNETS} is in use in the root namespace")
 
     def _install_sigterm(self) -> None:
-        """A SIGTERM (e.g. a CI timeout) unwinds like an exception, so close() still runs."""
+        """While the bed exists, a SIGTERM (a CI timeout) acts as Ctrl-C: the stack unwinds (pytest
+        stops and tears its fixtures down), so close() still runs."""
         if threading.current_thread() is threading.main_thread() and \
                 signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
             def on_term(signum: int, frame: object) -> None:
-                raise SystemExit(f"SIGTERM: the network bed {self.run_id} is being removed")
+                raise KeyboardInterrupt(f"SIGTERM: the network bed {self.run_id} is being removed")
 
             self._previous_sigterm = signal.signal(signal.SIGTERM, on_term)
 
@@ -738,8 +747,8 @@ async def _relay_main(listen: str, target: str, control: Path) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with server:
-        await stop.wait()
+    await stop.wait()
+    server.close()  # open connections die with the process
     watcher.cancel()
 
 
