@@ -1,7 +1,7 @@
 """Cross-host numbers from the network-namespace test bed: decision latency over mutual TLS with and
 without added delay on one agent's link, a partition's cost, and torchrun with ranks on two hosts.
 
-    sudo .venv/bin/python benchmarks/multihost.py [--decisions 3000] [--delays 5,10,20] [--updates 3]
+    sudo .venv/bin/python benchmarks/multihost.py [--decisions 2000] [--delays 5,10,20] [--updates 3]
 
 Needs root (network namespaces); everything it starts runs inside the bed and is removed at the end.
 It imports tests/netbed.py, the test bed library, by putting the tests directory on sys.path.
@@ -12,15 +12,18 @@ inside fvg's host; these kernels lack `tc netem`), coord-b (reaches every agent 
 50 ms deadline. The relay's delay is added in each direction, so it adds twice that to a round trip.
 
 Prints one table of decision latency (client round trip and coordinator-measured, fvg's vote) and
-degraded share per scenario, the partition timings, and one table of torchrun runs: 2 ranks on 2
-hosts (parameters compared bit for bit), the same 2 ranks on one host, and the documented command
-`torchrun ... -m training --config X --updates N` across the two hosts.
+degraded share per scenario, with a reference measured in the same run (the same processes all on
+one host, train1, so that the machine's load of the moment weighs on both); the partition timings;
+and one table of torchrun runs: 2 ranks on 2 hosts (parameters compared bit for bit), the same 2
+ranks on one host, and the documented command `torchrun ... -m training --config X --updates N`
+across the two hosts.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
@@ -39,9 +42,10 @@ def percentiles(values: list[float]) -> str:
     return f"{np.percentile(values, 50):.2f} / {np.percentile(values, 99):.2f}"
 
 
-def measure(cluster: netbed.BedCluster, coordinator: str, decisions: int, warmup: int = 100) -> dict:
-    """One closed-loop stream of warmup + `decisions` from the client host; statistics over the last `decisions`."""
-    stream = cluster.stream(coordinator, interval_ms=0, count=warmup + decisions, seconds=600)
+def measure(cluster: netbed.BedCluster, coordinator: str, decisions: int, warmup: int = 100,
+            host: str = "client") -> dict:
+    """One closed-loop stream of warmup + `decisions` from `host`; statistics over the last `decisions`."""
+    stream = cluster.stream(coordinator, host=host, interval_ms=0, count=warmup + decisions, seconds=900)
     stream.wait(lambda rs: len(rs) >= warmup + decisions, 600, f"{decisions} decisions")
     summary = stream.stop()
     records = stream.records()[warmup:]
@@ -88,7 +92,7 @@ def partition(cluster: netbed.BedCluster, agent: str = "entry") -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--decisions", type=int, default=3000, help="decisions per latency scenario (default 3000)")
+    parser.add_argument("--decisions", type=int, default=2000, help="decisions per latency scenario (default 2000)")
     parser.add_argument("--delays", default="5,10,20", help="relay delays on fvg's link, ms each way (default 5,10,20)")
     parser.add_argument("--updates", type=int, default=3, help="training updates per torchrun run (default 3)")
     parser.add_argument("--no-training", action="store_true", help="skip the torchrun runs")
@@ -96,6 +100,7 @@ def main() -> None:
     delays = [float(d) for d in args.delays.split(",") if d]
 
     started = time.monotonic()
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="netbed-bench-") as tmp, netbed.Bed(netbed.HOSTS, tmp) as bed:
         print(f"bed {bed.run_id}: {len(bed.hosts)} hosts on {bed.subnet}, isolation verified "
               f"(each host: lo + {netbed.HOST_IF}, no default route, outside unreachable)", flush=True)
@@ -104,6 +109,13 @@ def main() -> None:
             training = run_training(bed, args.updates)
         cluster = netbed.start_cluster(bed, versions=(1,), serving={"deadline_ms": 50.0})
         print("cluster up: 3 agents, relay, 2 coordinators, version 1 active, mutual TLS", flush=True)
+        # the reference: the same processes on one host (train1), client included, in the same run
+        local = netbed.start_cluster(bed, versions=(1,), coordinators=("train1",), relay_for=None,
+                                     agent_hosts={a: "train1" for a in netbed.AGENT_NAMES},
+                                     serving={"deadline_ms": 50.0}, config_name="one-host")
+        print("reference cluster up: the same processes all on train1", flush=True)
+        rows.append(("one host (train1): client, coordinator, agents", "-",
+                     measure(local, "train1", args.decisions, host="train1")))
         rows.append(("coord-b, all links direct", "-", measure(cluster, "coord-b", args.decisions)))
         relay = cluster.relays["fvg"]
         for delay in [0.0, *delays]:
@@ -114,8 +126,8 @@ def main() -> None:
         cut = partition(cluster)
     elapsed = time.monotonic() - started
 
-    print(f"\ncross-host decisions, 1 closed-loop stream, client host -> coordinator host -> 3 agent hosts, mTLS, "
-          f"deadline 50 ms, {args.decisions} decisions each:\n")
+    print(f"\ndecisions, 1 closed-loop stream, client host -> coordinator host -> 3 agent hosts (or all on one), "
+          f"mTLS, deadline 50 ms, {args.decisions} decisions each:\n")
     print("| path | added on fvg's link | round trip p50 / p99 ms | coordinator p50 / p99 ms "
           "| fvg vote p50 / p99 ms | degraded | failed calls |")
     print("|---|---|---|---|---|---|---|")
@@ -134,7 +146,8 @@ def main() -> None:
         print("|---|---|---|---|---|")
         for row in training:
             print("| " + " | ".join(row) + " |")
-    print(f"\n(whole run {elapsed:.0f} s)")
+    print(f"\n(whole run {elapsed:.0f} s; load average {load_before[0]:.2f} before it, {os.getloadavg()[0]:.2f} "
+          f"after, on {os.cpu_count()} cores: the bed shares the machine with whatever else runs)")
 
 
 def run_training(bed: netbed.Bed, updates: int) -> list[tuple[str, ...]]:

@@ -1168,8 +1168,12 @@ def write_bed_config(bed: Bed, name: str = "tactical", **sections: dict) -> Path
 def start_cluster(bed: Bed, *, versions: Sequence[int] = (1, 2, 3), coordinators: Sequence[str] = ("coord-a",
                   "coord-b"), relay_for: str | None = "fvg", active: int = 1, windows: int = 64,
                   serving: dict | None = None, coordinator_serving: dict[str, dict] | None = None,
+                  agent_hosts: dict[str, str] | None = None, config_name: str = "tactical",
                   log: Callable[[str], None] = lambda message: None) -> BedCluster:
     """Agents on hosts fvg/momentum/entry, coordinators on `coordinators`, `active` rolled out from the client.
+
+    `agent_hosts` places agents elsewhere (several on one host listen on consecutive ports), e.g.
+    everything on one host for a same-machine reference beside the cross-host cluster.
 
     The agents start with empty stores and no model store to import from: the first version
     reaches them over the network, staged by `tactical rollout` from the client host. The first
@@ -1185,22 +1189,24 @@ def start_cluster(bed: Bed, *, versions: Sequence[int] = (1, 2, 3), coordinators
     def step(what: str) -> None:
         log(f"{time.monotonic() - started:6.1f} s  {what}")
 
-    config = write_bed_config(bed, serving=serving or {})
-    agents = {a: f"{bed.host(a).ip}:{AGENT_PORT}" for a in AGENT_NAMES}
+    config = write_bed_config(bed, config_name, serving=serving or {})
+    hosts = {a: (agent_hosts or {}).get(a, a) for a in AGENT_NAMES}
+    ports = {a: AGENT_PORT + [hosts[b] for b in AGENT_NAMES[:i]].count(hosts[a]) for i, a in enumerate(AGENT_NAMES)}
+    agents = {a: f"{bed.host(hosts[a]).ip}:{ports[a]}" for a in AGENT_NAMES}
     cluster = BedCluster(bed, config, agents)
     cluster.windows = bed.root / "windows.npy"
     np.save(cluster.windows, np.random.default_rng(7).uniform(-1, 1, (windows, 60, 7)).astype("<f4"))
     for a in AGENT_NAMES:
-        cluster.servers[a] = bed.start(a, f"agent-{a}", [
-            tactical_bin(), "agent", "--name", a, "--host", bed.host(a).ip, "--port", str(AGENT_PORT),
+        cluster.servers[a] = bed.start(hosts[a], f"agent-{a}", [
+            tactical_bin(), "agent", "--name", a, "--host", bed.host(hosts[a]).ip, "--port", str(ports[a]),
             "--core", "-1", "--no-bootstrap", "--config", str(config)])
     if relay_for:
-        cluster.relays[relay_for] = bed.start_relay(relay_for, RELAY_PORT, AGENT_PORT)
+        cluster.relays[relay_for] = bed.start_relay(hosts[relay_for], RELAY_PORT, ports[relay_for])
     for i, c in enumerate(coordinators):
-        links = {a: (f"{bed.host(a).ip}:{RELAY_PORT}" if a in cluster.relays and i == 0 else addr)
+        links = {a: (f"{bed.host(hosts[a]).ip}:{RELAY_PORT}" if a in cluster.relays and i == 0 else addr)
                  for a, addr in agents.items()}
         own = (coordinator_serving or {}).get(c)
-        own_config = write_bed_config(bed, c, serving={**(serving or {}), **own}) if own else config
+        own_config = write_bed_config(bed, f"{config_name}-{c}", serving={**(serving or {}), **own}) if own else config
         cluster.servers[c] = bed.start(c, f"coordinator-{c}", [
             tactical_bin(), "coordinator", "--host", bed.host(c).ip, "--port", str(COORDINATOR_PORT),
             "--agents", ",".join(f"{a}={addr}" for a, addr in links.items()), "--config", str(own_config)])
@@ -1242,7 +1248,7 @@ def publish_test_versions(store_dir: Path, versions: Sequence[int], seed: int = 
     from training.versions import publish
 
     store = ModelStore(store_dir)
-    for v in versions:
+    for v in sorted(set(versions) - set(store.versions())):
         torch.manual_seed(seed + v)
         model = TacticalMARLSystem().eval()
         with torch.no_grad():
