@@ -1,7 +1,7 @@
 """Cross-host numbers from the network-namespace test bed: decision latency over mutual TLS with and
 without added delay on one agent's link, a partition's cost, and torchrun with ranks on two hosts.
 
-    sudo .venv/bin/python benchmarks/multihost.py [--decisions 2000] [--delays 5,10,20] [--updates 3]
+    sudo .venv/bin/python benchmarks/multihost.py [--decisions 2000] [--delays 5,10,20] [--updates 3] [--repeats 2]
 
 Needs root (network namespaces); everything it starts runs inside the bed and is removed at the end.
 It imports tests/netbed.py, the test bed library, by putting the tests directory on sys.path.
@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--decisions", type=int, default=2000, help="decisions per latency scenario (default 2000)")
     parser.add_argument("--delays", default="5,10,20", help="relay delays on fvg's link, ms each way (default 5,10,20)")
     parser.add_argument("--updates", type=int, default=3, help="training updates per torchrun run (default 3)")
+    parser.add_argument("--repeats", type=int, default=2, help="torchrun runs per placement, alternating (default 2)")
     parser.add_argument("--no-training", action="store_true", help="skip the torchrun runs")
     args = parser.parse_args()
     delays = [float(d) for d in args.delays.split(",") if d]
@@ -106,7 +107,7 @@ def main() -> None:
               f"(each host: lo + {netbed.HOST_IF}, no default route, outside unreachable)", flush=True)
         rows, training = [], []
         if not args.no_training:  # first, while the two cores are the trainers' alone
-            training = run_training(bed, args.updates)
+            training = run_training(bed, args.updates, args.repeats)
         cluster = netbed.start_cluster(bed, versions=(1,), serving={"deadline_ms": 50.0})
         print("cluster up: 3 agents, relay, 2 coordinators, version 1 active, mutual TLS", flush=True)
         # the reference: the same processes on one host (train1), client included, in the same run
@@ -142,7 +143,7 @@ def main() -> None:
     if training:
         print(f"\ntorchrun, gloo, {args.updates} updates of the packaged training config "
               f"(32 envs x 64 steps per rank per update):\n")
-        print("| run | wall time | in training | env steps/s | parameters equal across ranks |")
+        print("| run | wall time (torchrun) | in train() | env steps/s, both ranks | parameters equal across ranks |")
         print("|---|---|---|---|---|")
         for row in training:
             print("| " + " | ".join(row) + " |")
@@ -150,20 +151,22 @@ def main() -> None:
           f"after, on {os.cpu_count()} cores: the bed shares the machine with whatever else runs)")
 
 
-def run_training(bed: netbed.Bed, updates: int) -> list[tuple[str, ...]]:
+def run_training(bed: netbed.Bed, updates: int, repeats: int) -> list[tuple[str, ...]]:
+    """2 ranks on 2 hosts and on 1 host, alternating `repeats` times (the machine's load moves between
+    runs; alternating shows how much), then the documented `-m training` command across 2 hosts once."""
     rows = []
-    steps = 32 * 64 * 2 * updates  # two ranks, each its own envs
-    for label, hosts, per_node in [("2 ranks on 2 hosts (train0, train1)", ["train0", "train1"], 1),
-                                   ("2 ranks on 1 host (train0)", ["train0"], 2)]:
-        out = bed.root / f"ranks-{len(hosts)}hosts"
-        result = netbed.train_ranks(bed, hosts, overrides={}, updates=updates, out=out, nproc_per_node=per_node,
-                                    timeout=900)
-        r0, r1 = result["ranks"]
-        equal = all(np.array_equal(r0["params"][k].numpy(), r1["params"][k].numpy()) for k in r0["params"])
-        seconds = r0["seconds"]
-        rows.append((label, f"{result['seconds']:.1f} s", f"{seconds:.1f} s", f"{steps / seconds:,.0f}",
-                     "bit-identical" if equal else "DIFFERENT"))
-        print(f"torchrun {label}: done", flush=True)
+    for run in range(1, repeats + 1):
+        for label, hosts, per_node in [("2 ranks on 2 hosts (train0, train1)", ["train0", "train1"], 1),
+                                       ("2 ranks on 1 host (train0)", ["train0"], 2)]:
+            out = bed.root / f"ranks-{len(hosts)}hosts-{run}"
+            result = netbed.train_ranks(bed, hosts, overrides={}, updates=updates, out=out,
+                                        nproc_per_node=per_node, timeout=900)
+            r0, r1 = result["ranks"]
+            equal = all(np.array_equal(r0["params"][k].numpy(), r1["params"][k].numpy()) for k in r0["params"])
+            rows.append((f"{label}, run {run}", f"{result['seconds']:.1f} s", f"{r0['seconds']:.1f} s",
+                         f"{r0['performance']['steps_per_second']:,.0f}",  # the trainer's: over every rank
+                         "bit-identical" if equal else "DIFFERENT"))
+            print(f"torchrun {label}, run {run}: done", flush=True)
     config = netbed.write_bed_config(bed, "train")
     procs, seconds = netbed.torchrun(bed, ["train0", "train1"], ["-m", "training", "--config", str(config),
                                                                  "--updates", str(updates)], timeout=900,
@@ -172,7 +175,7 @@ def run_training(bed: netbed.Bed, updates: int) -> list[tuple[str, ...]]:
     trained = re.search(r"trained updates \S+ in ([\d.]+) s: ([\d,]+) env steps/s", text)
     published = re.search(r"versions published to .*: (.*)", text)
     rows.append(("`torchrun ... -m training` on 2 hosts", f"{seconds:.1f} s",
-                 f"{trained.group(1)} s (session)" if trained else "?",
+                 f"{trained.group(1)} s (whole session)" if trained else "?",
                  trained.group(2) if trained else "?",
                  f"not compared (rank 0 published version {published.group(1)})" if published else "?"))
     print("torchrun -m training: done", flush=True)

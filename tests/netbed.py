@@ -1287,7 +1287,8 @@ with process_group() as ctx:
     seconds, setup = time.perf_counter() - start, start - begun
     torch.save({"rank": ctx.rank, "world": ctx.world_size, "params": trainer.model.state_dict(),
                 "last_obs": torch.from_numpy(trainer.next_obs.copy()), "value_norm": trainer.value_norm.state_dict(),
-                "seconds": seconds, "setup_seconds": setup}, f"{out}/rank{ctx.rank}.pt")
+                "seconds": seconds, "setup_seconds": setup, "performance": trainer.get_performance_stats()},
+               f"{out}/rank{ctx.rank}.pt")
 """
 
 
