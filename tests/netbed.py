@@ -75,6 +75,7 @@ def tactical_bin() -> str:
 
 
 def torchrun_bin() -> str:
+    """The `torchrun` console script beside this interpreter (torch's own)."""
     return str(BIN / "torchrun")
 
 
@@ -194,6 +195,8 @@ def _die_with_parent() -> list[str]:
 
 @dataclass
 class Host:
+    """One host of the bed: its namespace, its address on the bridge, its directory."""
+
     name: str
     ns: str
     ip: str
@@ -269,6 +272,9 @@ class BedProcess:
 
 @dataclass
 class HostIsolation:
+    """What one host looked like when checked: its interfaces, addresses, default routes, and how
+    its attempts to reach outside failed."""
+
     links: list[str]
     addresses: list[str]
     default_routes: list[str]
@@ -277,6 +283,8 @@ class HostIsolation:
 
 @dataclass
 class IsolationReport:
+    """The whole bed as checked; `problems()` lists every breach (empty: sealed)."""
+
     hosts: dict[str, HostIsolation]
     bridge_links: list[str]
     bridge_addresses: list[str]
@@ -1089,6 +1097,8 @@ def mixed_version_decisions(records: Sequence[dict], expected: dict[int, Any], a
 
 @dataclass
 class BedCluster:
+    """A running cluster on the bed and the ways to use it from a host (CLI, streams, probes, status)."""
+
     bed: Bed
     config: Path
     agents: dict[str, str]                    # agent -> its direct address
