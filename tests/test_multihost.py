@@ -263,6 +263,7 @@ def test_a_failed_bed_leaves_nothing_and_a_crashed_runs_leftovers_are_swept(tmp_
     subprocess.run(["ip", "netns", "add", stale], check=True)
     orphan = subprocess.Popen(["ip", "netns", "exec", stale, "sleep", "300"], start_new_session=True)
     try:
+        _wait_until(lambda: str(orphan.pid) in _run_ip("netns", "pids", stale).split(), 10, "the orphan in its namespace")
         made: list[str] = []
         with pytest.raises(RuntimeError, match="a test failed"), Bed(["a", "b"], tmp_path, tls=False) as small:
             assert not (NETNS_DIR / stale).exists()  # swept by this bed (or by another run's, just before)
@@ -280,3 +281,15 @@ def test_a_failed_bed_leaves_nothing_and_a_crashed_runs_leftovers_are_swept(tmp_
             orphan.kill()
         subprocess.run(["ip", "netns", "del", stale], check=False, capture_output=True)
         assert not os.path.exists(NETNS_DIR / stale)
+
+
+def _run_ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], check=False, capture_output=True, text=True).stdout
+
+
+def _wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g} s: {what}")
+        time.sleep(0.02)
