@@ -263,7 +263,7 @@ def test_a_failed_bed_leaves_nothing_and_a_crashed_runs_leftovers_are_swept(tmp_
     subprocess.run(["ip", "netns", "add", stale], check=True)
     orphan = subprocess.Popen(["ip", "netns", "exec", stale, "sleep", "300"], start_new_session=True)
     try:
-        _wait_until(lambda: str(orphan.pid) in _run_ip("netns", "pids", stale).split(), 10, "the orphan in its namespace")
+        _wait_until(lambda: _in_namespace(orphan.pid, stale), 10, "the orphan in its namespace")
         made: list[str] = []
         with pytest.raises(RuntimeError, match="a test failed"), Bed(["a", "b"], tmp_path, tls=False) as small:
             assert not (NETNS_DIR / stale).exists()  # swept by this bed (or by another run's, just before)
@@ -283,8 +283,9 @@ def test_a_failed_bed_leaves_nothing_and_a_crashed_runs_leftovers_are_swept(tmp_
         assert not os.path.exists(NETNS_DIR / stale)
 
 
-def _run_ip(*args: str) -> str:
-    return subprocess.run(["ip", *args], check=False, capture_output=True, text=True).stdout
+def _in_namespace(pid: int, ns: str) -> bool:
+    pids = subprocess.run(["ip", "netns", "pids", ns], check=False, capture_output=True, text=True).stdout
+    return str(pid) in pids.split()
 
 
 def _wait_until(predicate, timeout: float, what: str) -> None:
