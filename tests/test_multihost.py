@@ -82,7 +82,7 @@ def test_a_cluster_across_hosts_serves_decisions_health_and_reflection_over_mutu
         assert p["health"] == "SERVING", (target, p)
         assert {"tactical.v1.DecisionService", "tactical.v1.ClusterService", "tactical.v1.ModelAdminService",
                 "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= set(p["services"]), p
-        assert p["methods"]["tactical.v1.DecisionService"] == ["Decide", "DecideStream", "DecideBatch"]
+        assert p["methods"]["tactical.v1.DecisionService"] == ["Decide", "DecideBatch", "DecideStream"]
     for target in [*agents, relayed]:
         p = probe[target]
         assert p["health"] == "SERVING", (target, p)
@@ -253,7 +253,7 @@ def test_a_rollout_across_hosts_under_decision_streams_mixes_no_versions(cluster
         assert {r["v"] for r in records} == {1, 2, 3}
         votes = [v[1] for r in records for v in r["votes"]]
         assert sum(votes) >= 0.9 * len(votes)  # the check above is not vacuous: nearly every vote is there
-        assert cluster.status(c)["activeVersion"] == "2"
+        assert cluster.status(c)["active_version"] == 2
 
 
 def test_a_failed_bed_leaves_nothing_and_a_crashed_runs_leftovers_are_swept(tmp_path, bed: Bed) -> None:
