@@ -26,6 +26,7 @@ from coordinator.metrics import families, status_json
 from coordinator.state import ActiveVersionState
 from market.bars import BarDataError
 from tactical.config import AGENT_NAMES, Config
+from tactical.failpoints import crash_point
 from tactical.logs import client_errors
 from tactical.metrics import serve_metrics
 from tactical.process import serve_until_signal
@@ -44,6 +45,7 @@ from tactical.wire import ERROR_REASON_HEADER, N_FEATURES, WireError, traceparen
 
 log = logging.getLogger(__name__)
 MONITOR_INTERVAL_S = 1.0
+PREPARE_TTL_MS = 10_000.0  # how long a Prepare holds a version ready for the Activate that follows
 DECISION_SERVICE_DESCRIPTOR = decision_pb2.DESCRIPTOR.services_by_name["DecisionService"]
 DECISION_SERVICE = DECISION_SERVICE_DESCRIPTOR.full_name
 CLUSTER_SERVICE = cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"]
@@ -144,28 +146,55 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
 
 
 class ModelAdminServicer(cluster_pb2_grpc.ModelAdminServiceServicer):
-    """Activate, Rollback, ListVersions. Token required."""
+    """Prepare, Activate, Rollback, ListVersions. Token required.
+
+    A switch normally asks every agent first whether it holds the version (a GetInfo round trip).
+    Prepare does that ahead of time and holds the version ready for PREPARE_TTL_S, so that the
+    switches of several coordinators, prepared first, then activated together, land within a few
+    milliseconds of each other (tactical_engine.rollout).
+    """
 
     def __init__(self, coordinator: Coordinator, token: str, on_change):
         self.coordinator, self.token, self.on_change = coordinator, token, on_change
         self._lock = asyncio.Lock()
+        self._prepared: tuple[int, float] | None = None  # (version, until when: monotonic seconds)
 
-    async def _switch(self, context, version: int, rollback: bool) -> cluster_pb2.ActivationResult:
+    async def _check(self, context, version: int) -> None:
+        """Abort unless every agent can vote with `version` (asking them, unless it was just prepared)."""
         e = self.coordinator
-        await e.refresh_agents()
-        missing = e.missing(version)
+        prepared = self._prepared is not None and self._prepared[0] == version and time.monotonic() < self._prepared[1]
+        if not prepared:
+            await e.refresh_agents()
+        missing = e.missing(version)  # from the agents' last reports: no call when prepared
         if missing:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                 f"version {version} is not staged on every agent: missing on {'; '.join(missing)}")
+
+    async def _switch(self, context, version: int, rollback: bool) -> cluster_pb2.ActivationResult:
+        e = self.coordinator
+        await self._check(context, version)
+        self._prepared = None
+        crash_point("coordinator-switch")  # fault tests: a coordinator dying in the middle of a coordinated rollout
         previous = e.state.rollback() if rollback else e.state.activate(version)
+        switched_ms = int(time.time() * 1000)
         if rollback:
             e.metrics.rollbacks += 1
         else:
             e.metrics.activations += 1
-        log.info("%s version %d (was %s)", "rolled back to" if rollback else "activated", version, previous)
+        log.info("%s version %d (was %s)", "rolled back to" if rollback else "activated", version, previous,
+                 extra={"version": version, "previous_version": previous, "rollback": rollback})
         await self.on_change()
-        return cluster_pb2.ActivationResult(active_version=version,
-                                            previous_version=previous)
+        return cluster_pb2.ActivationResult(active_version=version, previous_version=previous,
+                                            switched_ms=switched_ms)
+
+    async def Prepare(self, request, context):
+        await require_admin(context, self.token)
+        async with self._lock:
+            await self._check(context, request.version)
+            self._prepared = (request.version, time.monotonic() + (request.ttl_ms or PREPARE_TTL_MS) / 1000)
+            state = self.coordinator.state
+            return cluster_pb2.PrepareResult(version=request.version, active_version=state.version,
+                                             rollback_target=state.rollback_target())
 
     async def Activate(self, request, context):
         await require_admin(context, self.token)
@@ -178,6 +207,10 @@ class ModelAdminServicer(cluster_pb2_grpc.ModelAdminServiceServicer):
             target = self.coordinator.state.rollback_target()
             if target is None:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no earlier version to roll back to")
+            if request.HasField("expected_version") and request.expected_version != target:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                    f"a rollback here would activate version {target}, not "
+                                    f"{request.expected_version}")
             return await self._switch(context, target, rollback=True)
 
     async def ListVersions(self, request, context):

@@ -196,6 +196,7 @@ class ServingConfig:
     audit_spill_bytes: int
     metrics_port: int
     health_window: int
+    coordinators: list[str]
 
     @property
     def local_coordinator(self) -> str:
@@ -216,6 +217,10 @@ class ServingConfig:
             raise ConfigError(f"{at}.audit_policy: one of {', '.join(AUDIT_POLICIES)}, got {self.audit_policy!r}")
         if self.batch_linger_ms < 0:
             raise ConfigError(f"{at}.batch_linger_ms: must be >= 0, got {self.batch_linger_ms}")
+        for i, address in enumerate(self.coordinators):
+            host, sep, port = address.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ConfigError(f"{at}.coordinators[{i}]: expected HOST:PORT, got {address!r}")
         tls = [bool(self.tls_cert), bool(self.tls_key), bool(self.tls_ca)]
         if any(tls) and not all(tls):
             raise ConfigError(f"{at}.tls_cert/tls_key/tls_ca: set all three for TLS, or none")

@@ -90,9 +90,13 @@ class TacticalClient:
         return self.admin.Activate(cluster_pb2.ActivateRequest(version=version), timeout=self.timeout,
                                    metadata=admin_metadata(self.admin_token))
 
-    def rollback(self) -> cluster_pb2.ActivationResult:
-        return self.admin.Rollback(cluster_pb2.RollbackRequest(), timeout=self.timeout,
-                                   metadata=admin_metadata(self.admin_token))
+    def rollback(self, expected_version: int | None = None) -> cluster_pb2.ActivationResult:
+        return self.admin.Rollback(cluster_pb2.RollbackRequest(expected_version=expected_version),
+                                   timeout=self.timeout, metadata=admin_metadata(self.admin_token))
+
+    def prepare(self, version: int) -> cluster_pb2.PrepareResult:
+        return self.admin.Prepare(cluster_pb2.PrepareRequest(version=version), timeout=self.timeout,
+                                  metadata=admin_metadata(self.admin_token))
 
     def list_versions(self) -> cluster_pb2.VersionList:
         return self.admin.ListVersions(cluster_pb2.ListVersionsRequest(), timeout=self.timeout,

@@ -1115,13 +1115,23 @@ class BedCluster:
         return self.bed.run(host, [tactical_bin(), *args, "--config", str(self.config)], timeout=timeout,
                             check=check)
 
-    def rollout(self, version: int, coordinator: str, host: str = "client") -> str:
-        """`tactical rollout --version V --target COORDINATOR` from `host`; its output."""
-        return self.tactical(host, "rollout", "--version", str(version), "--target",
-                             self.coordinators[coordinator]).stdout
+    def rollout(self, version: int, *coordinators: str, host: str = "client") -> str:
+        """`tactical rollout --version V --target C1 [--target C2...]` from `host` (several: switched together);
+        its output."""
+        return self.tactical(host, "rollout", "--version", str(version), *self._targets(coordinators)).stdout
 
-    def rollback(self, coordinator: str, host: str = "client") -> str:
-        return self.tactical(host, "rollback", "--target", self.coordinators[coordinator]).stdout
+    def rollback(self, *coordinators: str, host: str = "client") -> str:
+        return self.tactical(host, "rollback", *self._targets(coordinators)).stdout
+
+    def _targets(self, coordinators: Sequence[str]) -> list[str]:
+        return [arg for c in coordinators for arg in ("--target", self.coordinators[c])]
+
+    def audit_rows(self, coordinator: str) -> list[tuple[int, int]]:
+        """(answered at, ms since the epoch; model version) of every decision in `coordinator`'s audit log."""
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(self.bed.host(coordinator).dir / "state" / "audit.sqlite")) as db:
+            return db.execute("SELECT time_ms, model_version FROM decisions ORDER BY time_ms").fetchall()
 
     def status(self, coordinator: str, host: str = "client") -> dict:
         return json.loads(self.tactical(host, "status", "--json", "--target", self.coordinators[coordinator]).stdout)

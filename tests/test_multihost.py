@@ -25,6 +25,7 @@ import torch
 
 import netbed
 from netbed import AGENT_NAMES, HOSTS, NETNS_DIR, PREFIX, Bed, expected_votes, mixed_version_decisions, vote
+from tests.cluster_helpers import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -222,24 +223,26 @@ def _seconds(by_coordinator: dict[str, float]) -> str:
     return ", ".join(f"{c} {t:.1f} s" for c, t in by_coordinator.items())
 
 
-def test_a_rollout_across_hosts_under_decision_streams_mixes_no_versions(cluster) -> None:
+def test_a_coordinated_rollout_across_hosts_under_decision_streams_mixes_no_versions(cluster) -> None:
+    """Both coordinators switched together by one command (v2, v3, rollback); each decision one version, and the
+    window in which the two served different versions measured from their audit logs."""
     streams = {c: cluster.stream(c, interval_ms=10) for c in cluster.coordinators}
-    timeline = {c: [(float("-inf"), float("-inf"), 1)] for c in cluster.coordinators}  # (began, returned, active)
+    timeline = [(float("-inf"), float("-inf"), 1, 0.0)]  # (began, returned, active after, began: wall clock)
+    outputs = []
     try:
         for s in streams.values():
             s.wait(lambda rs: len(rs) >= 15, 60, "15 decisions before the rollout")
         for step in (2, 3, "rollback"):
-            for c, s in streams.items():  # per coordinator: one activation each (no coordinated activation yet)
-                began = time.monotonic()
-                if step == "rollback":
-                    cluster.rollback(c)
-                else:
-                    cluster.rollout(step, c)
-                returned = time.monotonic()
-                timeline[c].append((began, returned, step if step != "rollback" else timeline[c][-2][2]))
+            began, began_wall = time.monotonic(), time.time()
+            outputs.append(cluster.rollback(*cluster.coordinators) if step == "rollback"
+                           else cluster.rollout(step, *cluster.coordinators))
+            returned = time.monotonic()
+            timeline.append((began, returned, step if step != "rollback" else timeline[-2][2], began_wall))
+            for c, s in streams.items():
                 s.wait_count_after(returned, 15, 60, f"15 decisions after {step} on {c}")
     finally:
         summaries = {c: s.stop() for c, s in streams.items()}
+    assert all("switched within" in out for out in outputs), outputs
     expected = expected_votes(cluster.store_dir(), [1, 2, 3], np.load(cluster.windows))
     for c, s in streams.items():
         records = s.records()
@@ -247,13 +250,33 @@ def test_a_rollout_across_hosts_under_decision_streams_mixes_no_versions(cluster
         assert all(not r["error"] for r in records)
         assert mixed_version_decisions(records, expected) == []  # 0 mixed-version decisions
         for r in records:  # each decision's version was active on its coordinator while it was in flight
-            allowed = {v for k, (began, _, v) in enumerate(timeline[c])
-                       if began <= r["recv"] and (k + 1 == len(timeline[c]) or timeline[c][k + 1][1] >= r["sent"])}
+            allowed = {v for k, (began, _, v, _) in enumerate(timeline)
+                       if began <= r["recv"] and (k + 1 == len(timeline) or timeline[k + 1][1] >= r["sent"])}
             assert r["v"] in allowed, (c, r["v"], allowed)
         assert {r["v"] for r in records} == {1, 2, 3}
         votes = [v[1] for r in records for v in r["votes"]]
         assert sum(votes) >= 0.9 * len(votes)  # the check above is not vacuous: nearly every vote is there
+        wait_for(lambda c=c: cluster.status(c)["audit_waiting"] == 0, timeout=30)  # the audit log committed
         assert cluster.status(c)["active_version"] == 2
+    windows = mixed_windows_ms({c: cluster.audit_rows(c) for c in cluster.coordinators}, timeline)
+    print(f"\ncoordinators serving different versions after each switch (audit logs): {windows} ms; "
+          f"reported: {[out.split('switched within ')[1].split(' ms')[0] for out in outputs]} ms")
+    assert len(windows) == 3 and all(w >= 0 for w in windows)
+
+
+def mixed_windows_ms(rows: dict[str, list[tuple[int, int]]], timeline: list[tuple]) -> list[int]:
+    """Per switch in `timeline`: how long, by the coordinators' audit logs, one coordinator already answered
+    with the new version while another still answered with the old one (0: never)."""
+    windows = []
+    for k in range(1, len(timeline)):
+        old, new = timeline[k - 1][2], timeline[k][2]
+        start = timeline[k][3] * 1000
+        end = timeline[k + 1][3] * 1000 if k + 1 < len(timeline) else float("inf")
+        span = [(t, v) for coordinator in rows.values() for t, v in coordinator if start <= t < end]
+        first_new = min((t for t, v in span if v == new), default=None)
+        last_old = max((t for t, v in span if v == old), default=None)
+        windows.append(max(0, last_old - first_new) if first_new is not None and last_old is not None else 0)
+    return windows
 
 
 def test_a_failed_bed_leaves_nothing_and_a_crashed_runs_leftovers_are_swept(tmp_path, bed: Bed) -> None:

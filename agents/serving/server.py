@@ -46,6 +46,7 @@ from tactical.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from tactical.wire import STAGE_CHUNK, WireError, decode_batch
 
 log = logging.getLogger(__name__)
+INSTANCE = os.urandom(8).hex()  # this process, as AgentInfo.instance names it
 failures = RateLimitedLog(log)
 AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentService"]
 AGENT_ADMIN_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentAdminService"]
@@ -142,7 +143,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             batches=self.batcher.batches, p50_inference_us=percentile(latencies, 50),
             p99_inference_us=percentile(latencies, 99), core=self.core, pid=os.getpid(),
             uptime_s=time.monotonic() - self.started, sha256=self.registry.sha256(),
-            broken_versions=self.registry.broken(), feature_references=self.registry.feature_references())
+            broken_versions=self.registry.broken(), feature_references=self.registry.feature_references(),
+            instance=INSTANCE)
 
 
 class AgentAdminServicer(agent_pb2_grpc.AgentAdminServiceServicer):

@@ -38,7 +38,7 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AgentInfo(_message.Message):
-    __slots__ = ("agent", "loaded_versions", "stored_versions", "active_requests", "windows_served", "batches", "p50_inference_us", "p99_inference_us", "core", "pid", "uptime_s", "sha256", "broken_versions", "feature_references")
+    __slots__ = ("agent", "loaded_versions", "stored_versions", "active_requests", "windows_served", "batches", "p50_inference_us", "p99_inference_us", "core", "pid", "uptime_s", "sha256", "broken_versions", "feature_references", "instance")
     class Sha256Entry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,7 @@ class AgentInfo(_message.Message):
     SHA256_FIELD_NUMBER: _ClassVar[int]
     BROKEN_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     FEATURE_REFERENCES_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
     agent: str
     loaded_versions: _containers.RepeatedScalarFieldContainer[int]
     stored_versions: _containers.RepeatedScalarFieldContainer[int]
@@ -88,7 +89,8 @@ class AgentInfo(_message.Message):
     sha256: _containers.ScalarMap[int, str]
     broken_versions: _containers.ScalarMap[int, str]
     feature_references: _containers.ScalarMap[int, str]
-    def __init__(self, agent: _Optional[str] = ..., loaded_versions: _Optional[_Iterable[int]] = ..., stored_versions: _Optional[_Iterable[int]] = ..., active_requests: _Optional[int] = ..., windows_served: _Optional[int] = ..., batches: _Optional[int] = ..., p50_inference_us: _Optional[float] = ..., p99_inference_us: _Optional[float] = ..., core: _Optional[int] = ..., pid: _Optional[int] = ..., uptime_s: _Optional[float] = ..., sha256: _Optional[_Mapping[int, str]] = ..., broken_versions: _Optional[_Mapping[int, str]] = ..., feature_references: _Optional[_Mapping[int, str]] = ...) -> None: ...
+    instance: str
+    def __init__(self, agent: _Optional[str] = ..., loaded_versions: _Optional[_Iterable[int]] = ..., stored_versions: _Optional[_Iterable[int]] = ..., active_requests: _Optional[int] = ..., windows_served: _Optional[int] = ..., batches: _Optional[int] = ..., p50_inference_us: _Optional[float] = ..., p99_inference_us: _Optional[float] = ..., core: _Optional[int] = ..., pid: _Optional[int] = ..., uptime_s: _Optional[float] = ..., sha256: _Optional[_Mapping[int, str]] = ..., broken_versions: _Optional[_Mapping[int, str]] = ..., feature_references: _Optional[_Mapping[int, str]] = ..., instance: _Optional[str] = ...) -> None: ...
 
 class StageChunk(_message.Message):
     __slots__ = ("header", "data")

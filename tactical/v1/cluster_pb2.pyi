@@ -72,16 +72,38 @@ class ActivateRequest(_message.Message):
     def __init__(self, version: _Optional[int] = ...) -> None: ...
 
 class RollbackRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("expected_version",)
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    expected_version: int
+    def __init__(self, expected_version: _Optional[int] = ...) -> None: ...
 
 class ActivationResult(_message.Message):
-    __slots__ = ("active_version", "previous_version")
+    __slots__ = ("active_version", "previous_version", "switched_ms")
     ACTIVE_VERSION_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SWITCHED_MS_FIELD_NUMBER: _ClassVar[int]
     active_version: int
     previous_version: int
-    def __init__(self, active_version: _Optional[int] = ..., previous_version: _Optional[int] = ...) -> None: ...
+    switched_ms: int
+    def __init__(self, active_version: _Optional[int] = ..., previous_version: _Optional[int] = ..., switched_ms: _Optional[int] = ...) -> None: ...
+
+class PrepareRequest(_message.Message):
+    __slots__ = ("version", "ttl_ms")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    ttl_ms: float
+    def __init__(self, version: _Optional[int] = ..., ttl_ms: _Optional[float] = ...) -> None: ...
+
+class PrepareResult(_message.Message):
+    __slots__ = ("version", "active_version", "rollback_target")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROLLBACK_TARGET_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    active_version: int
+    rollback_target: int
+    def __init__(self, version: _Optional[int] = ..., active_version: _Optional[int] = ..., rollback_target: _Optional[int] = ...) -> None: ...
 
 class ListVersionsRequest(_message.Message):
     __slots__ = ()

@@ -122,6 +122,11 @@ class ModelAdminServiceStub:
                 request_serializer=tactical_dot_v1_dot_cluster__pb2.RollbackRequest.SerializeToString,
                 response_deserializer=tactical_dot_v1_dot_cluster__pb2.ActivationResult.FromString,
                 _registered_method=True)
+        self.Prepare = channel.unary_unary(
+                '/tactical.v1.ModelAdminService/Prepare',
+                request_serializer=tactical_dot_v1_dot_cluster__pb2.PrepareRequest.SerializeToString,
+                response_deserializer=tactical_dot_v1_dot_cluster__pb2.PrepareResult.FromString,
+                _registered_method=True)
         self.ListVersions = channel.unary_unary(
                 '/tactical.v1.ModelAdminService/ListVersions',
                 request_serializer=tactical_dot_v1_dot_cluster__pb2.ListVersionsRequest.SerializeToString,
@@ -149,6 +154,16 @@ class ModelAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Prepare(self, request, context):
+        """Check that `version` can be activated now (every agent holds it) and hold it ready, so that an
+        Activate (or a Rollback to it) within `ttl_ms` switches at once, without asking the agents
+        again: several coordinators are switched together by preparing all, then activating all.
+        FAILED_PRECONDITION, naming the agents, when it cannot be activated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListVersions(self, request, context):
         """The active version, the activation history and each agent's versions.
         """
@@ -168,6 +183,11 @@ def add_ModelAdminServiceServicer_to_server(servicer, server):
                     servicer.Rollback,
                     request_deserializer=tactical_dot_v1_dot_cluster__pb2.RollbackRequest.FromString,
                     response_serializer=tactical_dot_v1_dot_cluster__pb2.ActivationResult.SerializeToString,
+            ),
+            'Prepare': grpc.unary_unary_rpc_method_handler(
+                    servicer.Prepare,
+                    request_deserializer=tactical_dot_v1_dot_cluster__pb2.PrepareRequest.FromString,
+                    response_serializer=tactical_dot_v1_dot_cluster__pb2.PrepareResult.SerializeToString,
             ),
             'ListVersions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListVersions,
@@ -231,6 +251,33 @@ class ModelAdminService:
             '/tactical.v1.ModelAdminService/Rollback',
             tactical_dot_v1_dot_cluster__pb2.RollbackRequest.SerializeToString,
             tactical_dot_v1_dot_cluster__pb2.ActivationResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Prepare(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tactical.v1.ModelAdminService/Prepare',
+            tactical_dot_v1_dot_cluster__pb2.PrepareRequest.SerializeToString,
+            tactical_dot_v1_dot_cluster__pb2.PrepareResult.FromString,
             options,
             channel_credentials,
             insecure,

@@ -31,6 +31,19 @@ def add_target_option(parser: argparse.ArgumentParser) -> None:
                         help="the coordinator (default: 127.0.0.1 or serving.host, at serving.coordinator_port)")
 
 
+def add_targets_option(parser: argparse.ArgumentParser) -> None:
+    """The repeatable --target of commands that switch versions on every coordinator together."""
+    parser.add_argument("--target", metavar="HOST:PORT", action="append", default=None,
+                        help="a coordinator; repeat it for several, which are switched together (prepared on "
+                             "all, then activated on all, or on none) (default: serving.coordinators, else "
+                             "127.0.0.1 or serving.host at serving.coordinator_port)")
+
+
+def coordinator_targets(targets: list[str] | None, cfg: Config) -> list[str]:
+    """Every coordinator a version switch goes to: the --target flags, else serving.coordinators, else the local one."""
+    return list(dict.fromkeys(targets or cfg.serving.coordinators or [cfg.serving.local_coordinator]))
+
+
 def cluster_admin_token(cfg: Config) -> str:
     """The admin token for calls to a cluster, or a CliError saying where to put one."""
     from tactical.rpc import ADMIN_TOKEN_ENV, admin_token

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import argparse
 
-from tactical_engine.commands import CliError, add_config_option, add_target_option, cluster_admin_token, require_range
+from tactical_engine.commands import (
+    CliError,
+    add_config_option,
+    add_targets_option,
+    cluster_admin_token,
+    coordinator_targets,
+    require_range,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("rollout", help="stage a model version on every agent, then activate it",
                        description="Upload a version's ONNX artifacts to the three agents (each verifies checksum, "
                                    "model, signature and a probe inference before keeping it), then tell the "
-                                   "coordinator to switch every decision to it at once. If any agent refuses, "
-                                   "nothing is activated and the command exits 1 naming the agent and the reason. "
+                                   "coordinator to switch every decision to it at once. With several coordinators "
+                                   "(repeated --target, or serving.coordinators), every agent of every coordinator "
+                                   "is staged once, the version is prepared on every coordinator, then all switch "
+                                   "together, and the window between the first and the last switch is printed; if "
+                                   "one cannot switch, none does. If any agent refuses, nothing is activated and "
+                                   "the command exits 1 naming the agent and the reason. "
                                    "Needs the admin token ($TACTICAL_ADMIN_TOKEN, serving.admin_token or "
                                    "paths.admin_token_file).")
     src = p.add_mutually_exclusive_group(required=True)
@@ -21,18 +32,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="a training checkpoint (a file, or a version directory holding checkpoint.pt): "
                           "published as a new model-store version, then rolled out")
     src.add_argument("--latest", action="store_true", help="the newest version of the model store")
-    add_target_option(p)
+    add_targets_option(p)
     add_config_option(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
+    from contextlib import ExitStack
 
     from agents.serving.model_store import ModelStore
     from tactical.config import load_config
-    from tactical_engine.client import TacticalClient, version_text
-    from tactical_engine.rollout import RolloutError, rollout
+    from tactical_engine.client import TacticalClient
+    from tactical_engine.rollout import RolloutError, describe, rollout
 
     require_range("--version", args.version, 0)
     cfg = load_config(args.config)
@@ -49,17 +61,17 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"the model store {store.root} holds no versions")
     else:
         version = args.version
-    target = args.target or cfg.serving.local_coordinator
     if version not in store.versions():
         raise CliError(f"version {version} is not in the model store {store.root} "
                        f"(it has {store.versions() or 'no versions'})")
-    with TacticalClient(target, cfg, admin_token=token) as client:
+    with ExitStack() as stack:
+        clients = [stack.enter_context(TacticalClient(target, cfg, admin_token=token))
+                   for target in coordinator_targets(args.target, cfg)]
         try:
-            result = rollout(client, store, version, cfg, token)
+            result = rollout(clients, store, version, cfg, token)
         except RolloutError as exc:  # an agent refused or the activation failed: exit 1, nothing changed
             print(f"tactical rollout: {exc}", file=sys.stderr)
             return 1
     staged = ", ".join(f"{name} ({'already held' if already else 'staged'})" for name, already in result.staged.items())
-    print(f"version {result.version} active (was {version_text(result.previous)}) after {result.seconds:.2f} s; "
-          f"agents: {staged}")
+    print(f"version {result.version} active {describe(result.switch)} after {result.seconds:.2f} s; agents: {staged}")
     return 0

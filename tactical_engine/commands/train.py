@@ -10,8 +10,9 @@ from tactical_engine.commands import (
     CliError,
     add_config_option,
     add_logging_options,
-    add_target_option,
+    add_targets_option,
     cluster_admin_token,
+    coordinator_targets,
     require_range,
     setup_command_logging,
 )
@@ -46,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="roll every published version out to a running cluster (stage on its agents, then "
                         "activate), so it follows training live; publishes every update unless --save-every says "
                         "otherwise; needs the admin token")
-    add_target_option(p)
+    add_targets_option(p)
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="train data-parallel on N local processes (gloo on 127.0.0.1; default 1)")
     add_logging_options(p)
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"--until: {exc}") from None
     push = None
     if args.push:
-        push = {"target": args.target or cfg.serving.local_coordinator, "token": cluster_admin_token(cfg)}
+        push = {"targets": coordinator_targets(args.target, cfg), "token": cluster_admin_token(cfg)}
     options = {"logging": {"level": args.log_level, "fmt": args.log_format},
                "data": args.data, "until_ms": until_ms, "updates": cfg.training.updates, "resume": args.resume,
                "save_every": args.save_every or (1 if args.push else 0)}
@@ -128,28 +129,33 @@ def _rank_session(config: dict, options: dict, push: dict | None) -> None:
 def _pusher(config: dict, push: dict):
     """after_publish for --push: roll the new version out; a failure is reported, training goes on."""
     import logging
+    from contextlib import ExitStack
 
     import grpc
 
     from agents.serving.model_store import ModelStore
     from tactical.config import config_from_dict
-    from tactical_engine.client import TacticalClient, version_text
-    from tactical_engine.rollout import RolloutError, rollout
+    from tactical_engine.client import TacticalClient
+    from tactical_engine.rollout import RolloutError, describe, rollout
 
     cfg = config_from_dict(config)
     store = ModelStore(cfg.paths.model_store)
     log = logging.getLogger("tactical.train")
 
+    where = ", ".join(push["targets"])
+
     def after_publish(version: int) -> None:
         try:
-            with TacticalClient(push["target"], cfg, admin_token=push["token"]) as client:
-                result = rollout(client, store, version, cfg, push["token"])
-            log.info("rolled out version %d to the cluster at %s (was %s) in %.2f s", version, push["target"],
-                     version_text(result.previous), result.seconds,
-                     extra={"version": version, "rollout_ms": round(result.seconds * 1000, 1)})
+            with ExitStack() as stack:
+                clients = [stack.enter_context(TacticalClient(target, cfg, admin_token=push["token"]))
+                           for target in push["targets"]]
+                result = rollout(clients, store, version, cfg, push["token"])
+            log.info("rolled out version %d to the cluster at %s %s in %.2f s", version, where, describe(result.switch),
+                     result.seconds, extra={"version": version, "rollout_ms": round(result.seconds * 1000, 1),
+                                            "switch_window_ms": result.switch.window_ms})
         except (RolloutError, grpc.RpcError) as exc:  # the cluster being away must not stop training
             detail = exc.details() if isinstance(exc, grpc.RpcError) else str(exc)
-            log.warning("push of version %d to %s failed: %s", version, push["target"], detail.splitlines()[0],
+            log.warning("push of version %d to %s failed: %s", version, where, detail.splitlines()[0],
                         extra={"version": version})
 
     return after_publish
