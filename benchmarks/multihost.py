@@ -90,6 +90,33 @@ def partition(cluster: netbed.BedCluster, agent: str = "entry") -> dict:
             "noticed_ms": [(r["recv"] - r["sent"]) * 1e3 for r in noticed_phase]}
 
 
+def switch_windows(cluster: netbed.BedCluster, switches: int) -> dict:
+    """Coordinated switches between versions 1 and 2 of both coordinators under a stream to each: the window
+    each rollout reports (the coordinators' switch times) and the one their audit logs show."""
+    streams = {c: cluster.stream(c, interval_ms=5) for c in cluster.coordinators}
+    timeline, reported = [(float("-inf"), float("-inf"), 1, 0.0)], []
+    try:
+        for s in streams.values():
+            s.wait(lambda rs: len(rs) >= 20, 60, "20 decisions before the switches")
+        for k in range(switches):
+            version = 2 if k % 2 == 0 else 1
+            began, began_wall = time.monotonic(), time.time()
+            out = cluster.rollout(version, *cluster.coordinators)
+            reported.append(float(out.split("switched within ")[1].split(" ms")[0]))
+            timeline.append((began, time.monotonic(), version, began_wall))
+            for c, s in streams.items():
+                s.wait_count_after(time.monotonic(), 20, 60, f"20 decisions after switch {k + 1} on {c}")
+    finally:
+        for s in streams.values():
+            s.stop()
+    for c in cluster.coordinators:
+        deadline = time.monotonic() + 30
+        while cluster.status(c)["audit_waiting"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+    audited = netbed.mixed_windows_ms({c: cluster.audit_rows(c) for c in cluster.coordinators}, timeline)
+    return {"reported": reported, "audited": audited}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--decisions", type=int, default=2000, help="decisions per latency scenario (default 2000)")
@@ -97,6 +124,8 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=3, help="training updates per torchrun run (default 3)")
     parser.add_argument("--repeats", type=int, default=2, help="torchrun runs per placement, alternating (default 2)")
     parser.add_argument("--no-training", action="store_true", help="skip the torchrun runs")
+    parser.add_argument("--switches", type=int, default=10,
+                        help="coordinated rollouts across the two coordinators under load (default 10)")
     args = parser.parse_args()
     delays = [float(d) for d in args.delays.split(",") if d]
 
@@ -108,7 +137,7 @@ def main() -> None:
         rows, training = [], []
         if not args.no_training:  # first, while the two cores are the trainers' alone
             training = run_training(bed, args.updates, args.repeats)
-        cluster = netbed.start_cluster(bed, versions=(1,), serving={"deadline_ms": 50.0})
+        cluster = netbed.start_cluster(bed, versions=(1, 2), serving={"deadline_ms": 50.0})
         print("cluster up: 3 agents, relay, 2 coordinators, version 1 active, mutual TLS", flush=True)
         # the reference: the same processes on one host (train1), client included, in the same run
         local = netbed.start_cluster(bed, versions=(1,), coordinators=("train1",), relay_for=None,
@@ -124,6 +153,7 @@ def main() -> None:
             label = f"+{delay:g} ms each way (+{2 * delay:g} ms RTT)" if delay else "relay, no delay"
             rows.append(("coord-a, fvg via relay", label, measure(cluster, "coord-a", args.decisions)))
         relay.set_delay(0)
+        windows = switch_windows(cluster, args.switches)
         cut = partition(cluster)
     elapsed = time.monotonic() - started
 
@@ -140,6 +170,12 @@ def main() -> None:
           f"{percentiles(cut['unnoticed_ms'])} ms (each waits for the deadline), afterwards "
           f"{percentiles(cut['noticed_ms'])} ms; every one degraded: {cut['degraded']}; entry voted again "
           f"{cut['back']:.1f} s after the link came back; failed calls {cut['failures']}")
+    print(f"\ncoordinated activation across coord-a and coord-b, {args.switches} rollouts (v1 <-> v2) under a "
+          f"stream to each (5 ms between decisions): window between the first and the last switch as reported "
+          f"(the coordinators' clocks) max {max(windows['reported']):.0f} ms, median "
+          f"{np.median(windows['reported']):.0f} ms; by the audit logs (one coordinator already on the new "
+          f"version while the other still answered with the old) max {max(windows['audited'])} ms, median "
+          f"{np.median(windows['audited']):.0f} ms")
     if training:
         print(f"\ntorchrun, gloo, {args.updates} updates of the packaged training config "
               f"(32 envs x 64 steps per rank per update):\n")

@@ -1169,6 +1169,20 @@ class BedCluster:
         return {name: p.pid for name, p in self.servers.items()}
 
 
+def mixed_windows_ms(rows: dict[str, list[tuple[int, int]]], timeline: list[tuple]) -> list[int]:
+    """Per switch in `timeline`: how long, by the coordinators' audit logs, one coordinator already answered
+    with the new version while another still answered with the old one (0: never)."""
+    windows = []
+    for k in range(1, len(timeline)):
+        old, new = timeline[k - 1][2], timeline[k][2]
+        start = timeline[k][3] * 1000
+        end = timeline[k + 1][3] * 1000 if k + 1 < len(timeline) else float("inf")
+        span = [(t, v) for coordinator in rows.values() for t, v in coordinator if start <= t < end]
+        first_new = min((t for t, v in span if v == new), default=None)
+        last_old = max((t for t, v in span if v == old), default=None)
+        windows.append(max(0, last_old - first_new) if first_new is not None and last_old is not None else 0)
+    return windows
+
 def write_bed_config(bed: Bed, name: str = "tactical", **sections: dict) -> Path:
     """One config for every host: mTLS files (relative: each host has its own), the bed's admin token,
     fixed ports (each host has its own network stack), state under each host's directory (relative

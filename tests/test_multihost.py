@@ -258,25 +258,11 @@ def test_a_coordinated_rollout_across_hosts_under_decision_streams_mixes_no_vers
         assert sum(votes) >= 0.9 * len(votes)  # the check above is not vacuous: nearly every vote is there
         wait_for(lambda c=c: cluster.status(c)["audit_waiting"] == 0, timeout=30)  # the audit log committed
         assert cluster.status(c)["active_version"] == 2
-    windows = mixed_windows_ms({c: cluster.audit_rows(c) for c in cluster.coordinators}, timeline)
+    windows = netbed.mixed_windows_ms({c: cluster.audit_rows(c) for c in cluster.coordinators}, timeline)
     print(f"\ncoordinators serving different versions after each switch (audit logs): {windows} ms; "
           f"reported: {[out.split('switched within ')[1].split(' ms')[0] for out in outputs]} ms")
     assert len(windows) == 3 and all(w >= 0 for w in windows)
 
-
-def mixed_windows_ms(rows: dict[str, list[tuple[int, int]]], timeline: list[tuple]) -> list[int]:
-    """Per switch in `timeline`: how long, by the coordinators' audit logs, one coordinator already answered
-    with the new version while another still answered with the old one (0: never)."""
-    windows = []
-    for k in range(1, len(timeline)):
-        old, new = timeline[k - 1][2], timeline[k][2]
-        start = timeline[k][3] * 1000
-        end = timeline[k + 1][3] * 1000 if k + 1 < len(timeline) else float("inf")
-        span = [(t, v) for coordinator in rows.values() for t, v in coordinator if start <= t < end]
-        first_new = min((t for t, v in span if v == new), default=None)
-        last_old = max((t for t, v in span if v == old), default=None)
-        windows.append(max(0, last_old - first_new) if first_new is not None and last_old is not None else 0)
-    return windows
 
 
 def test_a_failed_bed_leaves_nothing_and_a_crashed_runs_leftovers_are_swept(tmp_path, bed: Bed) -> None:
