@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -184,8 +185,26 @@ class Coordinator:
         held = [link.servable() for link in links if link.connected and link.info]
         if not held or sum(group.connected for group in self.agents.values()) < self.cfg.aggregation.min_agents:
             return None
-        common = set.intersection(*held)
+        common = [v for v in set.intersection(*held) if self.feature_skew(v) is None]
         return max(common) if common else None
+
+    def feature_skew(self, version: int) -> str | None:
+        """How the features this coordinator computes differ from those `version` was trained with, or None.
+
+        A model fed features computed with other settings (another momentum period, another scale)
+        answers confidently and wrongly; nothing else would notice.
+        """
+        here = dataclasses.asdict(self.cfg.features)
+        for link in self.links():
+            if link.info is not None and version in link.info.feature_settings:
+                trained = json.loads(link.info.feature_settings[version])
+                differ = [f"features.{key} {trained.get(key, '(absent)')} (here {here.get(key, '(absent)')})"
+                          for key in sorted(set(trained) | set(here)) if trained.get(key) != here.get(key)]
+                if differ:
+                    return (f"version {version} was trained with features this coordinator computes "
+                            f"differently: {', '.join(differ)}")
+                return None
+        return None  # no agent recorded its settings (a version published before they were)
 
     def problem(self, link: AgentLink, version: int | None = None) -> str | None:
         """Why this agent process cannot vote with `version` (default: the active one), or None."""

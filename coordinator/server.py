@@ -169,6 +169,8 @@ class ModelAdminServicer(cluster_pb2_grpc.ModelAdminServiceServicer):
         if missing:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                 f"version {version} is not staged on every agent: missing on {'; '.join(missing)}")
+        if (skew := e.feature_skew(version)) is not None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, skew)
 
     async def _switch(self, context, version: int, rollback: bool) -> cluster_pb2.ActivationResult:
         e = self.coordinator

@@ -10,13 +10,13 @@ import time
 
 import pytest
 
+from cluster_helpers import prepare_store, random_window, running_cluster, write_config
 from tactical.config import load_config
 from tactical.failpoints import CRASH_AT_ENV
 from tactical.rpc import admin_token
 from tactical_engine.client import TacticalClient
 from tactical_engine.launcher import Child, tactical_command
 from tactical_engine.rollout import RolloutError, activate, rollback, rollout, stage
-from tests.cluster_helpers import prepare_store, random_window, running_cluster, write_config
 
 pytestmark = pytest.mark.cluster
 

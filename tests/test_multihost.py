@@ -24,8 +24,8 @@ import pytest
 import torch
 
 import netbed
+from cluster_helpers import wait_for
 from netbed import AGENT_NAMES, HOSTS, NETNS_DIR, PREFIX, Bed, expected_votes, mixed_version_decisions, vote
-from tests.cluster_helpers import wait_for
 
 pytestmark = pytest.mark.cluster
 

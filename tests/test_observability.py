@@ -17,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents.serving.model_store import ModelStore
+from cluster_helpers import opinionated_model, reserved_port, running_cluster, wait_for, write_config
 from coordinator.audit import _SCHEMA, connect
 from market.drift import SHIFTED, STABLE, psi, reference_bins
 from market.features import compute_features
@@ -28,7 +29,6 @@ from tactical.v1 import decision_pb2
 from tactical.wire import FEATURE_NAMES, traceparent
 from tactical_engine import Client
 from tactical_engine.json_output import message_dict
-from tests.cluster_helpers import opinionated_model, reserved_port, running_cluster, wait_for, write_config
 from training.versions import ensure_default_version, publish
 
 ROOT = Path(__file__).resolve().parents[1]

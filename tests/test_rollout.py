@@ -30,6 +30,7 @@ from tactical.v1 import agent_pb2, agent_pb2_grpc, cluster_pb2, cluster_pb2_grpc
 from tactical_engine.client import AgentClient, TacticalClient, decide_request
 from tactical_engine.rollout import RolloutError, rollout
 from training.system import TacticalMARLSystem
+from training.versions import publish
 
 pytestmark = pytest.mark.cluster
 
@@ -410,3 +411,19 @@ def test_an_older_active_version_is_served_after_restarts(tmp_path):
         assert client.status().active_version == 1
         d = wait_for(lambda: (r := client.decide(window=random_window(2))).degraded is False and r)
         assert d.model_version == 1
+
+
+def test_a_version_trained_with_other_feature_settings_is_not_activated(setup, tmp_path):
+    """Features computed otherwise than in training would be served confidently wrong: refused, naming the keys."""
+    cfg = load_config(setup.config_path)
+    skewed = cfg.replace(features={"momentum_period": 10, "volume_window": 30})
+    torch.manual_seed(5)
+    version = publish(setup.store, TacticalMARLSystem(skewed).eval(), source="test: other feature settings")
+    with client_for(setup, setup.token) as client:
+        before = client.status().active_version
+        with pytest.raises(RolloutError) as refused:
+            rollout(client, setup.store, version, cfg, setup.token)
+        assert client.status().active_version == before
+    message = str(refused.value)
+    assert f"version {version} was trained with features this coordinator computes differently" in message
+    assert "features.momentum_period 10 (here 5)" in message and "features.volume_window 30 (here 20)" in message

@@ -56,6 +56,11 @@ class VersionRegistry:
         return {v: json.dumps(r.manifest.feature_reference) for v, r in self._runners.items()
                 if r.manifest.feature_reference is not None}
 
+    def feature_settings(self) -> dict[int, str]:
+        """Each loaded version's feature settings, as JSON (versions that recorded them)."""
+        return {v: json.dumps(r.manifest.feature_settings, sort_keys=True) for v, r in self._runners.items()
+                if r.manifest.feature_settings is not None}
+
     def get(self, version: int) -> ActorRunner | None:
         runner = self._runners.get(version)
         if runner is not None:

@@ -144,7 +144,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             p99_inference_us=percentile(latencies, 99), core=self.core, pid=os.getpid(),
             uptime_s=time.monotonic() - self.started, sha256=self.registry.sha256(),
             broken_versions=self.registry.broken(), feature_references=self.registry.feature_references(),
-            instance=INSTANCE)
+            instance=INSTANCE, feature_settings=self.registry.feature_settings())
 
 
 class AgentAdminServicer(agent_pb2_grpc.AgentAdminServiceServicer):

@@ -38,7 +38,7 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AgentInfo(_message.Message):
-    __slots__ = ("agent", "loaded_versions", "stored_versions", "active_requests", "windows_served", "batches", "p50_inference_us", "p99_inference_us", "core", "pid", "uptime_s", "sha256", "broken_versions", "feature_references", "instance")
+    __slots__ = ("agent", "loaded_versions", "stored_versions", "active_requests", "windows_served", "batches", "p50_inference_us", "p99_inference_us", "core", "pid", "uptime_s", "sha256", "broken_versions", "feature_references", "instance", "feature_settings")
     class Sha256Entry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,13 @@ class AgentInfo(_message.Message):
         key: int
         value: str
         def __init__(self, key: _Optional[int] = ..., value: _Optional[str] = ...) -> None: ...
+    class FeatureSettingsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: str
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[str] = ...) -> None: ...
     AGENT_FIELD_NUMBER: _ClassVar[int]
     LOADED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     STORED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +82,7 @@ class AgentInfo(_message.Message):
     BROKEN_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     FEATURE_REFERENCES_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_SETTINGS_FIELD_NUMBER: _ClassVar[int]
     agent: str
     loaded_versions: _containers.RepeatedScalarFieldContainer[int]
     stored_versions: _containers.RepeatedScalarFieldContainer[int]
@@ -90,7 +98,8 @@ class AgentInfo(_message.Message):
     broken_versions: _containers.ScalarMap[int, str]
     feature_references: _containers.ScalarMap[int, str]
     instance: str
-    def __init__(self, agent: _Optional[str] = ..., loaded_versions: _Optional[_Iterable[int]] = ..., stored_versions: _Optional[_Iterable[int]] = ..., active_requests: _Optional[int] = ..., windows_served: _Optional[int] = ..., batches: _Optional[int] = ..., p50_inference_us: _Optional[float] = ..., p99_inference_us: _Optional[float] = ..., core: _Optional[int] = ..., pid: _Optional[int] = ..., uptime_s: _Optional[float] = ..., sha256: _Optional[_Mapping[int, str]] = ..., broken_versions: _Optional[_Mapping[int, str]] = ..., feature_references: _Optional[_Mapping[int, str]] = ..., instance: _Optional[str] = ...) -> None: ...
+    feature_settings: _containers.ScalarMap[int, str]
+    def __init__(self, agent: _Optional[str] = ..., loaded_versions: _Optional[_Iterable[int]] = ..., stored_versions: _Optional[_Iterable[int]] = ..., active_requests: _Optional[int] = ..., windows_served: _Optional[int] = ..., batches: _Optional[int] = ..., p50_inference_us: _Optional[float] = ..., p99_inference_us: _Optional[float] = ..., core: _Optional[int] = ..., pid: _Optional[int] = ..., uptime_s: _Optional[float] = ..., sha256: _Optional[_Mapping[int, str]] = ..., broken_versions: _Optional[_Mapping[int, str]] = ..., feature_references: _Optional[_Mapping[int, str]] = ..., instance: _Optional[str] = ..., feature_settings: _Optional[_Mapping[int, str]] = ...) -> None: ...
 
 class StageChunk(_message.Message):
     __slots__ = ("header", "data")
