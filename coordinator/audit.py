@@ -47,6 +47,7 @@ import subprocess
 import sys
 import time
 import uuid
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ log = logging.getLogger(__name__)
 trouble_log = RateLimitedLog(log, interval_s=30.0)
 
 FAIL_OPEN, FAIL_CLOSED = "fail-open", "fail-closed"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _LENGTH = struct.Struct("<I")
 PIPE_BYTES = 1 << 20  # pipe capacity: a flush interval's frames at several thousand decisions/s
 _F_SETPIPE_SZ = 1031  # Linux fcntl
@@ -70,6 +71,7 @@ STALL_S = 5.0  # waiting records and no acknowledgement for this long past a pol
 DRAIN_TIMEOUT_S = 8.0  # a graceful stop waits this long for the writer's last commits (the launcher allows 10 s)
 SPILL_READ_BYTES = 4 << 20  # read back from the spill file in chunks of this size
 SPILL_PREFIX = "audit-spill."
+PRUNE_S = 60.0  # how often the writer clears windows past their retention
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS decisions (
@@ -89,21 +91,29 @@ _SCHEMA = (
     decision BLOB NOT NULL,            -- the whole tactical.v1.Decision as answered: votes, probabilities...
     instrument TEXT NOT NULL DEFAULT 'default',
     traceparent TEXT,                  -- the W3C trace context the client sent, NULL when none
+    close REAL,                        -- the last bar's close for bar requests, else NULL
+    window BLOB,                       -- zlib of the float32 window the agents saw; NULL past audit_window_days
     UNIQUE (run, seq)
 )""",
     "CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time_ms)",
     "CREATE INDEX IF NOT EXISTS decisions_instrument ON decisions (instrument, time_ms)",
 )
 _COLUMNS = ("run, seq, request_id, time_ms, window_sha256, bar_time_ms, action, confidence, model_version, "
-            "latency_ms, degraded, reason, decision, instrument, traceparent")
-_INSERT = f"INSERT OR IGNORE INTO decisions ({_COLUMNS}) VALUES ({', '.join('?' * 15)})"
+            "latency_ms, degraded, reason, decision, instrument, traceparent, close, window")
+_INSERT = f"INSERT OR IGNORE INTO decisions ({_COLUMNS}) VALUES ({', '.join('?' * 17)})"
+def _v2_table() -> str:
+    """The table as layout 2 had it (what migrating a layout-1 database starts from): the columns added later
+    are added by their own steps."""
+    later = ("instrument", "traceparent", "close", "window")
+    return "\n".join(line for line in _SCHEMA[0].splitlines() if line.split()[0] not in later)
+
+
 # Each earlier layout and the statements that bring it to the next; a database is brought up to date once.
 _MIGRATIONS = {
     # version 1: before (run, seq) keys, with NOT NULL numbers: rows kept, as run 'v1'
     1: ("DROP INDEX IF EXISTS decisions_time",
         "ALTER TABLE decisions RENAME TO decisions_v1",
-        _SCHEMA[0].replace("    instrument TEXT NOT NULL DEFAULT 'default',\n", "").replace(
-            "    traceparent TEXT,                  -- the W3C trace context the client sent, NULL when none\n", ""),
+        _v2_table(),
         "INSERT INTO decisions (run, seq, request_id, time_ms, window_sha256, bar_time_ms, action, confidence, "
         "model_version, latency_ms, degraded, reason, decision) SELECT 'v1', id, request_id, time_ms, window_sha256, "
         "bar_time_ms, action, confidence, model_version, latency_ms, degraded, reason, decision FROM decisions_v1",
@@ -112,6 +122,8 @@ _MIGRATIONS = {
     2: ("ALTER TABLE decisions ADD COLUMN instrument TEXT NOT NULL DEFAULT 'default'",),
     # version 3: before trace context
     3: ("ALTER TABLE decisions ADD COLUMN traceparent TEXT",),
+    # version 4: before windows and closes were kept (replay, the promotion gate)
+    4: ("ALTER TABLE decisions ADD COLUMN close REAL", "ALTER TABLE decisions ADD COLUMN window BLOB"),
 }
 
 
@@ -189,14 +201,17 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def row(payload: bytes) -> tuple[Any, ...]:
-    """The row of one record; values SQLite cannot hold become NULL (the decision blob keeps them)."""
+def row(payload: bytes, keep_window: bool = True) -> tuple[Any, ...]:
+    """The row of one record; values SQLite cannot hold become NULL (the decision blob keeps them). The window
+    is kept zlib-compressed (level 1: 1680 bytes of features become about 820)."""
     record = audit_pb2.AuditRecord.FromString(payload)
     d = decision_pb2.Decision.FromString(record.decision)
     return (record.run, record.seq, d.request_id, record.answered_ms, hashlib.sha256(record.window).hexdigest(),
             d.bar_time_ms, action_label(d.action), _finite(d.confidence),
             d.model_version if d.HasField("model_version") else None, _finite(d.latency_ms), int(d.degraded),
-            d.reason, record.decision, d.instrument or DEFAULT_INSTRUMENT, record.traceparent or None)
+            d.reason, record.decision, d.instrument or DEFAULT_INSTRUMENT, record.traceparent or None,
+            record.close if math.isfinite(record.close) and record.close > 0 else None,
+            zlib.compress(record.window, 1) if keep_window else None)
 
 
 @dataclass(frozen=True)
@@ -300,8 +315,10 @@ class AuditLog:
     """The coordinator's end of the audit trail (see the module docstring). Lives on the event loop."""
 
     def __init__(self, path: str | Path, *, flush_ms: float, policy: str = FAIL_OPEN,
-                 backlog_bytes: int = 64 << 20, spill_dir: str | Path | None = None, spill_bytes: int = 1 << 30):
+                 backlog_bytes: int = 64 << 20, spill_dir: str | Path | None = None, spill_bytes: int = 1 << 30,
+                 window_days: float = 30.0):
         self.path = Path(path)
+        self.window_days = window_days
         check_writable(self.path)
         self.flush_s = flush_ms / 1000
         self.policy = policy
@@ -335,13 +352,14 @@ class AuditLog:
         audit is not in trouble."""
         return self.policy == FAIL_OPEN or self.trouble() is None
 
-    def record(self, decision: decision_pb2.Decision, window: bytes, traceparent: str = "") -> None:
+    def record(self, decision: decision_pb2.Decision, window: bytes, traceparent: str = "",
+               close: float = math.nan) -> None:
         """Take a decision's record (a few microseconds); the writer gets it within flush_ms."""
         self.answered += 1
         self._seq += 1
         data = frame(audit_pb2.AuditRecord(run=self.run, seq=self._seq, answered_ms=int(time.time() * 1000),
                                            window=window, decision=decision.SerializeToString(),
-                                           traceparent=traceparent))
+                                           traceparent=traceparent, close=close))
         if not self._records:
             self._progress = time.monotonic()
         full = self._memory_bytes + len(data) > self.backlog_limit
@@ -390,8 +408,8 @@ class AuditLog:
     def _start_writer(self) -> None:
         self._restart = None
         writer = subprocess.Popen([sys.executable, "-m", "coordinator.audit", str(self.path), "--poll-ms",
-                                   str(self.flush_s * 500)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  start_new_session=True)
+                                   str(self.flush_s * 500), "--window-days", str(self.window_days)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
         fd = writer.stdin.fileno()
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
         fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_BYTES)
@@ -579,14 +597,15 @@ def _report(text: str) -> None:
         os.write(sys.stdout.fileno(), (text + "\n").encode())
 
 
-def run_writer(path: str, poll_s: float) -> None:
+def run_writer(path: str, poll_s: float, window_days: float = 30.0) -> None:
     """Every `poll_s`, read what the pipe holds and commit it; report each commit; stop at EOF.
 
     The writer keeps out of the serving processes' way: it is SCHED_IDLE (it never preempts
     them, it runs in the gaps), and it wakes on its own timer rather than on pipe writes (a
     pipe wakeup is scheduled onto the writing CPU and stalled the coordinator: measured +15-45%
     on the decision p99). A commit that fails is retried at the next poll with the same rows and
-    the error reported; the coordinator keeps every record until it is acknowledged.
+    the error reported; the coordinator keeps every record until it is acknowledged. Windows older
+    than `window_days` are cleared every PRUNE_S (0: none kept).
     """
     os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     fd = sys.stdin.buffer.fileno()
@@ -596,6 +615,7 @@ def run_writer(path: str, poll_s: float) -> None:
     committed = 0
     conn: sqlite3.Connection | None = None
     eof = False
+    pruned = time.monotonic()
     while not (eof and not rows):
         time.sleep(poll_s)
         while not eof:
@@ -609,7 +629,7 @@ def run_writer(path: str, poll_s: float) -> None:
         del pending[:used]
         for payload in payloads:
             try:
-                rows.append(row(payload))
+                rows.append(row(payload, keep_window=window_days > 0))
             except Exception as exc:  # a record that is not one (a damaged spill file): said, skipped
                 _report(f"error a damaged audit record was skipped: {exc}")
         if not rows:
@@ -632,6 +652,11 @@ def run_writer(path: str, poll_s: float) -> None:
         committed += len(rows)
         rows.clear()
         _report(f"ack {committed}")
+        if window_days > 0 and time.monotonic() - pruned > PRUNE_S:
+            pruned = time.monotonic()
+            with contextlib.suppress(sqlite3.Error):  # retried at the next prune
+                conn.execute("UPDATE decisions SET window = NULL WHERE window IS NOT NULL AND time_ms < ?",
+                             (int((time.time() - window_days * 86400) * 1000),))
     if conn is not None:
         conn.close()
 
@@ -657,6 +682,7 @@ def latest(path: str | Path, limit: int, *, request_id: str | None = None,
     out = []
     for record in reversed(rows):
         entry = dict(record)
+        entry.pop("window")  # the features (bytes; replay reads them): window_sha256 names them
         entry["degraded"] = bool(entry["degraded"])
         decision = decision_pb2.Decision.FromString(entry.pop("decision"))
         entry["probabilities"] = [round(p, 6) for p in decision.probabilities]
@@ -687,8 +713,9 @@ def main() -> None:
                                                  "on stdout (started by the coordinator).")
     parser.add_argument("path")
     parser.add_argument("--poll-ms", type=float, default=100.0)
+    parser.add_argument("--window-days", type=float, default=30.0)
     args = parser.parse_args()
-    run_writer(args.path, args.poll_ms / 1000)
+    run_writer(args.path, args.poll_ms / 1000, args.window_days)
 
 
 if __name__ == "__main__":

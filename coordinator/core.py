@@ -138,7 +138,7 @@ class Coordinator:
                                windows if version is not None else b"".join(item.window for item in items))
         if self.audit is not None:
             for item, d in zip(items, decisions, strict=True):
-                self.audit.record(d, item.window, traceparent)
+                self.audit.record(d, item.window, traceparent, item.close)
         return decisions
 
     def _account(self, decisions: list[decision_pb2.Decision], version: int | None,

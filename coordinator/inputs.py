@@ -11,6 +11,7 @@ both ValueErrors naming the problem (and, for bars, the instrument and the bar).
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ class Decoded:
     instrument: str
     window: bytes = b""
     bar_time: int = 0  # the last bar's time for bar(s) requests, else 0
+    close: float = math.nan  # the last bar's close for bar(s) requests, else NaN
     error: ValueError | None = None
 
 
@@ -53,10 +55,10 @@ class RequestDecoder:
             times, ohlcv = np.array([b.time_ms]), np.array([[b.open, b.high, b.low, b.close, b.volume]])
             for error in self.history.validate([item.instrument], times, ohlcv).values():
                 raise error
-            item.window, item.bar_time = self.history.append([item.instrument], [slot], times, ohlcv)[0].tobytes(), \
-                b.time_ms
+            item.window = self.history.append([item.instrument], [slot], times, ohlcv)[0].tobytes()
+            item.bar_time, item.close = b.time_ms, b.close
         else:
-            item.window, item.bar_time = self._window(request, kind, item.instrument)
+            item.window, item.bar_time, item.close = self._window(request, kind, item.instrument)
         return item
 
     def decode_batch(self, requests: Sequence[decision_pb2.DecideRequest]) -> list[Decoded]:
@@ -72,9 +74,9 @@ class RequestDecoder:
                         raise WireError(f"instrument {item.instrument} has two items in this batch; one bar each")
                     b = request.bar
                     ticks.append((item, self.history.check(item.instrument, b.time_ms), b))
-                    item.bar_time = b.time_ms
+                    item.bar_time, item.close = b.time_ms, b.close
                 else:
-                    item.window, item.bar_time = self._window(request, kind, item.instrument)
+                    item.window, item.bar_time, item.close = self._window(request, kind, item.instrument)
                 seen.add(item.instrument)
             except (WireError, BarDataError) as exc:
                 item = Decoded(request.request_id[:MAX_REQUEST_ID], request.instrument[:64], error=exc)
@@ -98,11 +100,12 @@ class RequestDecoder:
             raise WireError(f"request_id is {len(request.request_id)} characters, at most {MAX_REQUEST_ID}")
         return Decoded(request.request_id or f"{self._prefix}{next(self._ids)}", instrument_name(request.instrument))
 
-    def _window(self, request: decision_pb2.DecideRequest, kind: str | None, instrument: str) -> tuple[bytes, int]:
-        """(window bytes, time of the last bar or 0) of a window or bars request."""
+    def _window(self, request: decision_pb2.DecideRequest, kind: str | None,
+                instrument: str) -> tuple[bytes, int, float]:
+        """(window bytes, time and close of the last bar or 0 and NaN) of a window or bars request."""
         if kind == "window":
             decode_window(request.window, self.features.window)
-            return request.window.data, 0
+            return request.window.data, 0, math.nan
         if kind == "bars":
             n, need = len(request.bars.bars), self.features.min_bars
             if n < need:
@@ -114,5 +117,5 @@ class RequestDecoder:
             bars = Bars(time, *ohlcv.T)
             validate_bars(bars)
             rows = self.history.seed(instrument, bars)
-            return np.ascontiguousarray(rows, dtype=F32).tobytes(), int(bars.time[-1])
+            return np.ascontiguousarray(rows, dtype=F32).tobytes(), int(bars.time[-1]), float(bars.close[-1])
         raise WireError("the request carries neither a window, bars nor a bar")

@@ -266,7 +266,8 @@ async def start_coordinator(cfg: Config, *, host: str, port: int, agents: dict[s
     state = ActiveVersionState(state_dir)
     audit = AuditLog(audit_path, flush_ms=serving.audit_flush_ms, policy=serving.audit_policy,
                      backlog_bytes=serving.audit_backlog_bytes, spill_dir=cfg.paths.audit_spill or None,
-                     spill_bytes=serving.audit_spill_bytes) if audit_path else None
+                     spill_bytes=serving.audit_spill_bytes,
+                     window_days=serving.audit_window_days) if audit_path else None
     forecast = ArrivalForecast(serving.batch_linger_ms / 1000)
     groups = {name: AgentGroup(name, [AgentLink(name, address, serving, cfg.features.window, N_FEATURES,
                                                 forecast) for address in agents[name]])

@@ -194,6 +194,7 @@ class ServingConfig:
     audit_policy: str
     audit_backlog_bytes: int
     audit_spill_bytes: int
+    audit_window_days: float
     metrics_port: int
     health_window: int
     coordinators: list[str]
@@ -208,7 +209,7 @@ class ServingConfig:
         _port(f"{at}.coordinator_port", self.coordinator_port, allow_zero=True)
         _port(f"{at}.metrics_port", self.metrics_port, allow_zero=True)
         _agent_keys(f"{at}.agents", self.agents)
-        _non_negative(at, self, "max_bar_gap_ms")
+        _non_negative(at, self, "max_bar_gap_ms", "audit_window_days")
         _positive(at, self, "deadline_ms", "max_batch", "max_in_flight", "max_bars", "max_instruments",
                   "max_batch_items", "max_message_bytes",
                   "max_concurrent_calls", "versions_kept", "audit_flush_ms", "audit_backlog_bytes",

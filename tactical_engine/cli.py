@@ -17,7 +17,7 @@ from tactical.errors import UserError
 
 # Command name -> module under tactical_engine.commands; the order is the order of `tactical --help`.
 COMMANDS = ("demo", "up", "health", "status", "decide", "train", "tune", "rollout", "rollback", "versions", "backtest",
-            "evaluate", "audit", "agent", "coordinator", "features")
+            "evaluate", "audit", "replay", "agent", "coordinator", "features")
 
 
 def build_parser() -> argparse.ArgumentParser:

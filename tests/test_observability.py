@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agents.serving.model_store import ModelStore
 from cluster_helpers import opinionated_model, reserved_port, running_cluster, wait_for, write_config
-from coordinator.audit import _SCHEMA, connect
+from coordinator.audit import _SCHEMA, SCHEMA_VERSION, connect
 from market.drift import SHIFTED, STABLE, psi, reference_bins
 from market.features import compute_features
 from market.synthetic import configured
@@ -83,14 +83,15 @@ def test_json_output_has_snake_case_keys_numbers_as_numbers_and_null_for_unset()
 def test_an_audit_log_of_the_layout_before_traces_is_brought_up_to_date_with_its_rows(tmp_path):
     path = tmp_path / "audit.sqlite"
     old = sqlite3.connect(path)
-    old.execute(_SCHEMA[0].replace("    traceparent TEXT,", "    --"))
+    old.execute("\n".join(line for line in _SCHEMA[0].splitlines()
+                           if line.split()[0] not in ("traceparent", "close", "window")))
     old.execute("INSERT INTO decisions (run, seq, request_id, time_ms, window_sha256, bar_time_ms, action, degraded, "
                 "reason, decision) VALUES ('r', 1, 'kept', 1, 'x', 0, 'Hold', 0, '', x'')")
     old.execute("PRAGMA user_version = 3")
     old.commit()
     old.close()
     conn = connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert conn.execute("SELECT request_id, traceparent FROM decisions").fetchall() == [("kept", None)]
     conn.close()
 

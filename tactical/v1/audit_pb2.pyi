@@ -5,17 +5,19 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AuditRecord(_message.Message):
-    __slots__ = ("run", "seq", "answered_ms", "window", "decision", "traceparent")
+    __slots__ = ("run", "seq", "answered_ms", "window", "decision", "traceparent", "close")
     RUN_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     ANSWERED_MS_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_FIELD_NUMBER: _ClassVar[int]
     run: str
     seq: int
     answered_ms: int
     window: bytes
     decision: bytes
     traceparent: str
-    def __init__(self, run: _Optional[str] = ..., seq: _Optional[int] = ..., answered_ms: _Optional[int] = ..., window: _Optional[bytes] = ..., decision: _Optional[bytes] = ..., traceparent: _Optional[str] = ...) -> None: ...
+    close: float
+    def __init__(self, run: _Optional[str] = ..., seq: _Optional[int] = ..., answered_ms: _Optional[int] = ..., window: _Optional[bytes] = ..., decision: _Optional[bytes] = ..., traceparent: _Optional[str] = ..., close: _Optional[float] = ...) -> None: ...
