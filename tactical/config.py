@@ -24,6 +24,7 @@ from tactical.errors import UserError
 
 AGENT_NAMES = ("fvg", "momentum", "entry")
 AUDIT_POLICIES = ("fail-open", "fail-closed")
+PROMOTION_GATES = ("off", "better", "significant")  # tactical_engine.promotion
 
 
 class ConfigError(UserError, ValueError):
@@ -198,6 +199,8 @@ class ServingConfig:
     metrics_port: int
     health_window: int
     coordinators: list[str]
+    promotion_gate: str
+    promotion_bars: int
 
     @property
     def local_coordinator(self) -> str:
@@ -213,7 +216,9 @@ class ServingConfig:
         _positive(at, self, "deadline_ms", "max_batch", "max_in_flight", "max_bars", "max_instruments",
                   "max_batch_items", "max_message_bytes",
                   "max_concurrent_calls", "versions_kept", "audit_flush_ms", "audit_backlog_bytes",
-                  "audit_spill_bytes", "health_window")
+                  "audit_spill_bytes", "health_window", "promotion_bars")
+        if self.promotion_gate not in PROMOTION_GATES:
+            raise ConfigError(f"{at}.promotion_gate: one of {', '.join(PROMOTION_GATES)}, got {self.promotion_gate!r}")
         if self.audit_policy not in AUDIT_POLICIES:
             raise ConfigError(f"{at}.audit_policy: one of {', '.join(AUDIT_POLICIES)}, got {self.audit_policy!r}")
         if self.batch_linger_ms < 0:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
@@ -27,11 +28,17 @@ from agents.serving.model_store import ModelStore
 from tactical.config import AGENT_NAMES, Config
 from tactical.errors import UserError
 from tactical.v1 import cluster_pb2
+from tactical_engine import promotion
 from tactical_engine.client import AgentClient, TacticalClient, version_text
+from tactical_engine.promotion import Verdict
 
 
 class RolloutError(UserError, RuntimeError):
     """A rollout or rollback that did not happen; the message names the agent(s) or coordinator(s) and why."""
+
+
+class PromotionRefused(RolloutError):
+    """The promotion gate refused the candidate (nothing was staged or switched); the message holds the numbers."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class RolloutResult:
     staged: dict[str, bool]  # "agent at host:port" -> it already held that version
     seconds: float
     switch: SwitchResult
+    verdict: Verdict  # the promotion gate's
 
 
 Coordinators = TacticalClient | Sequence[TacticalClient]
@@ -77,13 +85,29 @@ def _failures(outcomes: dict[str, object]) -> str:
                      for address, exc in outcomes.items() if isinstance(exc, grpc.RpcError))
 
 
-def rollout(coordinators: Coordinators, store: ModelStore, version: int, cfg: Config, token: str) -> RolloutResult:
-    """Stage `version` from `store` on every agent the coordinators know, then switch every coordinator to it."""
+def rollout(coordinators: Coordinators, store: ModelStore, version: int, cfg: Config, token: str, *,
+            gate: str | None = None, eval_data: str | Path | None = None) -> RolloutResult:
+    """Stage `version` from `store` on every agent the coordinators know, then switch every coordinator to it.
+
+    First the promotion gate (tactical_engine.promotion; policy `gate`, default serving.promotion_gate)
+    compares it with the first coordinator's active version, on `eval_data` (bars) or the audit log's
+    recent traffic; PromotionRefused, with the numbers, when it does not pass.
+    """
     start = time.perf_counter()
-    staged = stage(coordinators, store, version, cfg, token)
-    switch = activate(coordinators, version)
+    clients = _each(coordinators)
+    status = clients[0].status()
+    active = status.active_version if status.HasField("active_version") else None
+    if version not in store.versions():
+        raise RolloutError(f"version {version} is not in the model store {store.root} "
+                           f"(it has {store.versions() or 'no versions'})")
+    verdict = promotion.evaluate(store, version, active, cfg, gate or cfg.serving.promotion_gate,
+                                 eval_data=eval_data)
+    if not verdict.passed:
+        raise PromotionRefused(f"{verdict.describe()}; nothing was staged or switched (--force overrides)")
+    staged = stage(clients, store, version, cfg, token)
+    switch = activate(clients, version)
     first = next(iter(switch.previous.values()))
-    return RolloutResult(version, first, staged, time.perf_counter() - start, switch)
+    return RolloutResult(version, first, staged, time.perf_counter() - start, switch, verdict)
 
 
 def stage(coordinators: Coordinators, store: ModelStore, version: int, cfg: Config, token: str) -> dict[str, bool]:

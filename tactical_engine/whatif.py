@@ -55,11 +55,11 @@ def bar_pnl(actions: np.ndarray, scored: Scoreable, cost: float) -> np.ndarray:
     return position_log_pnl(held, previous, scored.next_log_return, cost)
 
 
-def replay_actions(engine: Engine, traffic: LoggedTraffic) -> tuple[np.ndarray, np.ndarray]:
-    """(actions, combined probabilities) of the engine's version on every logged window."""
-    if not len(traffic):
+def replay_actions(engine: Engine, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(actions, combined probabilities) of the engine's version on every window (N, 60, 7)."""
+    if not len(windows):
         return np.zeros(0, np.int64), np.zeros((0, 3))
-    aggregate = engine.aggregate(traffic.windows)
+    aggregate = engine.aggregate(windows)
     return aggregate.actions, aggregate.combined
 
 

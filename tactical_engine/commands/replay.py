@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
                 raise CliError(f"{flag}: {exc}") from None
     traffic = read_traffic(path, start_ms=bounds.get("--from"), end_ms=bounds.get("--to"),
                            instrument=args.instrument, shape=(cfg.features.window, 7))
-    actions, combined = replay_actions(Engine(store, args.version, cfg), traffic)
+    actions, combined = replay_actions(Engine(store, args.version, cfg), traffic.windows)
     clean = ~traffic.degraded & (traffic.version >= 0)
     same = actions == traffic.action
     scored = scoreable(traffic)

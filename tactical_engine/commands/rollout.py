@@ -32,6 +32,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="a training checkpoint (a file, or a version directory holding checkpoint.pt): "
                           "published as a new model-store version, then rolled out")
     src.add_argument("--latest", action="store_true", help="the newest version of the model store")
+    p.add_argument("--gate", choices=("off", "better", "significant"), default=None,
+                   help="the promotion gate: compare the version with the active one on recent served bars before "
+                        "anything is staged; better: it must earn more; significant: the paired 95%% interval of "
+                        "its per-bar P&L difference must be above zero (default: serving.promotion_gate)")
+    p.add_argument("--eval-data", metavar="FILE", default=None,
+                   help="compare on the bars of this CSV or Parquet file instead of the audit log's recent traffic "
+                        "(the audit log is read locally: paths.audit_log)")
+    p.add_argument("--force", action="store_true", help="skip the promotion gate")
     add_targets_option(p)
     add_config_option(p)
     p.set_defaults(handler=run)
@@ -68,10 +76,12 @@ def run(args: argparse.Namespace) -> int:
         clients = [stack.enter_context(TacticalClient(target, cfg, admin_token=token))
                    for target in coordinator_targets(args.target, cfg)]
         try:
-            result = rollout(clients, store, version, cfg, token)
-        except RolloutError as exc:  # an agent refused or the activation failed: exit 1, nothing changed
+            result = rollout(clients, store, version, cfg, token, gate="off" if args.force else args.gate,
+                             eval_data=args.eval_data)
+        except RolloutError as exc:  # the gate or an agent refused, or the activation failed: exit 1, nothing changed
             print(f"tactical rollout: {exc}", file=sys.stderr)
             return 1
     staged = ", ".join(f"{name} ({'already held' if already else 'staged'})" for name, already in result.staged.items())
+    print(result.verdict.describe())
     print(f"version {result.version} active {describe(result.switch)} after {result.seconds:.2f} s; agents: {staged}")
     return 0

@@ -150,12 +150,13 @@ def _pusher(config: dict, push: dict):
                 clients = [stack.enter_context(TacticalClient(target, cfg, admin_token=push["token"]))
                            for target in push["targets"]]
                 result = rollout(clients, store, version, cfg, push["token"])
-            log.info("rolled out version %d to the cluster at %s %s in %.2f s", version, where, describe(result.switch),
-                     result.seconds, extra={"version": version, "rollout_ms": round(result.seconds * 1000, 1),
-                                            "switch_window_ms": result.switch.window_ms})
-        except (RolloutError, grpc.RpcError) as exc:  # the cluster being away must not stop training
+            log.info("rolled out version %d to the cluster at %s %s in %.2f s; %s", version, where,
+                     describe(result.switch), result.seconds, result.verdict.describe(),
+                     extra={"version": version, "rollout_ms": round(result.seconds * 1000, 1),
+                            "switch_window_ms": result.switch.window_ms})
+        except (RolloutError, grpc.RpcError) as exc:  # a refusal or the cluster being away must not stop training
             detail = exc.details() if isinstance(exc, grpc.RpcError) else str(exc)
-            log.warning("push of version %d to %s failed: %s", version, where, detail.splitlines()[0],
+            log.warning("version %d not rolled out to %s: %s", version, where, detail.splitlines()[0],
                         extra={"version": version})
 
     return after_publish
