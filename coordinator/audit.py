@@ -38,6 +38,7 @@ import collections
 import contextlib
 import fcntl
 import hashlib
+import json
 import logging
 import math
 import os
@@ -93,18 +94,31 @@ _SCHEMA = (
     traceparent TEXT,                  -- the W3C trace context the client sent, NULL when none
     close REAL,                        -- the last bar's close for bar requests, else NULL
     window BLOB,                       -- zlib of the float32 window the agents saw; NULL past audit_window_days
+    shadow_version INTEGER,            -- the shadow version run beside the active one, NULL when none
+    shadow_action TEXT,                -- its action on the same window
+    UNIQUE (run, seq)
+)""",
+    """CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    run TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    time_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,                -- e.g. guard-rollback
+    detail TEXT NOT NULL,              -- JSON: what happened and why, with the figures
     UNIQUE (run, seq)
 )""",
     "CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time_ms)",
     "CREATE INDEX IF NOT EXISTS decisions_instrument ON decisions (instrument, time_ms)",
 )
 _COLUMNS = ("run, seq, request_id, time_ms, window_sha256, bar_time_ms, action, confidence, model_version, "
-            "latency_ms, degraded, reason, decision, instrument, traceparent, close, window")
-_INSERT = f"INSERT OR IGNORE INTO decisions ({_COLUMNS}) VALUES ({', '.join('?' * 17)})"
+            "latency_ms, degraded, reason, decision, instrument, traceparent, close, window, shadow_version, "
+            "shadow_action")
+_INSERT = f"INSERT OR IGNORE INTO decisions ({_COLUMNS}) VALUES ({', '.join('?' * 19)})"
+_INSERT_EVENT = "INSERT OR IGNORE INTO events (run, seq, time_ms, kind, detail) VALUES (?, ?, ?, ?, ?)"
 def _v2_table() -> str:
     """The table as layout 2 had it (what migrating a layout-1 database starts from): the columns added later
     are added by their own steps."""
-    later = ("instrument", "traceparent", "close", "window")
+    later = ("instrument", "traceparent", "close", "window", "shadow_version", "shadow_action")
     return "\n".join(line for line in _SCHEMA[0].splitlines() if line.split()[0] not in later)
 
 
@@ -122,8 +136,10 @@ _MIGRATIONS = {
     2: ("ALTER TABLE decisions ADD COLUMN instrument TEXT NOT NULL DEFAULT 'default'",),
     # version 3: before trace context
     3: ("ALTER TABLE decisions ADD COLUMN traceparent TEXT",),
-    # version 4: before windows and closes were kept (replay, the promotion gate)
-    4: ("ALTER TABLE decisions ADD COLUMN close REAL", "ALTER TABLE decisions ADD COLUMN window BLOB"),
+    # version 4: before windows and closes were kept (replay, the promotion gate), and shadows and events
+    4: ("ALTER TABLE decisions ADD COLUMN close REAL", "ALTER TABLE decisions ADD COLUMN window BLOB",
+        "ALTER TABLE decisions ADD COLUMN shadow_version INTEGER",
+        "ALTER TABLE decisions ADD COLUMN shadow_action TEXT"),
 }
 
 
@@ -201,17 +217,22 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def row(payload: bytes, keep_window: bool = True) -> tuple[Any, ...]:
-    """The row of one record; values SQLite cannot hold become NULL (the decision blob keeps them). The window
-    is kept zlib-compressed (level 1: 1680 bytes of features become about 820)."""
+def row(payload: bytes, keep_window: bool = True) -> tuple[str, tuple[Any, ...]]:
+    """("decision" or "event", the row of one record); values SQLite cannot hold become NULL (the decision blob
+    keeps them). The window is kept zlib-compressed (level 1: 1680 bytes of features become about 820)."""
     record = audit_pb2.AuditRecord.FromString(payload)
+    if record.event:
+        return "event", (record.run, record.seq, record.answered_ms, json.loads(record.event)["kind"], record.event)
     d = decision_pb2.Decision.FromString(record.decision)
-    return (record.run, record.seq, d.request_id, record.answered_ms, hashlib.sha256(record.window).hexdigest(),
+    return "decision", (
+            record.run, record.seq, d.request_id, record.answered_ms, hashlib.sha256(record.window).hexdigest(),
             d.bar_time_ms, action_label(d.action), _finite(d.confidence),
             d.model_version if d.HasField("model_version") else None, _finite(d.latency_ms), int(d.degraded),
             d.reason, record.decision, d.instrument or DEFAULT_INSTRUMENT, record.traceparent or None,
             record.close if math.isfinite(record.close) and record.close > 0 else None,
-            zlib.compress(record.window, 1) if keep_window else None)
+            zlib.compress(record.window, 1) if keep_window else None,
+            record.shadow_version if record.HasField("shadow_version") else None,
+            action_label(record.shadow_action) if record.HasField("shadow_version") else None)
 
 
 @dataclass(frozen=True)
@@ -353,15 +374,12 @@ class AuditLog:
         return self.policy == FAIL_OPEN or self.trouble() is None
 
     def record(self, decision: decision_pb2.Decision, window: bytes, traceparent: str = "",
-               close: float = math.nan) -> None:
+               close: float = math.nan, shadow_version: int | None = None, shadow_action: int = 0) -> None:
         """Take a decision's record (a few microseconds); the writer gets it within flush_ms."""
         self.answered += 1
-        self._seq += 1
-        data = frame(audit_pb2.AuditRecord(run=self.run, seq=self._seq, answered_ms=int(time.time() * 1000),
-                                           window=window, decision=decision.SerializeToString(),
-                                           traceparent=traceparent, close=close))
-        if not self._records:
-            self._progress = time.monotonic()
+        data = self._framed(audit_pb2.AuditRecord(window=window, decision=decision.SerializeToString(),
+                                                  traceparent=traceparent, close=close,
+                                                  shadow_version=shadow_version, shadow_action=shadow_action))
         full = self._memory_bytes + len(data) > self.backlog_limit
         if self._spill is not None and (self._spill.pending or full) and self._spill.append(data):
             pass
@@ -373,10 +391,27 @@ class AuditLog:
             return
         else:  # fail-closed keeps every record it took, over the limit if it must
             self._keep(data, ours=True)
+        self._schedule()
+
+    def event(self, kind: str, **detail: Any) -> None:
+        """Record an operational event (the guard's rollback...) in the events table, beside the decisions.
+        Events are rare and small: they wait in memory whatever the backlog, and are not decisions (ours=None)."""
+        self._keep(self._framed(audit_pb2.AuditRecord(event=json.dumps({"kind": kind, **detail}))), ours=None)
+        self._schedule()
+
+    def _framed(self, record: audit_pb2.AuditRecord) -> bytes:
+        self._seq += 1
+        record.run, record.seq, record.answered_ms = self.run, self._seq, int(time.time() * 1000)
+        if not self._records:
+            self._progress = time.monotonic()
+        return frame(record)
+
+    def _schedule(self) -> None:
         if self._timer is None and not self._watching:
             self._timer = asyncio.get_running_loop().call_later(self.flush_s, self._flush)
 
-    def _keep(self, data: bytes, ours: bool) -> None:
+    def _keep(self, data: bytes, ours: bool | None) -> None:
+        """`ours`: a decision of this run (True), an earlier run's (False), an event (None)."""
         self._records.append((data, ours))
         self._memory_bytes += len(data)
         if self._writer is not None:
@@ -446,7 +481,7 @@ class AuditLog:
             self._memory_bytes -= len(data)
             if ours:
                 self.logged += 1
-            else:
+            elif ours is False:
                 self.recovered += 1
                 self._leftover_pending -= 1
         self._acked = total
@@ -611,7 +646,7 @@ def run_writer(path: str, poll_s: float, window_days: float = 30.0) -> None:
     fd = sys.stdin.buffer.fileno()
     os.set_blocking(fd, False)
     pending = bytearray()
-    rows: list[tuple[Any, ...]] = []
+    rows: list[tuple[str, tuple[Any, ...]]] = []
     committed = 0
     conn: sqlite3.Connection | None = None
     eof = False
@@ -638,7 +673,8 @@ def run_writer(path: str, poll_s: float, window_days: float = 30.0) -> None:
             if conn is None:
                 conn = connect(path)
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(_INSERT, rows)
+            conn.executemany(_INSERT, [values for kind, values in rows if kind == "decision"])
+            conn.executemany(_INSERT_EVENT, [values for kind, values in rows if kind == "event"])
             conn.execute("COMMIT")
         except (sqlite3.Error, OSError) as exc:
             if conn is not None:  # start afresh next time: a connection that failed a write may stay failed

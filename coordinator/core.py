@@ -18,13 +18,14 @@ from collections.abc import Sequence
 import grpc
 import numpy as np
 
-from coordinator.aggregation import AggregationRule
+from coordinator.aggregation import AggregationRule, valid_votes
 from coordinator.audit import AuditLog, AuditUnavailable
 from coordinator.committee import CommitteeWatch
 from coordinator.decisions import decide_block
 from coordinator.inputs import Decoded, RequestDecoder
 from coordinator.links import AgentGroup, AgentLink, ArrivalForecast, Fanout
 from coordinator.metrics import CoordinatorMetrics
+from coordinator.scoring import LiveScores
 from coordinator.state import ActiveVersionState
 from tactical.config import Config
 from tactical.v1 import common_pb2, decision_pb2
@@ -57,8 +58,31 @@ class Coordinator:
         self.metrics = CoordinatorMetrics(tuple(agents))
         self.committee = CommitteeWatch(tuple(agents), cfg.serving.health_window, N_FEATURES)
         self._references: dict[int, dict] = {}  # version -> its training reference for drift
+        self.scores = LiveScores(cfg.training.transaction_cost, cfg.serving.max_instruments)
+        self.scores.start_shadow(state.shadow)
+        self._activation_counts = (0, 0)  # (decisions, invalid votes) when the active version became active
+        self.on_activated(state.version)
         self.started = time.monotonic()
         self.shutting_down = False
+
+    def on_activated(self, version: int | None) -> None:
+        """A version became active (activation, rollback, the guard): what is judged since activation restarts."""
+        self.scores.activated(version)
+        if self.state.shadow is None and self.scores.shadow is not None:  # the shadow was promoted
+            self.scores.start_shadow(None)
+        self._activation_counts = (self.decisions, self._invalid_votes())
+
+    def since_activation(self) -> tuple[int, int]:
+        """(decisions, invalid votes) since the active version became active."""
+        decisions, invalid = self._activation_counts
+        return self.decisions - decisions, self._invalid_votes() - invalid
+
+    def _invalid_votes(self) -> int:
+        return sum(self.metrics.votes_missing[(name, "invalid")] for name in self.agents)
+
+    def scoring(self) -> bool:
+        """Whether decisions are scored live: for a shadow, or for the guard's drawdown."""
+        return self.state.shadow is not None or self.cfg.serving.guard_max_drawdown > 0
 
     def serving(self) -> bool:
         version = self.state.version
@@ -109,6 +133,7 @@ class Coordinator:
         values = np.zeros((n, agents))
         answered = np.zeros(agents, dtype=bool)
         latencies = [0.0] * agents
+        shadow = self.state.shadow if version is not None and self.state.shadow != version else None
         if version is None:
             errors = ["no model version is active yet"] * agents
         else:
@@ -116,7 +141,7 @@ class Coordinator:
             fanout = Fanout(agents, n, loop)
             windows = items[0].window if n == 1 else b"".join(item.window for item in items)
             for index, group in enumerate(self.agents.values()):
-                group.submit(version, windows, fanout, index)
+                group.submit(version, windows, fanout, index, shadow)
             if fanout.remaining:
                 timer = loop.call_later(self.deadline_s, _expire, fanout.done)
                 await fanout.done
@@ -136,10 +161,39 @@ class Coordinator:
         self._account(decisions, version, answered, voted, errors, latencies)
         self.committee.observe(version, voted, probs, agg.combined, agg.hold_reason,
                                windows if version is not None else b"".join(item.window for item in items))
+        shadow_actions = self._shadow_actions(fanout.answers, n) if shadow is not None else None
+        if shadow_actions is not None:
+            self._count_shadow(decisions, shadow_actions)
+        if self.scoring():
+            self._score(items, decisions, version, shadow_actions)
         if self.audit is not None:
-            for item, d in zip(items, decisions, strict=True):
-                self.audit.record(d, item.window, traceparent, item.close)
+            for k, (item, d) in enumerate(zip(items, decisions, strict=True)):
+                self.audit.record(d, item.window, traceparent, item.close, shadow,
+                                  0 if shadow_actions is None else int(shadow_actions[k]))
         return decisions
+
+    def _shadow_actions(self, answers: list, n: int) -> np.ndarray | None:
+        """The shadow version's decisions on the block, by the same rule (None when no agent ran it)."""
+        probs = np.zeros((n, len(answers), 3))
+        voted = np.zeros((n, len(answers)), dtype=bool)
+        for a, answer in enumerate(answers):
+            if answer is not None and answer.shadow is not None:
+                probs[:, a] = answer.shadow
+                voted[:, a] = valid_votes(answer.shadow, np.zeros(n))
+        return self.rule(probs, voted).actions if voted.any() else None
+
+    def _count_shadow(self, decisions: list[decision_pb2.Decision], shadow_actions: np.ndarray) -> None:
+        s = self.scores.shadow
+        if s is not None:
+            s.decisions += len(decisions)
+            s.agreed += sum(int(d.action) == int(a) for d, a in zip(decisions, shadow_actions, strict=True))
+
+    def _score(self, items: list[Decoded], decisions: list[decision_pb2.Decision], version: int | None,
+               shadow_actions: np.ndarray | None) -> None:
+        for k, (item, d) in enumerate(zip(items, decisions, strict=True)):
+            if item.close == item.close and d.action:  # priced (a bar request) and answered
+                self.scores.observe(item.instrument, item.bar_time, item.close, version, d.action - 2.0,
+                                    None if shadow_actions is None else float(shadow_actions[k]) - 2.0)
 
     def _account(self, decisions: list[decision_pb2.Decision], version: int | None,
                  answered: np.ndarray, voted: np.ndarray, errors: list[str], latencies: list[float]) -> None:

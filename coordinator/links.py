@@ -43,6 +43,7 @@ class AgentAnswer:
     values: np.ndarray  # (count,) float32
     version: int
     received: float  # time.perf_counter() when the answer arrived
+    shadow: np.ndarray | None = None  # (count, 3) the shadow version's probabilities, when one ran
 
 
 class Fanout:
@@ -139,14 +140,15 @@ class AgentLink:
             await asyncio.gather(self._task, return_exceptions=True)
         await self.channel.close()
 
-    def submit(self, version: int, windows: bytes, fanout: Fanout, index: int) -> None:
-        """Send this block of windows (fanout.count of them); the answer or failure lands in slot `index`."""
+    def submit(self, version: int, windows: bytes, fanout: Fanout, index: int, shadow: int | None = None) -> None:
+        """Send this block of windows (fanout.count of them), also to `shadow` if given; the answer or failure
+        lands in slot `index`."""
         if not self.connected:
             fanout.fail(index, self.last_error)
         else:
             if not self._pending:
                 self._pending_since = time.perf_counter()
-            self._pending.append((version, windows, fanout, index))
+            self._pending.append(((version, shadow), windows, fanout, index))
             self._pending_windows += fanout.count
             self._wake.set()
 
@@ -249,7 +251,7 @@ class AgentLink:
                 count = sum(f.count for _, _, f, _ in live)
                 data = live[0][1] if len(live) == 1 else b"".join(w for _, w, _, _ in live)  # a big block: no copy
                 request = agent_pb2.ActRequest(
-                    seq=self._seq, model_version=version,
+                    seq=self._seq, model_version=version[0], shadow_version=version[1],
                     windows=common_pb2.WindowBatch(data=data, count=count, bars=self.window, features=self.n_features))
                 self.messages_sent += 1
                 self.windows_sent += count
@@ -281,11 +283,13 @@ class AgentLink:
                 for fanout, index in slots:
                     fanout.fail(index, error)
                 continue
+            shadow = np.frombuffer(response.shadow_probabilities, dtype="<f4").reshape(-1, 3) \
+                if len(response.shadow_probabilities) == expected * 12 else None
             offset = 0
             for fanout, index in slots:
                 end = offset + fanout.count
                 fanout.answer(index, AgentAnswer(probs[offset:end], values[offset:end], response.model_version,
-                                                 received))
+                                                 received, None if shadow is None else shadow[offset:end]))
                 offset = end
 
 
@@ -311,16 +315,16 @@ class AgentGroup:
         """Some replica can answer with this version."""
         return any(link.holds(version) for link in self.links)
 
-    def submit(self, version: int, windows: bytes, fanout: Fanout, index: int) -> None:
+    def submit(self, version: int, windows: bytes, fanout: Fanout, index: int, shadow: int | None = None) -> None:
         if len(self.links) == 1:  # the usual case, on the hot path: no choice to make
-            self.links[0].submit(version, windows, fanout, index)
+            self.links[0].submit(version, windows, fanout, index, shadow)
             return
         ready = [link for link in self.links if link.holds(version)] or [link for link in self.links if link.connected]
         if not ready:
             fanout.fail(index, f"unavailable: {self.last_error}")
             return
         self._next += 1
-        ready[self._next % len(ready)].submit(version, windows, fanout, index)
+        ready[self._next % len(ready)].submit(version, windows, fanout, index, shadow)
 
     def start(self) -> None:
         for link in self.links:

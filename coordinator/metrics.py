@@ -57,6 +57,7 @@ class CoordinatorMetrics:
         self.in_flight = 0
         self.activations = 0
         self.rollbacks = 0
+        self.guard_rollbacks = 0
         self.agents = agents
 
     def count(self, decisions: Sequence[decision_pb2.Decision], version: int | None, answered: np.ndarray,
@@ -112,6 +113,8 @@ def families(c: Coordinator) -> Iterator[Metric]:
                            {(name,): h for name, h in m.batch_size.items()}, ["agent"])
     yield CounterMetricFamily("tactical_activations", "Versions activated", value=m.activations)
     yield CounterMetricFamily("tactical_rollbacks", "Rollbacks to an earlier version", value=m.rollbacks)
+    yield CounterMetricFamily("tactical_guard_rollbacks", "Rollbacks the guard made on live evidence",
+                              value=m.guard_rollbacks)
     yield GaugeMetricFamily("tactical_instruments_tracked", "Instruments whose recent bars the coordinator keeps",
                             value=len(c.decoder.history))
     yield CounterMetricFamily("tactical_instruments_forgotten", "Instruments forgotten to make room (least recently "

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
+from coordinator import guard
 from coordinator.audit import AuditLog, AuditUnavailable
 from coordinator.core import Coordinator, error_decision
 from coordinator.links import AgentGroup, AgentLink, ArrivalForecast
@@ -144,6 +146,21 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
                 audit_backlog_bytes=audit.backlog_bytes))
         return status
 
+    async def GetShadow(self, request, context):
+        return shadow_report(self.coordinator)
+
+
+def shadow_report(c: Coordinator) -> cluster_pb2.ShadowReport:
+    s = c.scores.shadow
+    report = cluster_pb2.ShadowReport(active_version=c.state.version,
+                                      transaction_cost=c.cfg.training.transaction_cost)
+    if s is not None:
+        report.MergeFrom(cluster_pb2.ShadowReport(
+            shadow_version=s.version, since_ms=s.since_ms, decisions=s.decisions, agreed=s.agreed,
+            active_pnl=np.array(s.active_pnl, dtype="<f8").tobytes(),
+            shadow_pnl=np.array(s.shadow_pnl, dtype="<f8").tobytes()))
+    return report
+
 
 class ModelAdminServicer(cluster_pb2_grpc.ModelAdminServiceServicer):
     """Prepare, Activate, Rollback, ListVersions. Token required.
@@ -178,6 +195,7 @@ class ModelAdminServicer(cluster_pb2_grpc.ModelAdminServiceServicer):
         self._prepared = None
         crash_point("coordinator-switch")  # fault tests: a coordinator dying in the middle of a coordinated rollout
         previous = e.state.rollback() if rollback else e.state.activate(version)
+        e.on_activated(version)
         switched_ms = int(time.time() * 1000)
         if rollback:
             e.metrics.rollbacks += 1
@@ -188,6 +206,24 @@ class ModelAdminServicer(cluster_pb2_grpc.ModelAdminServiceServicer):
         await self.on_change()
         return cluster_pb2.ActivationResult(active_version=version, previous_version=previous,
                                             switched_ms=switched_ms)
+
+    async def SetShadow(self, request, context):
+        await require_admin(context, self.token)
+        async with self._lock:
+            e = self.coordinator
+            if request.HasField("version"):
+                if e.state.version is None:
+                    await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no active version to shadow beside")
+                if request.version == e.state.version:
+                    await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                        f"version {request.version} is the active version")
+                await self._check(context, request.version)
+            version = request.version if request.HasField("version") else None
+            e.state.set_shadow(version)
+            e.scores.start_shadow(version)
+            log.info("shadow version %s (active %s)", version, e.state.version,
+                     extra={"shadow_version": version, "version": e.state.version})
+            return shadow_report(e)
 
     async def Prepare(self, request, context):
         await require_admin(context, self.token)
@@ -286,6 +322,7 @@ async def start_coordinator(cfg: Config, *, host: str, port: int, agents: dict[s
             version = coordinator.newest_common_version()
             if version is not None:
                 coordinator.state.activate(version)
+                coordinator.on_activated(version)
                 log.info("activated version %d at startup (newest version every connected agent holds)", version)
         deciding = coordinator.serving() and (audit is None or audit.accepting())
         status = health_pb2.HealthCheckResponse.SERVING if deciding else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -299,6 +336,7 @@ async def start_coordinator(cfg: Config, *, host: str, port: int, agents: dict[s
         while True:
             try:
                 await coordinator.refresh_agents()
+                guard.watch(coordinator)
                 await update_health()
             except Exception:
                 log.exception("monitoring the agents failed; retrying in %g s", MONITOR_INTERVAL_S)

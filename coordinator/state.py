@@ -26,28 +26,32 @@ class ActiveVersionState:
         self.path = Path(directory) / "active_version.json"
         self.version: int | None = None
         self.history: list[int] = []
+        self.shadow: int | None = None  # a version scored beside the active one (tactical shadow)
         try:
             data = json.loads(self.path.read_text())
             self.version = int(data["active"])
             self.history = [int(v) for v in data["history"]]
+            self.shadow = None if data.get("shadow") is None else int(data["shadow"])
         except FileNotFoundError:
             pass
         except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
             aside = self.path.with_name(f"{self.path.name}.corrupt-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}")
             self.path.rename(aside)
-            self.version, self.history = None, []
+            self.version, self.history, self.shadow = None, [], None
             log.error("the state file %s could not be read (%s): moved to %s; starting with no active version "
                       "(the newest version every agent holds is activated)", self.path, exc, aside.name)
 
-    def _persist(self, version: int, history: list[int]) -> None:
-        atomic_write_text(self.path, json.dumps({"active": version, "history": history[-HISTORY_LIMIT:]}))
+    def _persist(self, version: int | None, history: list[int], shadow: int | None) -> None:
+        atomic_write_text(self.path, json.dumps({"active": version, "history": history[-HISTORY_LIMIT:],
+                                                 "shadow": shadow}))
 
     def activate(self, version: int) -> int | None:
         """Make `version` active (persisted first, then switched); return the previous one."""
         previous = self.version
         history = self.history + ([previous] if previous is not None and previous != version else [])
-        self._persist(version, history)
-        self.version, self.history = version, history[-HISTORY_LIMIT:]
+        shadow = None if self.shadow == version else self.shadow  # a shadow promoted is a shadow no more
+        self._persist(version, history, shadow)
+        self.version, self.history, self.shadow = version, history[-HISTORY_LIMIT:], shadow
         return previous
 
     def rollback_target(self) -> int | None:
@@ -59,6 +63,12 @@ class ActiveVersionState:
         if target is None:
             raise LookupError("no earlier version to roll back to")
         previous = self.version
-        self._persist(target, self.history[:-1])
-        self.version, self.history = target, self.history[:-1]
+        shadow = None if self.shadow == target else self.shadow
+        self._persist(target, self.history[:-1], shadow)
+        self.version, self.history, self.shadow = target, self.history[:-1], shadow
         return previous
+
+    def set_shadow(self, version: int | None) -> None:
+        """Shadow `version` beside the active one (None: stop), persisted."""
+        self._persist(self.version, self.history, version)
+        self.shadow = version

@@ -201,6 +201,10 @@ class ServingConfig:
     coordinators: list[str]
     promotion_gate: str
     promotion_bars: int
+    guard_max_drawdown: float
+    guard_max_disagreement: float
+    guard_max_invalid_votes: float
+    guard_min_decisions: int
 
     @property
     def local_coordinator(self) -> str:
@@ -212,7 +216,10 @@ class ServingConfig:
         _port(f"{at}.coordinator_port", self.coordinator_port, allow_zero=True)
         _port(f"{at}.metrics_port", self.metrics_port, allow_zero=True)
         _agent_keys(f"{at}.agents", self.agents)
-        _non_negative(at, self, "max_bar_gap_ms", "audit_window_days")
+        _non_negative(at, self, "max_bar_gap_ms", "audit_window_days", "guard_min_decisions")
+        for key in ("guard_max_drawdown", "guard_max_disagreement", "guard_max_invalid_votes"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"{at}.{key}: a share between 0 and 1 (0: off), got {getattr(self, key)}")
         _positive(at, self, "deadline_ms", "max_batch", "max_in_flight", "max_bars", "max_instruments",
                   "max_batch_items", "max_message_bytes",
                   "max_concurrent_calls", "versions_kept", "audit_flush_ms", "audit_backlog_bytes",

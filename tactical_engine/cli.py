@@ -16,8 +16,8 @@ from tactical import __version__
 from tactical.errors import UserError
 
 # Command name -> module under tactical_engine.commands; the order is the order of `tactical --help`.
-COMMANDS = ("demo", "up", "health", "status", "decide", "train", "tune", "rollout", "rollback", "versions", "backtest",
-            "evaluate", "audit", "replay", "agent", "coordinator", "features")
+COMMANDS = ("demo", "up", "health", "status", "decide", "train", "tune", "rollout", "rollback", "shadow", "promote",
+            "versions", "backtest", "evaluate", "audit", "replay", "agent", "coordinator", "features")
 
 
 def build_parser() -> argparse.ArgumentParser:

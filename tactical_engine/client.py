@@ -94,6 +94,13 @@ class TacticalClient:
         return self.admin.Rollback(cluster_pb2.RollbackRequest(expected_version=expected_version),
                                    timeout=self.timeout, metadata=admin_metadata(self.admin_token))
 
+    def set_shadow(self, version: int | None) -> cluster_pb2.ShadowReport:
+        return self.admin.SetShadow(cluster_pb2.SetShadowRequest(version=version), timeout=self.timeout,
+                                    metadata=admin_metadata(self.admin_token))
+
+    def shadow(self) -> cluster_pb2.ShadowReport:
+        return self.cluster.GetShadow(cluster_pb2.GetShadowRequest(), timeout=self.timeout)
+
     def prepare(self, version: int) -> cluster_pb2.PrepareResult:
         return self.admin.Prepare(cluster_pb2.PrepareRequest(version=version), timeout=self.timeout,
                                   metadata=admin_metadata(self.admin_token))

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from agents.serving.model_store import ModelStore
+from market.bars import Bars
 from tactical.config import load_config
 from tactical_engine.launcher import LocalCluster, write_isolated_config
 from training.system import TacticalMARLSystem
@@ -36,6 +37,34 @@ def opinionated_model(seed: int) -> TacticalMARLSystem:
             actor.policy_head.weight.normal_(0, 0.3)
             actor.policy_head.bias.normal_(0, 1.0)
     return model
+
+
+def always(model: TacticalMARLSystem, favoured: int) -> TacticalMARLSystem:
+    """Every actor votes `favoured` (0 Short, 2 Long) whatever the window: a policy whose P&L is easy to know."""
+    with torch.no_grad():
+        for actor in model.actors.values():
+            actor.policy_head.weight.zero_()
+            actor.policy_head.bias.copy_(torch.tensor([-5.0, -5.0, -5.0]))
+            actor.policy_head.bias[favoured] = 5.0
+    return model.eval()
+
+
+def swapped(model: TacticalMARLSystem) -> TacticalMARLSystem:
+    """The same model with its Short and Long logits swapped: a deliberately worse candidate."""
+    with torch.no_grad():
+        for actor in model.actors.values():
+            for p in (actor.policy_head.weight, actor.policy_head.bias):
+                p[[0, 2]] = p[[2, 0]].clone()
+    return model
+
+
+def trending_bars(n: int, drift: float, seed: int = 0) -> Bars:
+    """One-minute bars of a market that moves `drift` (log) a bar with a little noise: up if positive."""
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(drift + rng.normal(0, abs(drift) * 0.4, n)))
+    opens = np.concatenate(([close[0]], close[:-1]))
+    return Bars.from_arrays(1_704_067_200_000 + 60_000 * np.arange(n), opens, np.maximum(opens, close) * 1.0001,
+                            np.minimum(opens, close) * 0.9999, close, 1000 + rng.integers(0, 100, n))
 
 
 def prepare_store(tmp: Path, config_path: Path, trained_versions: int = 1) -> ModelStore:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 
 from agents.serving.model_store import ModelStore
-from cluster_helpers import running_cluster, wait_for, write_config
+from cluster_helpers import always, running_cluster, swapped, trending_bars, wait_for, write_config
 from market.csv_loader import load_bars_csv
 from tactical.config import load_config
 from tactical.rpc import admin_token
@@ -24,35 +23,12 @@ pytestmark = pytest.mark.cluster
 LONG, SHORT, LONG_AGAIN = 1, 2, 3
 
 
-def always(model: TacticalMARLSystem, favoured: int) -> TacticalMARLSystem:
-    """Every actor votes `favoured` (0 Short, 2 Long) whatever the window: a policy whose P&L is easy to know."""
-    with torch.no_grad():
-        for actor in model.actors.values():
-            actor.policy_head.weight.zero_()
-            actor.policy_head.bias.copy_(torch.tensor([-5.0, -5.0, -5.0]))
-            actor.policy_head.bias[favoured] = 5.0
-    return model.eval()
-
-
-def swapped(model: TacticalMARLSystem) -> TacticalMARLSystem:
-    """The same model with its Short and Long logits swapped: a deliberately worse candidate."""
-    with torch.no_grad():
-        for actor in model.actors.values():
-            for p in (actor.policy_head.weight, actor.policy_head.bias):
-                p[[0, 2]] = p[[2, 0]].clone()
-    return model
-
-
-def rising_bars_csv(path, n: int = 400, seed: int = 0):
-    """One-minute bars of a market that rises steadily with a little noise."""
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(0.0005 + rng.normal(0, 0.0002, n)))
-    opens = np.concatenate(([close[0]], close[:-1]))
-    lines = ["time,open,high,low,close,volume"]
-    for i in range(n):
-        hi, lo = max(opens[i], close[i]) * 1.0001, min(opens[i], close[i]) * 0.9999
-        lines.append(f"{1_704_067_200 + 60 * i},{opens[i]:.6f},{hi:.6f},{lo:.6f},{close[i]:.6f},"
-                     f"{1000 + rng.integers(0, 100)}")
+def rising_bars_csv(path, n: int = 400):
+    """A market that rises steadily, as a CSV file for --eval-data."""
+    bars = trending_bars(n, 0.0005)
+    lines = ["time,open,high,low,close,volume"] + [
+        f"{t // 1000},{o:.6f},{h:.6f},{lo:.6f},{c:.6f},{v:.0f}"
+        for t, o, h, lo, c, v in zip(bars.time, bars.open, bars.high, bars.low, bars.close, bars.volume, strict=True)]
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -93,9 +94,24 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 probs, values, micros = await self.batcher.infer(version, windows)
         finally:
             self.active_requests -= 1
-        return agent_pb2.ActResponse(seq=request.seq, model_version=version,
-                                     probabilities=probs.astype("<f4", copy=False).tobytes(),
-                                     values=values.astype("<f4", copy=False).tobytes(), inference_us=micros)
+        response = agent_pb2.ActResponse(seq=request.seq, model_version=version,
+                                         probabilities=probs.astype("<f4", copy=False).tobytes(),
+                                         values=values.astype("<f4", copy=False).tobytes(), inference_us=micros)
+        if request.HasField("shadow_version"):
+            await self._shadow(request.shadow_version, windows, response)
+        return response
+
+    async def _shadow(self, version: int, windows: np.ndarray, response: agent_pb2.ActResponse) -> None:
+        """The shadow version's probabilities on the same windows, into `response` (or why not)."""
+        try:
+            runner = self.registry.get(version) or await self.registry.load_stored(version)
+        except BrokenVersion as exc:
+            runner, response.shadow_error = None, str(exc)
+        if runner is None:
+            response.shadow_error = response.shadow_error or f"model version {version} is not on agent {self.agent}"
+            return
+        probs, _ = runner.infer(windows)
+        response.shadow_probabilities = probs.astype("<f4", copy=False).tobytes()
 
     def _status(self, exc: Exception, version: int) -> tuple[grpc.StatusCode, str]:
         if isinstance(exc, WireError):

@@ -8,30 +8,36 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ActRequest(_message.Message):
-    __slots__ = ("seq", "model_version", "windows")
+    __slots__ = ("seq", "model_version", "windows", "shadow_version")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_VERSION_FIELD_NUMBER: _ClassVar[int]
     seq: int
     model_version: int
     windows: _common_pb2.WindowBatch
-    def __init__(self, seq: _Optional[int] = ..., model_version: _Optional[int] = ..., windows: _Optional[_Union[_common_pb2.WindowBatch, _Mapping]] = ...) -> None: ...
+    shadow_version: int
+    def __init__(self, seq: _Optional[int] = ..., model_version: _Optional[int] = ..., windows: _Optional[_Union[_common_pb2.WindowBatch, _Mapping]] = ..., shadow_version: _Optional[int] = ...) -> None: ...
 
 class ActResponse(_message.Message):
-    __slots__ = ("seq", "model_version", "probabilities", "values", "inference_us", "error")
+    __slots__ = ("seq", "model_version", "probabilities", "values", "inference_us", "error", "shadow_probabilities", "shadow_error")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_US_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_ERROR_FIELD_NUMBER: _ClassVar[int]
     seq: int
     model_version: int
     probabilities: bytes
     values: bytes
     inference_us: float
     error: _common_pb2.Error
-    def __init__(self, seq: _Optional[int] = ..., model_version: _Optional[int] = ..., probabilities: _Optional[bytes] = ..., values: _Optional[bytes] = ..., inference_us: _Optional[float] = ..., error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ...) -> None: ...
+    shadow_probabilities: bytes
+    shadow_error: str
+    def __init__(self, seq: _Optional[int] = ..., model_version: _Optional[int] = ..., probabilities: _Optional[bytes] = ..., values: _Optional[bytes] = ..., inference_us: _Optional[float] = ..., error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., shadow_probabilities: _Optional[bytes] = ..., shadow_error: _Optional[str] = ...) -> None: ...
 
 class GetInfoRequest(_message.Message):
     __slots__ = ()

@@ -130,3 +130,33 @@ class VersionList(_message.Message):
     history: _containers.RepeatedScalarFieldContainer[int]
     agents: _containers.RepeatedCompositeFieldContainer[AgentVersions]
     def __init__(self, active_version: _Optional[int] = ..., history: _Optional[_Iterable[int]] = ..., agents: _Optional[_Iterable[_Union[AgentVersions, _Mapping]]] = ...) -> None: ...
+
+class GetShadowRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SetShadowRequest(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
+class ShadowReport(_message.Message):
+    __slots__ = ("shadow_version", "active_version", "since_ms", "decisions", "agreed", "active_pnl", "shadow_pnl", "transaction_cost")
+    SHADOW_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    AGREED_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_PNL_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_PNL_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_COST_FIELD_NUMBER: _ClassVar[int]
+    shadow_version: int
+    active_version: int
+    since_ms: int
+    decisions: int
+    agreed: int
+    active_pnl: bytes
+    shadow_pnl: bytes
+    transaction_cost: float
+    def __init__(self, shadow_version: _Optional[int] = ..., active_version: _Optional[int] = ..., since_ms: _Optional[int] = ..., decisions: _Optional[int] = ..., agreed: _Optional[int] = ..., active_pnl: _Optional[bytes] = ..., shadow_pnl: _Optional[bytes] = ..., transaction_cost: _Optional[float] = ...) -> None: ...

@@ -40,6 +40,11 @@ class ClusterServiceStub:
                 request_serializer=tactical_dot_v1_dot_cluster__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=tactical_dot_v1_dot_cluster__pb2.ClusterStatus.FromString,
                 _registered_method=True)
+        self.GetShadow = channel.unary_unary(
+                '/tactical.v1.ClusterService/GetShadow',
+                request_serializer=tactical_dot_v1_dot_cluster__pb2.GetShadowRequest.SerializeToString,
+                response_deserializer=tactical_dot_v1_dot_cluster__pb2.ShadowReport.FromString,
+                _registered_method=True)
 
 
 class ClusterServiceServicer:
@@ -53,6 +58,14 @@ class ClusterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetShadow(self, request, context):
+        """The shadow version and how it and the active version did on the bars that followed their
+        decisions (the raw per-bar P&L: the statistics are the caller's to compute).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +73,11 @@ def add_ClusterServiceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=tactical_dot_v1_dot_cluster__pb2.GetStatusRequest.FromString,
                     response_serializer=tactical_dot_v1_dot_cluster__pb2.ClusterStatus.SerializeToString,
+            ),
+            'GetShadow': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetShadow,
+                    request_deserializer=tactical_dot_v1_dot_cluster__pb2.GetShadowRequest.FromString,
+                    response_serializer=tactical_dot_v1_dot_cluster__pb2.ShadowReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -100,6 +118,33 @@ class ClusterService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def GetShadow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tactical.v1.ClusterService/GetShadow',
+            tactical_dot_v1_dot_cluster__pb2.GetShadowRequest.SerializeToString,
+            tactical_dot_v1_dot_cluster__pb2.ShadowReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class ModelAdminServiceStub:
     """Admin surface of the coordinator: calls need the admin token in the
@@ -121,6 +166,11 @@ class ModelAdminServiceStub:
                 '/tactical.v1.ModelAdminService/Rollback',
                 request_serializer=tactical_dot_v1_dot_cluster__pb2.RollbackRequest.SerializeToString,
                 response_deserializer=tactical_dot_v1_dot_cluster__pb2.ActivationResult.FromString,
+                _registered_method=True)
+        self.SetShadow = channel.unary_unary(
+                '/tactical.v1.ModelAdminService/SetShadow',
+                request_serializer=tactical_dot_v1_dot_cluster__pb2.SetShadowRequest.SerializeToString,
+                response_deserializer=tactical_dot_v1_dot_cluster__pb2.ShadowReport.FromString,
                 _registered_method=True)
         self.Prepare = channel.unary_unary(
                 '/tactical.v1.ModelAdminService/Prepare',
@@ -149,6 +199,15 @@ class ModelAdminServiceServicer:
 
     def Rollback(self, request, context):
         """Re-activate the version that was active before the current one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetShadow(self, request, context):
+        """Make `version` the shadow: every window also goes to it, its decisions are recorded and scored
+        beside the active version's, clients get the active version's only. Unset `version`: no shadow.
+        FAILED_PRECONDITION, naming the agents, unless every agent holds it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -183,6 +242,11 @@ def add_ModelAdminServiceServicer_to_server(servicer, server):
                     servicer.Rollback,
                     request_deserializer=tactical_dot_v1_dot_cluster__pb2.RollbackRequest.FromString,
                     response_serializer=tactical_dot_v1_dot_cluster__pb2.ActivationResult.SerializeToString,
+            ),
+            'SetShadow': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetShadow,
+                    request_deserializer=tactical_dot_v1_dot_cluster__pb2.SetShadowRequest.FromString,
+                    response_serializer=tactical_dot_v1_dot_cluster__pb2.ShadowReport.SerializeToString,
             ),
             'Prepare': grpc.unary_unary_rpc_method_handler(
                     servicer.Prepare,
@@ -251,6 +315,33 @@ class ModelAdminService:
             '/tactical.v1.ModelAdminService/Rollback',
             tactical_dot_v1_dot_cluster__pb2.RollbackRequest.SerializeToString,
             tactical_dot_v1_dot_cluster__pb2.ActivationResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetShadow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tactical.v1.ModelAdminService/SetShadow',
+            tactical_dot_v1_dot_cluster__pb2.SetShadowRequest.SerializeToString,
+            tactical_dot_v1_dot_cluster__pb2.ShadowReport.FromString,
             options,
             channel_credentials,
             insecure,

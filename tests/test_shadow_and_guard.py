@@ -1,0 +1,100 @@
+"""A shadow version scored on what the market did, promoted on that evidence; a guard that rolls back a bad one."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+import torch
+
+from agents.serving.model_store import ModelStore
+from cluster_helpers import always, reserved_port, running_cluster, trending_bars, wait_for, write_config
+from tactical.config import load_config
+from tactical.rpc import admin_token
+from tactical_engine import Client
+from tactical_engine.client import TacticalClient
+from tactical_engine.rollout import rollout
+from training.system import TacticalMARLSystem
+from training.versions import ensure_default_version, publish
+
+pytestmark = pytest.mark.cluster
+LONG = 1
+
+
+def start(tmp, **serving):
+    config_path = write_config(tmp, serving={"audit_flush_ms": 200.0, **serving})
+    cfg = load_config(config_path)
+    ensure_default_version(cfg.paths.model_store, cfg)
+    store = ModelStore(cfg.paths.model_store)
+    torch.manual_seed(0)
+    assert publish(store, always(TacticalMARLSystem(), 2), source="test: always Long") == LONG
+    return config_path, cfg, store
+
+
+def tactical(config_path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tactical_engine", *args, "--config", str(config_path)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def stream(cluster, cfg, bars, instrument: str) -> list:
+    """The bars one by one over a DecideStream (after the history a first decision needs); every decision."""
+    need = cfg.features.min_bars
+    with Client(cluster.coordinator.address, cfg) as client, client.stream(instrument, bars[:need]) as s:
+        return [s.first] + [s.send(bars.bar(i)) for i in range(need, len(bars))]
+
+
+def test_a_shadow_beside_the_untrained_default_earns_a_significant_record_and_is_promoted(tmp_path):
+    config_path, cfg, store = start(tmp_path)
+    with running_cluster(config_path) as cluster:
+        target = ("--target", cluster.coordinator.address)
+        token = admin_token(cfg)
+        with TacticalClient(cluster.coordinator.address, cfg, admin_token=token) as admin:
+            rollout(admin, store, 0, cfg, token, gate="off")  # the untrained default serves
+        started = tactical(config_path, "shadow", "--version", str(LONG), *target)
+        assert started.returncode == 0 and "version 1 shadows active version 0" in started.stdout, started.stderr
+        bars = trending_bars(cfg.features.min_bars + 200, 0.0005)  # a rising market: Long earns, v0 mostly holds
+        served = stream(cluster, cfg, bars, "RISING")
+        assert {d.version for d in served} == {0} and not any(d.degraded for d in served)  # clients: active only
+        status = tactical(config_path, "shadow", "status", "--json", *target)
+        record = json.loads(status.stdout)
+        assert record["shadow_version"] == LONG and record["decisions"] == len(served) and record["bars"] == 200
+        assert record["difference"]["low"] > 0 and record["shadow"]["log_pnl"] > record["active"]["log_pnl"]
+        assert "the shadow is better" in tactical(config_path, "shadow", "status", *target).stdout
+        promoted = tactical(config_path, "promote", "--gate", "significant", *target)
+        assert promoted.returncode == 0 and "promoted: version 1 active (was 0)" in promoted.stdout, promoted.stderr
+        with Client(cluster.coordinator.address, cfg) as client:
+            assert client.status().active_version == LONG
+            wait_for(lambda: client.status().audit_waiting == 0, timeout=30)
+        assert "no shadow version" in tactical(config_path, "shadow", "status", *target).stdout
+    with sqlite3.connect(cfg.paths.audit_log) as db:
+        rows = db.execute("SELECT model_version, shadow_version, shadow_action FROM decisions WHERE instrument = "
+                          "'RISING'").fetchall()
+    assert len(rows) == len(served) and set(rows) == {(0, LONG, "Long")}  # each served decision, its shadow beside
+
+
+def test_the_guard_rolls_a_losing_version_back_with_the_reason_in_the_log_and_the_audit(tmp_path):
+    metrics = reserved_port()
+    config_path, cfg, store = start(tmp_path, guard_max_drawdown=0.01, guard_min_decisions=20, metrics_port=metrics)
+    with running_cluster(config_path, log_dir=tmp_path / "logs") as cluster:
+        token = admin_token(cfg)
+        with TacticalClient(cluster.coordinator.address, cfg, admin_token=token) as admin:
+            rollout(admin, store, 0, cfg, token, gate="off")
+            rollout(admin, store, LONG, cfg, token, gate="off")  # always Long, about to meet a falling market
+        served = stream(cluster, cfg, trending_bars(cfg.features.min_bars + 300, -0.001), "FALLING")
+        with Client(cluster.coordinator.address, cfg) as client:
+            wait_for(lambda: client.status().active_version == 0, timeout=30)
+            wait_for(lambda: client.status().audit_waiting == 0, timeout=30)
+        assert served[0].version == LONG and served[-1].version == 0  # rolled back while the stream ran
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10).read().decode()
+        assert "tactical_guard_rollbacks_total 1.0" in text
+    log = (tmp_path / "logs" / "coordinator.log").read_text()
+    assert "guard: rolled version 1 back to 0: drawdown" in log and "> 1.0% over" in log
+    with sqlite3.connect(cfg.paths.audit_log) as db:
+        (kind, detail), = db.execute("SELECT kind, detail FROM events").fetchall()
+    detail = json.loads(detail)
+    assert kind == "guard-rollback" and detail["version"] == LONG and detail["rolled_back_to"] == 0
+    assert detail["check"] == "drawdown" and detail["value"] > 0.01 and detail["over"] >= 20
