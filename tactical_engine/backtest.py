@@ -82,10 +82,11 @@ async def _remote(target: str, cfg: Config, bars: Bars, first: int, last: int, s
     positions = np.zeros(last - first + 1)
     chunks = np.array_split(np.arange(first, last + 1), streams)
 
-    async def walk(stub, chunk: np.ndarray) -> None:
+    async def walk(stub, chunk: np.ndarray, instrument: str) -> None:
         call = stub.DecideStream()
         for t in chunk.tolist():
-            request = decision_pb2.DecideRequest(request_id=f"backtest-{t}", bars=encode_bars(bars[t + 1 - need:t + 1]))
+            request = decision_pb2.DecideRequest(request_id=f"backtest-{t}", instrument=instrument,
+                                                 bars=encode_bars(bars[t + 1 - need:t + 1]))
             started = asyncio.get_running_loop().time()
             await call.write(request)
             d = await call.read()
@@ -102,7 +103,8 @@ async def _remote(target: str, cfg: Config, bars: Bars, first: int, last: int, s
 
     async with aio_channel(target, cfg.serving) as channel:
         stub = decision_pb2_grpc.DecisionServiceStub(channel)
-        await asyncio.gather(*(walk(stub, chunk) for chunk in chunks if len(chunk)))
+        # each stream its own instrument: its bars arrive in order, as a live feed's would (live scoring, the gate)
+        await asyncio.gather(*(walk(stub, chunk, f"backtest-{k + 1}") for k, chunk in enumerate(chunks) if len(chunk)))
     return positions
 
 

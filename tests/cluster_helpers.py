@@ -49,15 +49,6 @@ def always(model: TacticalMARLSystem, favoured: int) -> TacticalMARLSystem:
     return model.eval()
 
 
-def swapped(model: TacticalMARLSystem) -> TacticalMARLSystem:
-    """The same model with its Short and Long logits swapped: a deliberately worse candidate."""
-    with torch.no_grad():
-        for actor in model.actors.values():
-            for p in (actor.policy_head.weight, actor.policy_head.bias):
-                p[[0, 2]] = p[[2, 0]].clone()
-    return model
-
-
 def trending_bars(n: int, drift: float, seed: int = 0) -> Bars:
     """One-minute bars of a market that moves `drift` (log) a bar with a little noise: up if positive."""
     rng = np.random.default_rng(seed)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from agents.serving.model_store import ModelStore
-from cluster_helpers import always, running_cluster, swapped, trending_bars, wait_for, write_config
+from cluster_helpers import always, running_cluster, trending_bars, wait_for, write_config
 from market.csv_loader import load_bars_csv
 from tactical.config import load_config
 from tactical.rpc import admin_token
@@ -43,7 +43,7 @@ def setup(tmp_path_factory):
     torch.manual_seed(0)
     long_model = always(TacticalMARLSystem(), 2)
     assert publish(store, long_model, source="test: always Long") == LONG
-    assert publish(store, swapped(always(TacticalMARLSystem(), 2)), source="test: Long and Short swapped") == SHORT
+    assert publish(store, always(TacticalMARLSystem(), 2).mirrored(), source="test: Long and Short swapped") == SHORT
     assert publish(store, always(TacticalMARLSystem(), 2), source="test: always Long again") == LONG_AGAIN
     csv = rising_bars_csv(tmp / "rising.csv")
     with running_cluster(config_path) as cluster:

@@ -73,6 +73,18 @@ class TacticalMARLSystem(nn.Module):
                             "attention": actor.attention_weights()}
         return {"agents": agents, "critic": self.critic(windows.flatten(1))}
 
+    def mirrored(self) -> TacticalMARLSystem:
+        """This model trading the other way round: every actor's Short and Long logits swapped, in place.
+
+        A deliberately bad candidate wherever this model has an edge: what the promotion gate must
+        refuse and the guard must roll back (the demo shows both; the tests use it).
+        """
+        with torch.no_grad():
+            for actor in self.actors.values():
+                for p in (actor.policy_head.weight, actor.policy_head.bias):
+                    p[[0, 2]] = p[[2, 0]].clone()
+        return self
+
     def get_model_info(self) -> dict[str, Any]:
         """Parameter counts per part, and the architecture's headline numbers."""
         def count(module: nn.Module) -> int:

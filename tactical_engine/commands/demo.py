@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             with TacticalClient(target, cfg, admin_token=token) as client:
                 result = rollout(client, store, version, cfg, token)
             tqdm.write(f"  rolled out version {version} to the running agents (was {version_text(result.previous)}) in "
-                       f"{result.seconds:.2f} s")
+                       f"{result.seconds:.2f} s; {result.verdict.describe()}")
 
         run_session(cfg.to_dict(), until_ms=until_ms, updates=cfg.training.updates, save_every=args.push_every,
                     after_publish=push)
@@ -122,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
             win = f"{r.win_rate:>9.1%}" if np.isfinite(r.win_rate) else f"{'-':>9}"
             print(f"  {r.name:<14}{r.total_return:>9.2%}{r.sharpe:>8.2f}{r.max_drawdown:>8.2%}{win}{r.trades:>8}"
                   f"{r.exposure:>9.1%}")
+        trust(target, cfg, store, token, bars)
         with TacticalClient(target, cfg) as client:
             s = client.status()
         print(f"  the coordinator answered {s.decisions:,} decisions ({s.degraded_decisions} degraded), "
@@ -133,3 +134,70 @@ def run(args: argparse.Namespace) -> int:
          f"--until '{stamp(until_ms)}' --push --target ...; tactical backtest --config {config_path} --synthetic "
          f"--from '{stamp(until_ms)}'")
     return 0
+
+
+def trust(target: str, cfg, store, token: str, bars) -> None:
+    """The gate, a shadow and the guard, on the running cluster: what keeps a bad version from trading."""
+    import dataclasses
+    import json
+    import sqlite3
+    import time
+
+    from agents.serving.model_store import CHECKPOINT_FILE
+    from market.synthetic import configured
+    from tactical_engine import Client
+    from tactical_engine.client import TacticalClient
+    from tactical_engine.commands.shadow import show
+    from tactical_engine.rollout import PromotionRefused, rollout, stage
+    from tactical_engine.shadowing import shadow_record
+    from training.checkpoint import load_checkpoint
+    from training.versions import publish
+
+    need = cfg.features.min_bars
+
+    def feed(instrument: str, seed: int, count: int, until=lambda d: False) -> int:
+        """Bars of another stretch of the same market, one at a time; how many until `until` held."""
+        series = configured(dataclasses.replace(cfg.synthetic, seed=seed, bars=need + count)).bars
+        with Client(target, cfg) as client, client.stream(instrument, series[:need]) as stream:
+            for i in range(need, len(series)):
+                if until(stream.send(series.bar(i))):
+                    return i - need + 1
+        return count
+
+    with TacticalClient(target, cfg, admin_token=token) as admin:
+        active = admin.status().active_version
+        print(f"\n  the gate: version {active} with its Long and Short swapped, rolled out")
+        model, _ = load_checkpoint(store.path(active) / CHECKPOINT_FILE)
+        bad = publish(store, model.mirrored(), source=f"demo: version {active} with Long and Short swapped")
+        try:
+            rollout(admin, store, bad, cfg, token)
+            print(f"  version {bad} went live: the gate found no difference to refuse it on")
+        except PromotionRefused as exc:
+            print(f"  {exc}")
+
+        print(f"\n  a shadow: version 0 (untrained) beside version {active}, on 300 bars of another instrument")
+        stage(admin, store, 0, cfg, token)
+        admin.set_shadow(0)
+        feed("SHADOWED", cfg.synthetic.seed + 1, 300)
+        report = admin.shadow()
+        show(report, False)
+        record = shadow_record(report)
+        print(f"  tactical promote would {'activate' if record.passes('better') else 'refuse'} it (gate better)")
+        admin.set_shadow(None)
+
+        print(f"\n  the guard (serving.guard_max_drawdown {cfg.serving.guard_max_drawdown:.0%}): version {bad} forced "
+              f"live, then the market moves on")
+        rollout(admin, store, bad, cfg, token, gate="off")
+        bars_fed = feed("GUARDED", cfg.synthetic.seed + 2, 2000, until=lambda d: d.version != bad)
+        deadline = time.monotonic() + 10
+        while admin.status().audit_waiting and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with sqlite3.connect(cfg.paths.audit_log) as db:
+            events = db.execute("SELECT detail FROM events WHERE kind = 'guard-rollback' ORDER BY id").fetchall()
+        if events:
+            e = json.loads(events[-1][0])
+            print(f"  after {bars_fed} bars the guard rolled version {e['version']} back to {e['rolled_back_to']}: "
+                  f"{e['check']} {e['value']:.1%} > {e['limit']:.1%} over {e['over']} scored bars (in the log, the "
+                  f"audit log's events and tactical_guard_rollbacks_total)")
+        else:
+            print(f"  the guard did not act within {bars_fed} bars; active version {admin.status().active_version}")
