@@ -185,6 +185,9 @@ def trust(target: str, cfg, store, token: str, bars) -> None:
         print(f"  tactical promote would {'activate' if record.passes('better') else 'refuse'} it (gate better)")
         admin.set_shadow(None)
 
+        if not cfg.serving.guard_max_drawdown:
+            print("\n  the guard is off in this config (serving.guard_max_drawdown 0): not shown")
+            return
         print(f"\n  the guard (serving.guard_max_drawdown {cfg.serving.guard_max_drawdown:.0%}): version {bad} forced "
               f"live, then the market moves on")
         rollout(admin, store, bad, cfg, token, gate="off")
