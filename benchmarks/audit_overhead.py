@@ -37,10 +37,7 @@ def main() -> None:
                         slices=args.slices, slice_seconds=args.slice_seconds)
     print(result.table("audit", ("on", "off"), STREAMS))
     print()
-    for streams in STREAMS:
-        change = result.p("on", streams, 99) / result.p("off", streams, 99) - 1
-        print(f"p99 change from the audit log, {streams} stream(s): {change:+.1%} (target <= +10%): "
-              f"{'yes' if change <= 0.10 else 'NO'}")
+    print(result.verdicts("on", "off", STREAMS, 0.10, "from the audit log"))
 
 
 if __name__ == "__main__":

@@ -100,10 +100,7 @@ def main() -> None:
     cost = counting_cost_us()
     print(f"counting in the request path (both clusters): {cost:.1f} us per decision, "
           f"{cost / 1000 / result.p('off', 1, 50):.1%} of the 1-stream p50")
-    for streams in STREAMS:
-        change = result.p("on", streams, 99) / result.p("off", streams, 99) - 1
-        print(f"p99 change with metrics on and scraped, {streams} stream(s): {change:+.1%} "
-              f"(target <= +{TARGET:.0%}): {'yes' if change <= TARGET else 'NO'}")
+    print(result.verdicts("on", "off", STREAMS, TARGET, "with metrics on and scraped"))
 
 
 if __name__ == "__main__":

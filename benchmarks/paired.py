@@ -38,6 +38,15 @@ class Paired:
                              f"{self.p(name, streams, 99):>9.2f}")
         return "\n".join(lines)
 
+    def verdicts(self, on: str, off: str, streams_list: Sequence[int], target: float, what: str) -> str:
+        """One line per stream count: the p99 change from `off` to `on`, against the target."""
+        lines = []
+        for streams in streams_list:
+            change = self.p(on, streams, 99) / self.p(off, streams, 99) - 1
+            lines.append(f"p99 change {what}, {streams} stream(s): {change:+.1%} (target <= +{target:.0%}): "
+                         f"{'yes' if change <= target else 'NO'}")
+        return "\n".join(lines)
+
 
 def run_paired(variants: Mapping[str, Callable[[Path], dict]], streams_list: Sequence[int], *, slices: int,
                slice_seconds: float, while_running: Callable[[dict], Callable[[], None]] | None = None) -> Paired:

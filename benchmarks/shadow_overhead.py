@@ -52,10 +52,7 @@ def main() -> None:
                         slice_seconds=args.slice_seconds, while_running=with_shadow)
     print(result.table("shadow", ("shadow", "none"), STREAMS))
     print()
-    for streams in STREAMS:
-        change = result.p("shadow", streams, 99) / result.p("none", streams, 99) - 1
-        print(f"p99 change with a shadow version, {streams} stream(s): {change:+.1%} (target <= +{TARGET:.0%}): "
-              f"{'yes' if change <= TARGET else 'NO'}")
+    print(result.verdicts("shadow", "none", STREAMS, TARGET, "with a shadow version"))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import grpc
@@ -108,6 +109,14 @@ class TacticalClient:
     def list_versions(self) -> cluster_pb2.VersionList:
         return self.admin.ListVersions(cluster_pb2.ListVersionsRequest(), timeout=self.timeout,
                                        metadata=admin_metadata(self.admin_token))
+
+
+@contextmanager
+def coordinator_clients(targets: Sequence[str], cfg: Config, admin_token: str = "",
+                        timeout: float = 5.0) -> Iterator[list[TacticalClient]]:
+    """A TacticalClient for each coordinator, all closed at the end (for switching several together)."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(TacticalClient(t, cfg, admin_token=admin_token, timeout=timeout)) for t in targets]
 
 
 class AgentClient:

@@ -15,6 +15,7 @@ import numpy as np
 
 from market.bootstrap import Interval, mean_interval
 from tactical.v1 import cluster_pb2
+from tactical_engine.whatif import gate_passes
 
 
 @dataclass(frozen=True)
@@ -45,12 +46,8 @@ class ShadowRecord:
     transaction_cost: float
 
     def passes(self, policy: str) -> bool:
-        """The promotion gate's policies on live evidence: better (earned more), significant (lower bound > 0)."""
-        if policy == "off":
-            return True
-        if self.difference is None:
-            return False
-        return self.difference.estimate > 0 if policy == "better" else self.difference.low > 0
+        """The promotion gate's policies on this live evidence."""
+        return gate_passes(policy, self.difference)
 
 
 def shadow_record(report: cluster_pb2.ShadowReport, *, confidence: float = 0.95, seed: int = 0) -> ShadowRecord | None:

@@ -74,12 +74,17 @@ class Comparison:
     agreement: float  # share of scored bars where both hold the same position
 
     def passes(self, policy: str) -> bool:
-        """`better`: the candidate earned more; `significant`: the interval's lower bound is above zero."""
-        if policy == "off":
-            return True
-        if self.difference is None:
-            return False
-        return self.difference.estimate > 0 if policy == "better" else self.difference.low > 0
+        return gate_passes(policy, self.difference)
+
+
+def gate_passes(policy: str, difference: Interval | None) -> bool:
+    """The promotion gate's policies on a paired per-bar difference (candidate minus reference): `better`, it
+    earned more; `significant`, the interval's lower bound is above zero; `off`, always."""
+    if policy == "off":
+        return True
+    if difference is None:
+        return False
+    return difference.estimate > 0 if policy == "better" else difference.low > 0
 
 
 def compare(candidate: np.ndarray, reference: np.ndarray, scored: Scoreable, cost: float, *,

@@ -31,11 +31,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import sys
-    from contextlib import ExitStack
 
     from agents.serving.model_store import ModelStore
     from tactical.config import load_config
-    from tactical_engine.client import TacticalClient
+    from tactical_engine.client import coordinator_clients
     from tactical_engine.commands.shadow import show
     from tactical_engine.rollout import RolloutError, describe, rollout
     from tactical_engine.shadowing import shadow_record
@@ -44,9 +43,7 @@ def run(args: argparse.Namespace) -> int:
     token = cluster_admin_token(cfg)
     policy = "off" if args.force else args.gate or (cfg.serving.promotion_gate if cfg.serving.promotion_gate != "off"
                                                     else "better")
-    with ExitStack() as stack:
-        clients = [stack.enter_context(TacticalClient(t, cfg, admin_token=token))
-                   for t in coordinator_targets(args.target, cfg)]
+    with coordinator_clients(coordinator_targets(args.target, cfg), cfg, token) as clients:
         report = clients[0].shadow()
         record = shadow_record(report)
         if record is None:

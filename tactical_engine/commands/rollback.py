@@ -22,17 +22,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import sys
-    from contextlib import ExitStack
 
     from tactical.config import load_config
-    from tactical_engine.client import TacticalClient
+    from tactical_engine.client import coordinator_clients
     from tactical_engine.rollout import RolloutError, describe, rollback
 
     cfg = load_config(args.config)
     token = cluster_admin_token(cfg)
-    with ExitStack() as stack:
-        clients = [stack.enter_context(TacticalClient(target, cfg, admin_token=token))
-                   for target in coordinator_targets(args.target, cfg)]
+    with coordinator_clients(coordinator_targets(args.target, cfg), cfg, token) as clients:
         try:
             result = rollback(clients)
         except RolloutError as exc:

@@ -47,11 +47,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import sys
-    from contextlib import ExitStack
 
     from agents.serving.model_store import ModelStore
     from tactical.config import load_config
-    from tactical_engine.client import TacticalClient
+    from tactical_engine.client import coordinator_clients
     from tactical_engine.rollout import RolloutError, describe, rollout
 
     require_range("--version", args.version, 0)
@@ -72,9 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if version not in store.versions():
         raise CliError(f"version {version} is not in the model store {store.root} "
                        f"(it has {store.versions() or 'no versions'})")
-    with ExitStack() as stack:
-        clients = [stack.enter_context(TacticalClient(target, cfg, admin_token=token))
-                   for target in coordinator_targets(args.target, cfg)]
+    with coordinator_clients(coordinator_targets(args.target, cfg), cfg, token) as clients:
         try:
             result = rollout(clients, store, version, cfg, token, gate="off" if args.force else args.gate,
                              eval_data=args.eval_data)

@@ -34,11 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from contextlib import ExitStack
-
     from agents.serving.model_store import ModelStore
     from tactical.config import load_config
-    from tactical_engine.client import TacticalClient
+    from tactical_engine.client import TacticalClient, coordinator_clients
     from tactical_engine.rollout import stage
 
     require_range("--version", args.version, 0)
@@ -51,8 +49,7 @@ def run(args: argparse.Namespace) -> int:
             return show(client.shadow(), args.json)
     token = cluster_admin_token(cfg)
     store = ModelStore(cfg.paths.model_store)
-    with ExitStack() as stack:
-        clients = [stack.enter_context(TacticalClient(t, cfg, admin_token=token)) for t in targets]
+    with coordinator_clients(targets, cfg, token) as clients:
         if args.stop:
             for client in clients:
                 client.set_shadow(None)

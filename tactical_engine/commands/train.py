@@ -129,13 +129,12 @@ def _rank_session(config: dict, options: dict, push: dict | None) -> None:
 def _pusher(config: dict, push: dict):
     """after_publish for --push: roll the new version out; a failure is reported, training goes on."""
     import logging
-    from contextlib import ExitStack
 
     import grpc
 
     from agents.serving.model_store import ModelStore
     from tactical.config import config_from_dict
-    from tactical_engine.client import TacticalClient
+    from tactical_engine.client import coordinator_clients
     from tactical_engine.rollout import RolloutError, describe, rollout
 
     cfg = config_from_dict(config)
@@ -146,9 +145,7 @@ def _pusher(config: dict, push: dict):
 
     def after_publish(version: int) -> None:
         try:
-            with ExitStack() as stack:
-                clients = [stack.enter_context(TacticalClient(target, cfg, admin_token=push["token"]))
-                           for target in push["targets"]]
+            with coordinator_clients(push["targets"], cfg, push["token"]) as clients:
                 result = rollout(clients, store, version, cfg, push["token"])
             log.info("rolled out version %d to the cluster at %s %s in %.2f s; %s", version, where,
                      describe(result.switch), result.seconds, result.verdict.describe(),
