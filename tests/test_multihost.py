@@ -190,7 +190,7 @@ def test_a_partitioned_agent_host_degrades_answers_naming_it_and_rejoins_without
         during = [r for r in s.records() if down < r["sent"] and r["recv"] < up]
         assert len(during) >= 20, (c, len(during))
         for r in during:  # answered, degraded, naming entry
-            # "no vote from entry (...)", or when a loaded machine made fvg late too, "no vote from fvg (...), entry (...)"
+            # "no vote from entry (...)", or, fvg late too on a loaded machine, "no vote from fvg (...), entry (...)"
             assert not r["error"] and r["deg"] and "no vote from" in r["reason"] and "entry (" in r["reason"] \
                 and not vote(r, "entry")[1], r
             if c == "coord-b":  # generous deadline: the other two always vote
