@@ -196,6 +196,7 @@ class ServingConfig:
     audit_spill_bytes: int
     metrics_port: int
     health_window: int
+    reuse_port: bool
 
     @property
     def local_coordinator(self) -> str:
