@@ -155,7 +155,7 @@ def tls_enabled(cfg: ServingConfig) -> bool:
 
 def own_address(port: int, pid: int) -> str:
     """Where process `pid`, one of several sharing `port`, is reached alone: an abstract Unix socket named by
-    both, local to this host and plaintext (TLS would add nothing on a local socket)."""
+    both, local to this host and plaintext even when TLS is configured (its clients are on this host)."""
     return f"unix-abstract:tactical-{port}-{pid}"
 
 

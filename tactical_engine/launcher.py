@@ -17,6 +17,7 @@ import logging
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -99,6 +100,17 @@ def coordinator_metrics_ports(cfg: Config, count: int) -> list[int]:
             ports.append(candidate)
         candidate += 1
     return ports
+
+
+def require_free_port(host: str, port: int) -> None:
+    """Refuse a port another process holds, before coordinators bind it with SO_REUSEPORT: they would join that
+    process (another cluster's coordinators) instead of failing, as one coordinator does."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind, proto) as probe:
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise LaunchError(f"cannot listen on {host}:{port}: {exc.strerror} (port in use?)") from None
 
 
 def assign_cores(cfg: Config) -> dict[str, int]:
@@ -235,6 +247,8 @@ class LocalCluster:
     def start(self, ready_timeout: float = READY_TIMEOUT_S, progress: Callable[[str], None] | None = None) -> None:
         """Start everything and wait until every process reports SERVING; `progress` hears each phase."""
         say = progress or (lambda text: None)
+        if self.coordinator_count > 1 and self.cfg.serving.coordinator_port:
+            require_free_port(self.host, self.cfg.serving.coordinator_port)
         ensure_model_store(self.cfg.paths.model_store, self.config_path)
         try:
             for child in self.agents:

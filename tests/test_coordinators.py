@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,9 +18,11 @@ import grpc
 import pytest
 
 from cluster_helpers import prepare_store, random_window, running_cluster, wait_for, write_config
+from tactical.config import load_config
 from tactical.rpc import admin_token, sync_channel
 from tactical.v1 import decision_pb2_grpc
 from tactical_engine.client import TacticalClient, decide_request
+from tactical_engine.launcher import LaunchError, LocalCluster
 from tactical_engine.rollout import rollout
 
 pytestmark = pytest.mark.cluster
@@ -160,6 +163,17 @@ def test_a_killed_coordinator_leaves_the_other_serving_and_is_restarted_on_the_s
     assert restarted.active_version == status(first, cluster.cfg).active_version  # the shared state's
     assert any(e.startswith(f"{second.name} restarted on {first.address}, alone at {second.own_address}")
                for e in cluster.events)
+
+
+def test_coordinators_refuse_a_port_another_process_holds(tmp_path):
+    """SO_REUSEPORT would let them join another cluster's coordinators on it; the launcher checks first."""
+    with socket.create_server(("127.0.0.1", 0)) as holder:
+        port = holder.getsockname()[1]
+        config_path = write_config(tmp_path, serving={"coordinator_port": port})
+        cluster = LocalCluster(load_config(config_path), str(config_path), coordinators=2)
+        with pytest.raises(LaunchError, match=f"cannot listen on 127.0.0.1:{port}: Address already in use"):
+            cluster.start()
+    assert cluster.children == cluster.agents and not any(child.proc for child in cluster.agents)  # nothing started
 
 
 def test_up_prints_every_coordinator_and_each_one_s_health_can_be_checked(tmp_path):
