@@ -35,10 +35,16 @@ log = logging.getLogger(__name__)
 
 
 def _map_counter(path: Path) -> memoryview:
-    """The signal file's 8-byte switch counter, mapped shared (created as 0 by the first coordinator)."""
+    """The signal file's 8-byte switch counter, mapped shared (created as 0 by the first coordinator).
+
+    Zeros are written rather than the file extended, so its block exists on disk: a write to a mapped
+    hole on a full disk would kill the process (SIGBUS). Two coordinators creating it at once append 16
+    zeros; the counter is the first 8."""
     with open(path, "a+b") as f:
-        if os.fstat(f.fileno()).st_size < 8:
-            f.truncate(8)  # extends with zeros; a no-op when a sibling got there first
+        size = os.fstat(f.fileno()).st_size
+        if size < 8:
+            f.write(bytes(8 - size))
+            f.flush()
         return memoryview(mmap.mmap(f.fileno(), 8)).cast("Q")
 
 
