@@ -149,20 +149,22 @@ def batch_requests(items: int, count: int = 8, seed: int = 0) -> list[decision_p
 
 async def run_load(target: str, cfg: ServingConfig, *, streams: int, seconds: float, mode: str = "stream",
                    per_stream: int | None = None, warmup_s: float = 0.5, requests: list | None = None,
-                   items: int = 1, min_bars: int = 92) -> LoadResult:
+                   items: int = 1, min_bars: int = 92, connections: int = 1) -> LoadResult:
     """Drive `streams` closed-loop clients for `seconds` (or `per_stream` requests each) after a warm-up.
 
     Modes: "stream", "unary", "batch" (`items` windows per DecideBatch), "ticks" (`items` instruments' next
-    bars per DecideBatch, their `min_bars` of history sent first).
+    bars per DecideBatch, their `min_bars` of history sent first). The clients share `connections` TCP
+    connections round-robin (one process's channels to one address share one unless each asks for its own;
+    with several coordinators on the port, each connection reaches one of them).
     """
-    channel = aio_channel(target, cfg)
+    channels = [aio_channel(target, cfg, own_connection=connections > 1) for _ in range(connections)]
     try:
-        stub = decision_pb2_grpc.DecisionServiceStub(channel)
+        stubs = [decision_pb2_grpc.DecisionServiceStub(channel) for channel in channels]
         sources: list = []
-        if mode == "ticks":
+        if mode == "ticks":  # each instrument's history on the connection (the coordinator) its bars will use
             sources = [TickBatches(items, min_bars, seed=1000 * k, tag=f"{k}-") for k in range(streams)]
-            for source in sources:
-                await stub.DecideBatch(source.histories(), timeout=60.0)
+            for k, source in enumerate(sources):
+                await stubs[k % connections].DecideBatch(source.histories(), timeout=60.0)
         elif mode == "batch":
             requests = requests or batch_requests(items)
         else:
@@ -170,8 +172,8 @@ async def run_load(target: str, cfg: ServingConfig, *, streams: int, seconds: fl
         client = {"stream": _stream_client, "unary": _unary_client}.get(mode, _batch_client)
 
         async def drive(result: LoadResult, stop_at: float, limit: int | None) -> None:
-            await asyncio.gather(*(client(stub, sources[k] if sources else requests, stop_at, result, limit)
-                                   for k in range(streams)))
+            await asyncio.gather(*(client(stubs[k % connections], sources[k] if sources else requests, stop_at,
+                                          result, limit) for k in range(streams)))
 
         if warmup_s > 0:
             await drive(LoadResult(mode, streams, 0.0, items=items), time.perf_counter() + warmup_s, None)
@@ -181,4 +183,4 @@ async def run_load(target: str, cfg: ServingConfig, *, streams: int, seconds: fl
         result.elapsed_s = time.perf_counter() - start
         return result
     finally:
-        await channel.close()
+        await asyncio.gather(*(channel.close() for channel in channels))

@@ -1,29 +1,44 @@
 """Paired A/B runs of real local clusters that differ in one setting, for the overhead benchmarks.
 
-Every variant runs at once, identical but for its config sections; load alternates between
-them in short slices (one client stream count at a time), so all see the same machine
-conditions, and the latencies of all slices are pooled per variant and stream count. On a
-shared, noisy machine that is what makes a few-percent difference measurable: the ratio of
-two pooled percentiles, measured side by side, not two absolute numbers taken an hour apart.
+Every variant runs at once, identical but for its config sections (and launcher options); load
+alternates between them in short slices (one client stream count at a time), so all see the
+same machine conditions, and the latencies of all slices are pooled per variant and stream
+count, as is the CPU each process (and the client) used during them. On a shared, noisy machine
+that is what makes a few-percent difference measurable: the ratio of two pooled percentiles,
+measured side by side, not two absolute numbers taken an hour apart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+CLIENT = "client"  # the load generator's own CPU in Paired.cpu_s
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
 class Paired:
-    """Pooled client latencies (ms) and load seconds per (variant, streams)."""
+    """Pooled client latencies (ms), load seconds, and CPU seconds per process over `cpu_wall_s` (the slices
+    with their warm-ups and connection setups), per (variant, streams)."""
 
     latencies_ms: dict[tuple[str, int], list[float]] = field(default_factory=dict)
     seconds: dict[tuple[str, int], float] = field(default_factory=dict)
+    cpu_s: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
+    cpu_wall_s: dict[tuple[str, int], float] = field(default_factory=dict)
 
     def p(self, variant: str, streams: int, q: float) -> float:
         return float(np.percentile(self.latencies_ms[(variant, streams)], q))
@@ -49,10 +64,13 @@ class Paired:
 
 
 def run_paired(variants: Mapping[str, Callable[[Path], dict]], streams_list: Sequence[int], *, slices: int,
-               slice_seconds: float, while_running: Callable[[dict], Callable[[], None]] | None = None) -> Paired:
-    """Start one cluster per variant (`variants[name](directory)` gives its config sections), load them in
-    alternating slices, stop them. `while_running(clusters)` may start something beside the load and returns
-    how to stop it."""
+               slice_seconds: float, while_running: Callable[[dict], Callable[[], None]] | None = None,
+               cluster_options: Mapping[str, Mapping[str, Any]] | None = None,
+               load_options: Callable[[int], Mapping[str, Any]] | None = None) -> Paired:
+    """Start one cluster per variant (`variants[name](directory)` gives its config sections, `cluster_options[name]`
+    more LocalCluster arguments), load them in alternating slices (`load_options(streams)`: more run_load
+    arguments), stop them. `while_running(clusters)` may start something beside the load and returns how to stop
+    it."""
     from loadgen import run_load
     from tactical.config import load_config
     from tactical_engine.launcher import LocalCluster, write_isolated_config
@@ -66,14 +84,22 @@ def run_paired(variants: Mapping[str, Callable[[Path], dict]], streams_list: Seq
                 directory = Path(tmp) / name
                 directory.mkdir()
                 cfg = load_config(write_isolated_config(directory, **sections(directory)))
-                clusters[name] = LocalCluster(cfg, str(directory / "config.yaml"), log_dir=directory / "logs")
+                clusters[name] = LocalCluster(cfg, str(directory / "config.yaml"), log_dir=directory / "logs",
+                                              **(cluster_options or {}).get(name, {}))
                 clusters[name].start()
             stop_beside = while_running(clusters) if while_running else None
             for streams in streams_list:
                 for _ in range(slices):
                     for name, cluster in clusters.items():
+                        began, before = time.perf_counter(), _cpu(cluster)
                         r = asyncio.run(run_load(cluster.coordinator.address, cluster.cfg.serving, streams=streams,
-                                                 seconds=slice_seconds, warmup_s=0.1))
+                                                 seconds=slice_seconds, warmup_s=0.1,
+                                                 **(load_options(streams) if load_options else {})))
+                        cpu = result.cpu_s.setdefault((name, streams), {})
+                        for process, seconds in _cpu(cluster).items():
+                            cpu[process] = cpu.get(process, 0.0) + seconds - before[process]
+                        result.cpu_wall_s[(name, streams)] = (result.cpu_wall_s.get((name, streams), 0.0)
+                                                              + time.perf_counter() - began)
                         result.latencies_ms.setdefault((name, streams), []).extend(r.latencies_ms)
                         result.seconds[(name, streams)] = result.seconds.get((name, streams), 0.0) + r.elapsed_s
         finally:
@@ -82,3 +108,8 @@ def run_paired(variants: Mapping[str, Callable[[Path], dict]], streams_list: Seq
             for cluster in clusters.values():
                 cluster.stop()
     return result
+
+
+def _cpu(cluster) -> dict[str, float]:
+    """CPU seconds so far of each serving process and of this one (the load generator)."""
+    return {**{child.name: cpu_seconds(child.proc.pid) for child in cluster.children}, CLIENT: time.process_time()}

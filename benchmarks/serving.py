@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import tempfile
 import time
@@ -75,12 +74,6 @@ async def serve_trivial_agent(name: str, port: int) -> None:
     await server.stop(1)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
@@ -113,6 +106,7 @@ def main() -> None:
         asyncio.run(serve_trivial_agent(args.trivial_agent, args.port))
         return
 
+    from paired import cpu_seconds
     from tactical.config import AGENT_NAMES, load_config
     from tactical_engine.client import TacticalClient
     from tactical_engine.launcher import Child, LocalCluster, tactical_command, write_isolated_config

@@ -166,12 +166,18 @@ def connect(path: str | Path) -> sqlite3.Connection:
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring an audit database of an earlier layout (or a new one) to SCHEMA_VERSION, in one transaction."""
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version >= SCHEMA_VERSION:
+    """Bring an audit database of an earlier layout (or a new one) to SCHEMA_VERSION, in one transaction.
+
+    The version is read again inside the transaction: coordinators sharing the file (`tactical up
+    --coordinators N`) start together, and only the first may migrate."""
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version >= SCHEMA_VERSION:
+            conn.execute("COMMIT")
+            return
         columns = {row[1] for row in conn.execute("PRAGMA table_info(decisions)")}
         if columns:  # an existing table: its layout is the version (user_version 0 was written before it was kept)
             version = version or (1 if "run" not in columns else 2)

@@ -128,7 +128,11 @@ class Coordinator:
         if not items:
             return []
         n, agents = len(items), len(self.agents)
-        version = self.state.version
+        version = self.state.current()
+        if version != self.scores.active:  # switched by a coordinator sharing this one's state
+            self.on_activated(version)
+        if self.state.shadow != (self.scores.shadow.version if self.scores.shadow is not None else None):
+            self.scores.start_shadow(self.state.shadow)
         probs = np.zeros((n, agents, 3))
         values = np.zeros((n, agents))
         answered = np.zeros(agents, dtype=bool)
@@ -223,6 +227,9 @@ class Coordinator:
         return [link for group in self.agents.values() for link in group.links]
 
     async def refresh_agents(self) -> None:
+        """What each agent holds now; and a switch another coordinator sharing the state made (once a second
+        from the monitor, before admin calls and status)."""
+        self.state.follow()
         await asyncio.gather(*(group.refresh_info() for group in self.agents.values()))
 
     def newest_common_version(self) -> int | None:

@@ -205,6 +205,7 @@ class ServingConfig:
     guard_max_disagreement: float
     guard_max_invalid_votes: float
     guard_min_decisions: int
+    reuse_port: bool
 
     @property
     def local_coordinator(self) -> str:

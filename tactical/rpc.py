@@ -1,12 +1,15 @@
 """gRPC plumbing shared by the servers and their clients: options, binding, channels, TLS, the admin token.
 
 Servers disable SO_REUSEPORT so that a port already in use is an error instead of two
-processes silently sharing it.
+processes silently sharing it, unless serving.reuse_port asks for sharing (several coordinators
+on one port): then each process also listens alone on a local socket, its own address, because
+the kernel hands each connection to the shared port to any one of them.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import secrets
 from collections.abc import Callable, Iterable
@@ -26,6 +29,7 @@ from tactical.logs import client_errors
 from tactical.wire import ADMIN_TOKEN_HEADER
 
 ADMIN_TOKEN_ENV = "TACTICAL_ADMIN_TOKEN"
+log = logging.getLogger(__name__)
 
 
 class ServeError(UserError, RuntimeError):
@@ -43,7 +47,7 @@ def server_options(cfg: ServingConfig) -> list[tuple[str, int]]:
         ("grpc.max_receive_message_length", cfg.max_message_bytes),
         ("grpc.max_send_message_length", cfg.max_message_bytes),
         ("grpc.http2.bdp_probe", 0),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", int(cfg.reuse_port)),
     ]
 
 
@@ -119,8 +123,13 @@ def _refusing_undecodable(implementation: Callable) -> Callable:
     return handle
 
 
-def channel_options(cfg: ServingConfig) -> list[tuple[str, int]]:
-    """Channels reconnect quickly: an agent restarted by the launcher is back within ~0.1-1 s."""
+def channel_options(cfg: ServingConfig, own_connection: bool = False) -> list[tuple[str, int]]:
+    """Channels reconnect quickly: an agent restarted by the launcher is back within ~0.1-1 s.
+
+    gRPC gives all the channels of a process to one address one connection; `own_connection` gives
+    this channel a connection of its own, which (with several coordinators on one port) may reach
+    another coordinator.
+    """
     return [
         ("grpc.max_receive_message_length", cfg.max_message_bytes),
         ("grpc.max_send_message_length", cfg.max_message_bytes),
@@ -129,6 +138,7 @@ def channel_options(cfg: ServingConfig) -> list[tuple[str, int]]:
         ("grpc.max_reconnect_backoff_ms", 500),
         ("grpc.keepalive_time_ms", 10_000),
         ("grpc.keepalive_timeout_ms", 5_000),
+        *([("grpc.use_local_subchannel_pool", 1)] if own_connection else []),
     ]
 
 
@@ -143,8 +153,19 @@ def tls_enabled(cfg: ServingConfig) -> bool:
     return bool(cfg.tls_cert)
 
 
+def own_address(port: int, pid: int) -> str:
+    """Where process `pid`, one of several sharing `port`, is reached alone: an abstract Unix socket named by
+    both, local to this host and plaintext even when TLS is configured (its clients are on this host)."""
+    return f"unix-abstract:tactical-{port}-{pid}"
+
+
+def _local_socket(address: str) -> bool:
+    return address.startswith(("unix:", "unix-abstract:"))
+
+
 def bind(server: grpc.aio.Server, host: str, port: int, cfg: ServingConfig) -> int:
-    """Listen on host:port (0 = any free port) with TLS when configured; return the port."""
+    """Listen on host:port (0 = any free port) with TLS when configured, and at own_address() when the port is
+    shared (serving.reuse_port); return the port."""
     address = f"{host}:{port}"
     try:
         if tls_enabled(cfg):
@@ -157,21 +178,30 @@ def bind(server: grpc.aio.Server, host: str, port: int, cfg: ServingConfig) -> i
         raise ServeError(f"cannot listen on {address}: {exc} (port in use?)") from None
     if not bound:
         raise ServeError(f"cannot listen on {address} (port in use?)")
+    if cfg.reuse_port:
+        own = own_address(bound, os.getpid())
+        if not server.add_insecure_port(own):
+            raise ServeError(f"cannot listen on {own}")
+        log.info("sharing port %d with other processes (serving.reuse_port); this one alone at %s", bound, own)
     return bound
 
 
-def aio_channel(address: str, cfg: ServingConfig) -> grpc.aio.Channel:
-    if tls_enabled(cfg):
+def aio_channel(address: str, cfg: ServingConfig, *, own_connection: bool = False) -> grpc.aio.Channel:
+    """A channel to host:port (TLS when configured) or to a local socket (plaintext); see channel_options."""
+    options = channel_options(cfg, own_connection)
+    if tls_enabled(cfg) and not _local_socket(address):
         creds = grpc.ssl_channel_credentials(_read(cfg.tls_ca), _read(cfg.tls_key), _read(cfg.tls_cert))
-        return grpc.aio.secure_channel(address, creds, options=channel_options(cfg))
-    return grpc.aio.insecure_channel(address, options=channel_options(cfg))
+        return grpc.aio.secure_channel(address, creds, options=options)
+    return grpc.aio.insecure_channel(address, options=options)
 
 
-def sync_channel(address: str, cfg: ServingConfig) -> grpc.Channel:
-    if tls_enabled(cfg):
+def sync_channel(address: str, cfg: ServingConfig, *, own_connection: bool = False) -> grpc.Channel:
+    """As aio_channel, blocking."""
+    options = channel_options(cfg, own_connection)
+    if tls_enabled(cfg) and not _local_socket(address):
         creds = grpc.ssl_channel_credentials(_read(cfg.tls_ca), _read(cfg.tls_key), _read(cfg.tls_cert))
-        return grpc.secure_channel(address, creds, options=channel_options(cfg))
-    return grpc.insecure_channel(address, options=channel_options(cfg))
+        return grpc.secure_channel(address, creds, options=options)
+    return grpc.insecure_channel(address, options=options)
 
 
 def admin_token(cfg: Config, *, create: bool = False) -> str:

@@ -1,10 +1,13 @@
-"""The local cluster: three agent processes and a coordinator on this machine, supervised.
+"""The local cluster: three agent processes and one or more coordinators on this machine, supervised.
 
 Each agent is pinned to a core (round-robin over the cores this process may use when the
-config says -1). Children run in their own session, so Ctrl-C reaches only the launcher,
-which then stops them in order: the coordinator first (NOT_SERVING, drain, flush the audit
-log), then the agents. A child that dies is restarted on the same port. Children get
-$TACTICAL_LAUNCHER_PID and ask the kernel to stop them if the launcher itself is killed.
+config says -1). Several coordinators share the coordinator port (SO_REUSEPORT: the kernel
+spreads connections over them), the agents, the state directory and the audit log; each is
+also reached alone at its own local socket, which is how the launcher checks each one's health.
+Children run in their own session, so Ctrl-C reaches only the launcher, which then stops them
+in order: the coordinators first (NOT_SERVING, drain, flush the audit log), then the agents. A
+child that dies is restarted on the same port. Children get $TACTICAL_LAUNCHER_PID and ask the
+kernel to stop them if the launcher itself is killed.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,7 +28,7 @@ from pathlib import Path
 from tactical.config import AGENT_NAMES, Config
 from tactical.errors import UserError
 from tactical.process import LAUNCHER_PID_ENV
-from tactical.rpc import sync_channel
+from tactical.rpc import own_address, sync_channel
 from tactical_engine.client import health_status
 
 log = logging.getLogger(__name__)
@@ -80,6 +84,35 @@ def write_isolated_config(directory: str | Path, **sections: dict) -> Path:
     return path
 
 
+def coordinator_metrics_ports(cfg: Config, count: int) -> list[int]:
+    """Each coordinator's Prometheus port: serving.metrics_port, then the next ports up that no other endpoint of
+    the config takes (9150, 9154, 9155, ... with the packaged ports); all 0 (none) when it is 0."""
+    first = cfg.serving.metrics_port
+    if not first:
+        return [0] * count
+    taken = {cfg.serving.coordinator_port} | {a.port for a in cfg.serving.agents.values()} | {
+        a.metrics_port for a in cfg.serving.agents.values()}
+    ports, candidate = [first], first + 1
+    while len(ports) < count:
+        if candidate > 65535:
+            raise LaunchError(f"no metrics ports left above serving.metrics_port {first} for {count} coordinators")
+        if candidate not in taken:
+            ports.append(candidate)
+        candidate += 1
+    return ports
+
+
+def require_free_port(host: str, port: int) -> None:
+    """Refuse a port another process holds, before coordinators bind it with SO_REUSEPORT: they would join that
+    process (another cluster's coordinators) instead of failing, as one coordinator does."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind, proto) as probe:
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise LaunchError(f"cannot listen on {host}:{port}: {exc.strerror} (port in use?)") from None
+
+
 def assign_cores(cfg: Config) -> dict[str, int]:
     """Each agent's core: the configured one, else round-robin over the cores available here."""
     available = sorted(os.sched_getaffinity(0))
@@ -110,6 +143,12 @@ class Child:
     env: dict[str, str] = field(default_factory=dict)  # set over the launcher's environment
     log: Path | None = None  # where its stderr (its log) goes, appended; None: the launcher's stderr
     metrics: str | None = None  # where its Prometheus endpoint listens, as it announced
+    shares_port: bool = False  # started with --reuse-port, beside others on the same port
+
+    @property
+    def own_address(self) -> str:
+        """Where this process alone is reached: its address, or its own local socket when it shares the port."""
+        return own_address(self.port, self.proc.pid) if self.shares_port else self.address
 
     def spawn(self) -> None:
         env = {**os.environ, **self.env, LAUNCHER_PID_ENV: str(os.getpid())}
@@ -169,9 +208,12 @@ class Child:
 
 class LocalCluster:
     def __init__(self, cfg: Config, config_path: str | None, *, restart: bool = True, log_dir: Path | None = None,
-                 child_options: Sequence[str] = ()):
+                 child_options: Sequence[str] = (), coordinators: int = 1):
         """`log_dir`: each process logs to <log_dir>/<name>.log instead of this process's stderr.
-        `child_options`: options every server process gets (e.g. --log-format json)."""
+        `child_options`: options every server process gets (e.g. --log-format json). `coordinators`: how many
+        coordinator processes share the coordinator port."""
+        if coordinators < 1:
+            raise ValueError(f"a cluster needs at least one coordinator, got {coordinators}")
         self.cfg = cfg
         self.log_dir = log_dir
         self.config_path = config_path
@@ -183,7 +225,8 @@ class LocalCluster:
                                                                str(self.cores[name]), "--host", self.host, *common),
                              cfg.serving.agents[name].port, log=self._log(f"agent-{name}"))
                        for name in AGENT_NAMES]
-        self.coordinator: Child | None = None
+        self.coordinator_count = coordinators
+        self.coordinators: list[Child] = []
         self._common = common
 
     def _log(self, name: str) -> Path | None:
@@ -193,12 +236,19 @@ class LocalCluster:
         return Path(self.log_dir) / f"{name}.log"
 
     @property
+    def coordinator(self) -> Child | None:
+        """The first coordinator; with several, the others share its address (the one clients use)."""
+        return self.coordinators[0] if self.coordinators else None
+
+    @property
     def children(self) -> list[Child]:
-        return self.agents + ([self.coordinator] if self.coordinator else [])
+        return self.agents + self.coordinators
 
     def start(self, ready_timeout: float = READY_TIMEOUT_S, progress: Callable[[str], None] | None = None) -> None:
         """Start everything and wait until every process reports SERVING; `progress` hears each phase."""
         say = progress or (lambda text: None)
+        if self.coordinator_count > 1 and self.cfg.serving.coordinator_port:
+            require_free_port(self.host, self.cfg.serving.coordinator_port)
         ensure_model_store(self.cfg.paths.model_store, self.config_path)
         try:
             for child in self.agents:
@@ -207,36 +257,52 @@ class LocalCluster:
             for child in self.agents:
                 child.wait_listening(ready_timeout)
                 say(f"{child.name} listening on {child.address}")
-            agents = ",".join(f"{name}={child.address}" for name, child in zip(AGENT_NAMES, self.agents, strict=True))
-            self.coordinator = Child("coordinator", tactical_command("coordinator", "--host", self.host, "--agents",
-                                                                     agents, *self._common),
-                                     self.cfg.serving.coordinator_port, log=self._log("coordinator"))
-            self.coordinator.spawn()
-            self.coordinator.wait_listening(ready_timeout)
-            say(f"coordinator listening on {self.coordinator.address}; waiting until every process is SERVING")
+            self.coordinators = self._coordinators()
+            first, *others = self.coordinators
+            first.spawn()
+            first.wait_listening(ready_timeout)  # with port 0 it picks the port the others share
+            for child in others:
+                child.port = first.port
+                child.spawn()
+            for child in others:
+                child.wait_listening(ready_timeout)
+            say(f"{'coordinator' if not others else f'{len(self.coordinators)} coordinators'} listening on "
+                f"{first.address}; waiting until every process is SERVING")
             self.wait_serving(ready_timeout)
         except BaseException:
             self.stop()
             raise
 
+    def _coordinators(self) -> list[Child]:
+        """The coordinator processes to start: one, or several sharing the port (--reuse-port), each with its own
+        metrics port."""
+        agents = ",".join(f"{name}={child.address}" for name, child in zip(AGENT_NAMES, self.agents, strict=True))
+        count = self.coordinator_count
+        names = ["coordinator"] if count == 1 else [f"coordinator {i}" for i in range(1, count + 1)]
+        return [Child(name, tactical_command("coordinator", "--host", self.host, "--agents", agents, "--metrics-port",
+                                             str(metrics), *(["--reuse-port"] if count > 1 else []), *self._common),
+                      self.cfg.serving.coordinator_port, log=self._log(name.replace(" ", "-")), shares_port=count > 1)
+                for name, metrics in zip(names, coordinator_metrics_ports(self.cfg, count), strict=True)]
+
     def wait_serving(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         for child in self.children:
-            with sync_channel(child.address, self.cfg.serving) as channel:
+            with sync_channel(child.own_address, self.cfg.serving) as channel:
                 while (status := health_status(channel, 1.0)) != "SERVING":
                     if not child.alive():
                         raise LaunchError(f"{child.name} exited with code {child.proc.returncode}")
                     if time.monotonic() > deadline:
-                        raise LaunchError(f"{child.name} at {child.address} is {status} after {timeout:.0f} s"
-                                          + (f": {self._coordinator_view()}" if child is self.coordinator else ""))
+                        raise LaunchError(f"{child.name} at {child.own_address} is {status} after {timeout:.0f} s"
+                                          + (f": {self._coordinator_view(child)}" if child in self.coordinators
+                                             else ""))
                     time.sleep(0.1)
 
-    def _coordinator_view(self) -> str:
-        """Why the coordinator does not serve, as it sees it: the active version and what each agent has."""
+    def _coordinator_view(self, coordinator: Child) -> str:
+        """Why a coordinator does not serve, as it sees it: the active version and what each agent has."""
         from tactical_engine.client import TacticalClient, active_version_text
 
         try:
-            with TacticalClient(self.coordinator.address, self.cfg, timeout=2) as client:
+            with TacticalClient(coordinator.own_address, self.cfg, timeout=2) as client:
                 s = client.status()
         except Exception as exc:  # the explanation is best effort; the error it decorates is what matters
             return f"(no status: {exc})"
@@ -264,16 +330,19 @@ class LocalCluster:
                 try:
                     child.wait_listening()
                     child.restarts += 1
-                    events.append(f"{child.name} restarted on {child.address} (restart {child.restarts})")
+                    alone = f", alone at {child.own_address}" if child.shares_port else ""
+                    events.append(f"{child.name} restarted on {child.address}{alone} (restart {child.restarts})")
                 except LaunchError as exc:
                     events.append(f"{child.name} failed to restart: {exc}")
                 child.next_restart = 0.0
         return events
 
     def stop(self) -> None:
-        """Coordinator first (it drains and flushes), then the agents."""
-        if self.coordinator is not None:
-            self.coordinator.terminate()
+        """Coordinators first (they drain and flush), then the agents."""
+        for child in self.coordinators:
+            child.ask_to_stop()
+        for child in self.coordinators:
+            child.wait_stopped()
         for child in self.agents:
             child.ask_to_stop()
         for child in self.agents:

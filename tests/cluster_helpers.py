@@ -70,11 +70,11 @@ def prepare_store(tmp: Path, config_path: Path, trained_versions: int = 1) -> Mo
 
 @contextlib.contextmanager
 def running_cluster(config_path: Path, *, restart: bool = True, supervise: bool = False, log_dir: Path | None = None,
-                    child_options: tuple[str, ...] = ()):
+                    child_options: tuple[str, ...] = (), coordinators: int = 1):
     """A started LocalCluster, stopped at the end; with `supervise`, a thread restarts dead children;
     with `log_dir`, each process logs to a file there instead of the test's stderr."""
     cluster = LocalCluster(load_config(config_path), str(config_path), restart=restart, log_dir=log_dir,
-                           child_options=child_options)
+                           child_options=child_options, coordinators=coordinators)
     cluster.start()
     stop = threading.Event()
     events: list[str] = []

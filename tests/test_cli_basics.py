@@ -77,6 +77,7 @@ def test_bad_config_is_named(tmp_path):
     (["status", "--timeout", "nan"], "--timeout must be a positive number of seconds, got nan"),
     (["health", "--wait", "nan"], "--wait must be at least 0, got nan"),
     (["up", "--duration", "-1"], "--duration must be a positive number of seconds, got -1.0"),
+    (["up", "--coordinators", "0"], "--coordinators must be between 1 and 64, got 0"),
     (["agent", "--name", "fvg", "--port", "-5"], "--port must be between 0 and 65535, got -5"),  # gRPC: port 65531
     (["agent", "--name", "fvg", "--core", "-2"], "--core must be at least -1, got -2"),
     (["coordinator", "--port", "70000"], "--port must be between 0 and 65535, got 70000"),

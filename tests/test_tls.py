@@ -42,3 +42,20 @@ def test_a_tls_cluster_serves_tls_clients_and_refuses_plaintext(tmp_path):
         with grpc.insecure_channel(cluster.coordinator.address) as channel, pytest.raises(grpc.RpcError) as err:
             cluster_pb2_grpc.ClusterServiceStub(channel).GetStatus(cluster_pb2.GetStatusRequest(), timeout=3)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_coordinators_sharing_a_tls_port_are_reached_alone_in_plaintext_at_a_local_socket(tmp_path):
+    """`tactical up --coordinators 2` with TLS: the shared port is mutual TLS; each coordinator's own address is
+    a local socket in plaintext (the launcher checks each one's health there)."""
+    config_path = write_config(tmp_path, serving=make_certificates(tmp_path))
+    prepare_store(tmp_path, config_path)
+    with running_cluster(config_path, coordinators=2) as cluster:
+        with grpc.insecure_channel(cluster.coordinator.address) as channel, pytest.raises(grpc.RpcError) as err:
+            cluster_pb2_grpc.ClusterServiceStub(channel).GetStatus(cluster_pb2.GetStatusRequest(), timeout=3)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        for child in cluster.coordinators:
+            assert child.own_address.startswith("unix-abstract:")
+            with grpc.insecure_channel(child.own_address) as channel:
+                status = cluster_pb2_grpc.ClusterServiceStub(channel).GetStatus(cluster_pb2.GetStatusRequest(),
+                                                                                  timeout=5)
+            assert status.pid == child.proc.pid and status.active_version == 1

@@ -33,6 +33,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audit", default=None, help="audit log SQLite file (overrides paths.audit_log)")
     p.add_argument("--no-audit", action="store_true",
                    help="do not keep an audit log (also when paths.audit_log is empty)")
+    p.add_argument("--reuse-port", action="store_true",
+                   help="share the port with other coordinators started so (SO_REUSEPORT; sets serving.reuse_port): "
+                        "the kernel spreads connections over them; give them the same --state, whose active "
+                        "version they all follow. Each also listens alone at unix-abstract:tactical-PORT-PID "
+                        "(local, plaintext) for health and status. Default: a port in use is an error")
     add_config_option(p)
     add_logging_options(p)
     p.set_defaults(handler=run)
@@ -62,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     require_range("--port", args.port, 0, 65535)
     require_range("--metrics-port", args.metrics_port, 0, 65535)
     follow_launcher()
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, {"serving": {"reuse_port": True}} if args.reuse_port else None)
     setup_command_logging(args, "coordinator")
     if args.agents:
         agents = parse_agents(args.agents)
