@@ -59,12 +59,13 @@ class _Ring:
 class CommitteeWatch:
     """Committee health per version and the served features, over the last `window` decisions.
 
-    The request path only appends what a block of decisions produced to a queue (a deque append:
-    no numpy on a single decision's path); the queue is folded into the ring buffers when a reader
-    asks (a scrape, `tactical status`) or when FOLD_AT blocks wait. Reads and folds hold a lock.
+    The request path only appends what a block of decisions produced to a queue (a deque append,
+    and the newest feature row of each window: no numpy on a single decision's path); the queue is
+    folded into the ring buffers when a reader asks (a scrape, `tactical status`) or when FOLD_AT
+    decisions wait. Reads and folds hold a lock.
     """
 
-    FOLD_AT = 1024  # blocks waiting before the request path folds them itself (bounds the memory they hold)
+    FOLD_AT = 4096  # decisions waiting before the request path folds them itself (a few hundred kB at most)
 
     def __init__(self, agents: tuple[str, ...], window: int, n_features: int):
         self.agents = agents
@@ -73,25 +74,32 @@ class CommitteeWatch:
         self._votes: dict[int, _Ring] = {}  # version -> agent actions, then entropy, then low-confidence hold
         self._rows = _Ring(window, n_features, np.float32)
         self._waiting: collections.deque = collections.deque()
+        self._waiting_decisions = 0
+        self._row_bytes = n_features * 4
         self._lock = threading.Lock()
 
     def observe(self, version: int | None, voted: np.ndarray, probabilities: np.ndarray, combined: np.ndarray,
                 hold_reason: np.ndarray, windows: bytes) -> None:
         """A block of n decisions: which votes counted (n, A), each agent's probabilities (n, A, 3), the
-        aggregated probabilities (n, 3), the rule's hold reasons (n,), the n windows as sent (float32 bytes)."""
-        self._waiting.append((version, voted, probabilities, combined, hold_reason, windows))
-        if len(self._waiting) >= self.FOLD_AT:
+        aggregated probabilities (n, 3), the rule's hold reasons (n,), the n windows as sent (float32 bytes);
+        only each window's newest row is kept (a batch's windows would hold megabytes until the fold)."""
+        n = len(voted)
+        rows = windows[-self._row_bytes:] if n == 1 else \
+            np.frombuffer(windows, dtype="<f4").reshape(n, -1, self.n_features)[:, -1].tobytes()
+        self._waiting.append((version, voted, probabilities, combined, hold_reason, rows))
+        self._waiting_decisions += n
+        if self._waiting_decisions >= self.FOLD_AT:
             self._fold()
 
     def _fold(self) -> None:
         """Fold the waiting blocks into the rings, all at once (numpy per fold, not per decision)."""
         with self._lock:
             blocks = [self._waiting.popleft() for _ in range(len(self._waiting))]
+            self._waiting_decisions = 0
             if not blocks:
                 return
-            windows = b"".join(block[5] for block in blocks)
-            decisions = sum(len(block[1]) for block in blocks)
-            self._rows.add(np.frombuffer(windows, dtype="<f4").reshape(decisions, -1, self.n_features)[:, -1])
+            self._rows.add(np.frombuffer(b"".join(block[5] for block in blocks), dtype="<f4").reshape(
+                -1, self.n_features))
             for version in dict.fromkeys(block[0] for block in blocks):
                 if version is None:
                     continue
