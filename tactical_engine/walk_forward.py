@@ -135,6 +135,8 @@ class WalkForwardRun:
             "config": {section: cfg.to_dict()[section] for section in _TRAINING_SECTIONS},
         }
         del self.identity["config"]["training"]["updates"]  # the run's own "updates" above
+        for key in ("publish", "early_stop"):  # how `tactical train` picks its versions: nothing a segment learns
+            del self.identity["config"]["training"][key]
         self.identity = json.loads(json.dumps(self.identity))  # as run.json holds it (lists, not tuples)
         if restart and self.dir.exists():
             discard_tree(self.dir)

@@ -110,10 +110,16 @@ def test_train_errors_are_one_line_with_exit_2(tmp_path, small_config):
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump({"model": {"hidden_dim": 64}, "training": SMALL, "synthetic": {"bars": 3000},
                                      "paths": {"model_store": str(tmp_path / "store2")}}))
+    no_holdout = tmp_path / "no-holdout.yaml"
+    no_holdout.write_text(yaml.safe_dump({"training": {**SMALL, "holdout_fraction": 0.0}, "synthetic": {"bars": 3000},
+                                          "paths": {"model_store": str(tmp_path / "store3")}}))
     save_checkpoint(tmp_path / "default.pt", TacticalMARLSystem())
     cases = [
         (small_config, ["--data", str(bad)], "line 2: high 0.5 is below low 2.0"),
         (small_config, ["--updates", "0"], "--updates must be at least 1"),
+        (small_config, ["--early-stop", "-1"], "--early-stop must be at least 0"),
+        (small_config, ["--early-stop", "2"], "needs candidates along the way: give --save-every N (or --push)"),
+        (no_holdout, ["--publish", "improved"], "publish policy improved judges candidates on the held-out tail"),
         (small_config, ["--resume", str(tmp_path / "missing.pt")], "no checkpoint at"),
         (other, ["--resume", str(tmp_path / "default.pt")], "another architecture"),
     ]

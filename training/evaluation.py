@@ -136,7 +136,13 @@ class Validation:
 
 
 def validate(model: TacticalMARLSystem, series: TradingSeries, cfg: Config) -> Validation:
-    """Score the model's served decision over the held-out tail like `tactical backtest` does.
+    """Score the model's served decision over the held-out tail like `tactical backtest` does."""
+    rule = AggregationRule.from_config(cfg.aggregation)
+    return validate_positions(model_positions(model, series, rule), series, cfg)
+
+
+def validate_positions(positions: np.ndarray, series: TradingSeries, cfg: Config) -> Validation:
+    """Score one position per held-out decision bar, beside flat and buy-and-hold on the same bars.
 
     Fills at the close the decision saw, as training assumes; training.transaction_cost per unit
     traded; Sharpe annualized with the bars the whole series has per year.
@@ -145,9 +151,9 @@ def validate(model: TacticalMARLSystem, series: TradingSeries, cfg: Config) -> V
     if last < first:
         raise ValueError("no held-out bars: set training.holdout_fraction above 0")
     bars = last - first + 1
-    positions = {"model": model_positions(model, series, AggregationRule.from_config(cfg.aggregation)),
-                 "flat": np.zeros(bars), "buy_and_hold": np.ones(bars)}
     cost = cfg.training.transaction_cost
-    reports = score_range(series.bars, first, last, positions, cost, FILL_CLOSE, bars_per_year(series.bars.time))
+    reports = score_range(series.bars, first, last, {"model": positions, "flat": np.zeros(bars),
+                                                     "buy_and_hold": np.ones(bars)},
+                          cost, FILL_CLOSE, bars_per_year(series.bars.time))
     return Validation(reports["model"], reports["flat"], reports["buy_and_hold"], int(series.bars.time[first]),
                       int(series.bars.time[last]), cost)

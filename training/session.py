@@ -230,7 +230,7 @@ def print_summary(result: SessionResult, store_root: object, selection: Selectio
         if not c.publish:
             skipped.setdefault(c.reason, []).append(c.update)
     if skipped:
-        print("skipped: " + "; ".join(f"update{'s' if len(u) > 1 else ''} {', '.join(map(str, u))}, {reason}"
+        print("skipped: " + "; ".join(f"update{'s' if len(u) > 1 else ''} {', '.join(map(str, u))}: {reason}"
                                       for reason, u in skipped.items()))
 
 
