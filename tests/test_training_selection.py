@@ -68,7 +68,7 @@ def test_a_candidate_improves_only_above_flat_and_every_earlier_candidate(scores
         assert published == ([2, 3] if policy == IMPROVED else [1, 2, 3, 4, 5, 6])
         assert selection.best is verdicts[2]
         assert verdicts[0].reason == "does not beat flat (it always holds)"  # a Hold collapse never counts
-        assert verdicts[1].reason == "beats flat"
+        assert verdicts[1].reason == "the first to beat flat"
         assert verdicts[3].reason == f"not above the best so far (update 3, Sharpe {scores['oracle'].sharpe:+.2f})"
 
 
@@ -221,5 +221,5 @@ def test_every_candidate_is_published_without_push_and_early_stop_ends_the_run(t
     for version, update in ((1, 1), (2, 2)):
         v = store.info(version)["validation"]
         assert v["update"] == update and v["policy"] == EVERY and not v["improved"] and v["model"]["trades"] == 0
-    assert "update 1, held out: Sharpe +0.00" in res.stderr and "does not beat flat (it always holds); published" \
+    assert "update 1, held out: Sharpe +0.00" in res.stderr and "does not beat flat (it always holds): published" \
         in res.stderr

@@ -41,7 +41,7 @@ def describe(record: dict[str, Any]) -> str:
     beaten = [name for name, key in (("flat", "beats_flat"), ("buy and hold", "beats_buy_and_hold")) if record[key]]
     return (f"Sharpe {model['sharpe']:+.2f} (flat {flat['sharpe']:.2f}, buy and hold {hold['sharpe']:+.2f}), "
             f"return {model['total_return']:+.2%} (buy and hold {hold['total_return']:+.2%}), "
-            f"{model['trades']} trades: beats {' and '.join(beaten) if beaten else 'neither'}")
+            f"{model['trades']} trades, beats {' and '.join(beaten) if beaten else 'neither'}")
 
 
 @dataclass
@@ -88,7 +88,8 @@ class Selection:
         elif leader is None:
             improved = validation.beats_flat
             always_holds = validation.model.trades == 0
-            reason = "beats flat" if improved else "does not beat flat" + (" (it always holds)" if always_holds else "")
+            reason = ("the first to beat flat" if improved else
+                      "does not beat flat" + (" (it always holds)" if always_holds else ""))
         else:
             improved = validation.sharpe > leader.validation.sharpe
             which = "the resumed model" if leader is self.resumed else "the best so far"
@@ -101,10 +102,6 @@ class Selection:
         else:
             self.stale += 1
         return candidate
-
-    def judged(self, update: int) -> bool:
-        """Whether the model at `update` was judged already (an early stop at a save point)."""
-        return bool(self.candidates) and self.candidates[-1].update == update
 
     @property
     def should_stop(self) -> bool:

@@ -153,12 +153,11 @@ def run_session(config: dict[str, Any], *, data: str | None = None, until_ms: in
             return not (stop.requested or selection.should_stop)
 
         trainer.train(updates, callback=on_update)
-        result.interrupted = stop.requested
-        if not selection.judged(trainer.updates_done):  # an early stop judged the last model already
+        result.interrupted, result.stopped_early = stop.requested, selection.should_stop
+        if not result.stopped_early:  # else its save point judged the last model already
             save_point()
     result.last_update = trainer.updates_done
     result.candidates, result.best = selection.candidates, selection.best
-    result.stopped_early = selection.should_stop
     result.stats = trainer.last_stats
     result.performance = trainer.get_performance_stats()
     result.seconds = time.perf_counter() - started
@@ -180,7 +179,7 @@ def _log_resumed(selection: Selection, update: int) -> None:
 
 def _log_candidate(candidate: Candidate) -> None:
     """One line per candidate: its held-out numbers against the baselines, and the verdict."""
-    verdict = f"{candidate.reason}; {'published' if candidate.publish else 'skipped'}"
+    verdict = f"{candidate.reason}: {'published' if candidate.publish else 'skipped'}"
     if candidate.validation is None:
         log.info("update %d: %s", candidate.update, verdict, extra={"update": candidate.update})
         return
@@ -214,8 +213,8 @@ def print_summary(result: SessionResult, store_root: object, selection: Selectio
               f"net of {v.transaction_cost * 1e4:g} bp per unit traded, Sharpe annualized at "
               f"{v.model.periods_per_year:,.0f} bars a year; {len(scored)} candidate(s) scored")
         if result.best is not None:
-            where = f"v{result.best.version}" if result.best.version is not None else "not published"
-            print(f"best: update {result.best.update} ({where}), {describe(result.best.validation.record())}")
+            print(f"best: update {result.best.update} (v{result.best.version}), "
+                  f"{describe(result.best.validation.record())}")
         elif selection.resumed is not None:
             print(f"best: none; no candidate beat the resumed model (update {selection.resumed.update}, "
                   f"{describe(selection.resumed.validation.record())})")
