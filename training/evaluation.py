@@ -63,8 +63,8 @@ def model_positions(model: TacticalMARLSystem, series: TradingSeries, rule: Aggr
     out = []
     for start in range(first, last + 1, batch):
         windows = torch.from_numpy(series.window_at(np.arange(start, min(start + batch, last + 1))))
-        agents = model(windows, deterministic=True)["agents"]
-        probs = torch.stack([agents[name]["probabilities"] for name in AGENT_NAMES], dim=1)
+        # the actors alone, as agents serve them: the critic (most of the model's compute) decides nothing
+        probs = torch.stack([torch.softmax(model.actors[name](windows)[0], dim=-1) for name in AGENT_NAMES], dim=1)
         out.append(to_positions(rule(probs.numpy()).actions))
     model.train(was_training)
     return np.concatenate(out)

@@ -43,7 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="continue from a checkpoint file or a model-store version directory (weights, optimizer, "
                         "value normalizer, update count)")
     p.add_argument("--save-every", type=int, default=0, metavar="N",
-                   help="also publish a version every N updates (default 0: only at the end)")
+                   help="also judge a candidate every N updates, published as --publish says (default 0: only "
+                        "at the end)")
     p.add_argument("--store", metavar="DIR", help="model store to publish into (overrides paths.model_store)")
     p.add_argument("--push", action="store_true",
                    help="roll every published version out to a running cluster (stage on its agents, then "

@@ -16,6 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "The best is the version with the highest held-out Sharpe ratio that beat flat, "
                                    "among those scored on the same bars as the newest scored one.")
     p.add_argument("--offline", action="store_true", help="only the model store; do not ask the cluster")
+    p.add_argument("--store", metavar="DIR", help="the model store to list (overrides paths.model_store)")
     p.add_argument("--json", action="store_true",
                    help="print JSON: {model_store, best: version or null, store: [version.json + best: true/false, "
                         "...], cluster: {...} or null}")
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from tactical_engine.client import TacticalClient, active_version_text
     from training.selection import describe
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, {"paths": {"model_store": args.store}} if args.store else None)
     store = ModelStore(cfg.paths.model_store)
     best = best_version(store)
     listing = None
