@@ -199,7 +199,7 @@ def test_versions_json_shows_every_versions_validation_and_marks_the_best(pushed
         assert {"sharpe", "log_return", "total_return", "trades"} <= set(v["model"]) == set(v["buy_and_hold"])
         assert v["flat"]["sharpe"] == 0 and v["flat"]["trades"] == 0
 
-    text = run("versions", "--offline", "--config", str(tmp / "config.yaml")).stdout
+    text = run("versions", "--offline", "--store", str(tmp / "store")).stdout
     assert f"(best: v{pushed[-1]})" in text and f"* v{pushed[-1]} " in text
     assert text.count("<- best") == 1 and text.count("held out: Sharpe") == len(pushed)
 
