@@ -63,7 +63,7 @@ def model_positions(model: TacticalMARLSystem, series: TradingSeries, rule: Aggr
     out = []
     for start in range(first, last + 1, batch):
         windows = torch.from_numpy(series.window_at(np.arange(start, min(start + batch, last + 1))))
-        # the actors alone, as agents serve them: the critic (most of the model's compute) decides nothing
+        # the actors alone, as agents serve them: the critic (a third or more of the compute) decides nothing
         probs = torch.stack([torch.softmax(model.actors[name](windows)[0], dim=-1) for name in AGENT_NAMES], dim=1)
         out.append(to_positions(rule(probs.numpy()).actions))
     model.train(was_training)
