@@ -209,7 +209,7 @@ def run_training(bed: netbed.Bed, updates: int, repeats: int) -> list[tuple[str,
                                      timeout=900, name="cli")
     text = procs[0].stdout.read_text()
     trained = re.search(r"trained updates \S+ in ([\d.]+) s: ([\d,]+) env steps/s", text)
-    published = re.search(r"versions published to .*: (.*)", text)
+    published = re.search(r"published to .* \(publish policy \w+\): (.*)", text)
     rows.append(("`torchrun ... -m tactical_engine train` on 2 hosts", f"{seconds:.1f} s",
                  f"{trained.group(1)} s (whole session)" if trained else "?",
                  trained.group(2) if trained else "?",

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from market.bars import Bars
+
 MS_PER_YEAR = 365.25 * 24 * 3600 * 1000
 FILL_CLOSE, FILL_NEXT_OPEN = "close", "next-open"
 FILLS = (FILL_CLOSE, FILL_NEXT_OPEN)
@@ -137,6 +139,15 @@ def backtest(name: str, positions: np.ndarray, close: np.ndarray, time_ms: np.nd
     per_year = bars_per_year(time_ms) if periods_per_year is None else periods_per_year
     return _report(name, pnl, np.asarray(trade_pnl, dtype=np.float64), int(np.count_nonzero(positions)),
                    float(np.abs(positions - previous).sum()), float(time_ms[-1] - time_ms[0]), per_year)
+
+
+def score_range(bars: Bars, first: int, last: int, candidates: dict[str, np.ndarray], cost: float, fill: str,
+                periods_per_year: float) -> dict[str, BacktestReport]:
+    """Reports of each candidate's positions at decision bars first..last, on the same bars, fill and costs."""
+    close, open_ = bars.close[first:last + 2], bars.open[first:last + 2]
+    time = bars.time[first:last + 2]
+    return {name: backtest(name, p, close, time, cost, open_=open_, fill=fill, periods_per_year=periods_per_year)
+            for name, p in candidates.items()}
 
 
 def stitch(name: str, segments: Sequence[BacktestReport], periods_per_year: float) -> BacktestReport:

@@ -25,6 +25,7 @@ from tactical.errors import UserError
 AGENT_NAMES = ("fvg", "momentum", "entry")
 AUDIT_POLICIES = ("fail-open", "fail-closed")
 PROMOTION_GATES = ("off", "better", "significant")  # tactical_engine.promotion
+PUBLISH_POLICIES = ("auto", "every", "improved")  # training.publish; see training/selection.py
 
 
 class ConfigError(UserError, ValueError):
@@ -110,6 +111,8 @@ class TrainingConfig:
     reward_scale: float
     transaction_cost: float
     holdout_fraction: float
+    publish: str
+    early_stop: int
     torch_threads: int
 
     def check(self, at: str) -> None:
@@ -123,8 +126,10 @@ class TrainingConfig:
                 raise ConfigError(f"{at}.{key}: must be in [0, 1], got {getattr(self, key)}")
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise ConfigError(f"{at}.holdout_fraction: must be in [0, 1), got {self.holdout_fraction}")
+        if self.publish not in PUBLISH_POLICIES:
+            raise ConfigError(f"{at}.publish: one of {', '.join(PUBLISH_POLICIES)}, got {self.publish!r}")
         _non_negative(at, self, "entropy_coef_start", "entropy_coef_end", "value_loss_coef", "target_kl",
-                      "transaction_cost", "seed")
+                      "transaction_cost", "seed", "early_stop")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,7 +24,7 @@ import numpy as np
 from coordinator.aggregation import AggregationRule
 from market.bars import Bars
 from market.features import compute_features
-from market.performance import FILL_CLOSE, BacktestReport, backtest, bars_per_year
+from market.performance import FILL_CLOSE, BacktestReport, bars_per_year, score_range
 from market.windows import all_windows, decision_range
 from tactical.actions import Action, to_positions
 from tactical.atomic import atomic_open
@@ -119,15 +119,6 @@ def baseline_positions(model: np.ndarray, rule: AggregationRule, rng: np.random.
     n = len(model)
     return {MODEL: model, BUY_AND_HOLD: np.ones(n), FLAT: np.zeros(n),
             RANDOM: rule.random_positions(rng, n).astype(np.float64)}
-
-
-def score_range(bars: Bars, first: int, last: int, candidates: dict[str, np.ndarray], cost: float, fill: str,
-                periods_per_year: float) -> dict[str, BacktestReport]:
-    """Reports of each candidate's positions at decision bars first..last, on the same bars, fill and costs."""
-    close, open_ = bars.close[first:last + 2], bars.open[first:last + 2]
-    time = bars.time[first:last + 2]
-    return {name: backtest(name, p, close, time, cost, open_=open_, fill=fill, periods_per_year=periods_per_year)
-            for name, p in candidates.items()}
 
 
 def score(result: BacktestResult, cfg: Config, seed: int, *, fill: str = FILL_CLOSE,

@@ -38,7 +38,7 @@ from agents.serving.model_store import ModelStore
 from coordinator.aggregation import AggregationRule
 from market.bars import Bars
 from market.bootstrap import SharpeIntervals, sharpe_intervals
-from market.performance import BacktestReport, stitch
+from market.performance import BacktestReport, score_range, stitch
 from market.windows import decision_range
 from tactical.atomic import atomic_write_text, discard_tree
 from tactical.config import Config
@@ -50,7 +50,6 @@ from tactical_engine.backtest import (
     local_decisions,
     pyplot,
     save_figure,
-    score_range,
 )
 from tactical_engine.engine import Engine
 
@@ -136,6 +135,8 @@ class WalkForwardRun:
             "config": {section: cfg.to_dict()[section] for section in _TRAINING_SECTIONS},
         }
         del self.identity["config"]["training"]["updates"]  # the run's own "updates" above
+        for key in ("publish", "early_stop"):  # how `tactical train` picks its versions: nothing a segment learns
+            del self.identity["config"]["training"][key]
         self.identity = json.loads(json.dumps(self.identity))  # as run.json holds it (lists, not tuples)
         if restart and self.dir.exists():
             discard_tree(self.dir)

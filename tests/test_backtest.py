@@ -93,7 +93,10 @@ def test_in_sample_backtests_are_flagged(tmp_path):
 
 
 def test_demo_runs_end_to_end_and_stops_cleanly(tmp_path):
-    path = write_config(tmp_path, synthetic={"bars": 2500, "trend_drift": 1.0, "mean_duration": 200.0}, training=SMALL)
+    # publish every candidate: two updates of this small model stay flat, which the demo's default (improved when
+    # pushing) would rightly not roll out, and this test is about the rollout machinery
+    path = write_config(tmp_path, synthetic={"bars": 2500, "trend_drift": 1.0, "mean_duration": 200.0},
+                        training={**SMALL, "publish": "every"})
     res = run("demo", "--config", str(path), "--updates", "2", "--push-every", "1")
     assert res.returncode == 0, res.stderr[-2000:]
     out = res.stdout

@@ -52,6 +52,16 @@ def test_load_without_a_model_builds_one_from_the_saved_config(tmp_path):
     assert loaded.config.model.hidden_dim == 64
 
 
+def test_a_checkpoint_saved_before_a_config_key_existed_still_loads(tmp_path):
+    save_checkpoint(tmp_path / "c.pt", model())
+    payload = read_checkpoint(tmp_path / "c.pt")
+    for key in ("publish", "early_stop"):  # training keys added after checkpoints were already in model stores
+        del payload["config"]["training"][key]
+    torch.save(payload, tmp_path / "old.pt")
+    loaded, _ = load_checkpoint(tmp_path / "old.pt")
+    assert loaded.config.training.publish == default_config().training.publish
+
+
 def test_feature_schema_mismatch_names_the_setting(tmp_path):
     save_checkpoint(tmp_path / "c.pt", model())
     other = TacticalMARLSystem(default_config().replace(features={"momentum_scale": 50.0}))

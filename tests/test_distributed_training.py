@@ -1,6 +1,6 @@
 """Data-parallel training: two ranks on this machine (gloo, 127.0.0.1) stay identical while learning
-from different trajectories; `tactical train --nproc 2` publishes once,
-from rank 0."""
+from different trajectories; `tactical train --nproc 2` judges and publishes once, from rank 0, and
+an early stop ends both ranks."""
 
 from __future__ import annotations
 
@@ -66,16 +66,19 @@ def test_two_ranks_keep_identical_parameters_while_collecting_different_trajecto
     assert not torch.equal(single.model.state_dict()[weight], r0["params"][weight])
 
 
-def test_nproc_2_trains_and_rank_0_publishes_once(tmp_path):
+def test_nproc_2_trains_and_rank_0_judges_and_publishes_once(tmp_path):
     config = tmp_path / "small.yaml"
     config.write_text(json.dumps({"training": SMALL, "synthetic": {"bars": 3000},
                                   "paths": {"model_store": str(tmp_path / "store"),
                                             "metrics": str(tmp_path / "metrics.jsonl")}}))
-    res = subprocess.run([sys.executable, "-m", "tactical_engine", "train", "--config", str(config), "--updates", "2",
-                          "--nproc", "2"], capture_output=True, text=True, timeout=180)
+    # rank 0 judges the candidate at update 2 (it holds: no improvement) and stops the run early, on both ranks
+    res = subprocess.run([sys.executable, "-m", "tactical_engine", "train", "--config", str(config), "--updates", "6",
+                          "--save-every", "2", "--early-stop", "1", "--nproc", "2"],
+                         capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stderr[-2000:]
     store = ModelStore(tmp_path / "store")
     assert store.versions() == [0, 1]  # the embedded default beside what it trained
-    assert "2 rank(s)" in store.info(1)["source"]
+    assert "2 rank(s)" in store.info(1)["source"] and store.info(1)["validation"]["update"] == 2
     assert [r["update"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2]
+    assert res.stdout.count("trained updates 1-2 (stopped early") == 1 and res.stderr.count("held out: Sharpe") == 1
     assert res.stderr.count("published version 1") == 1 and "trained updates 1-2" in res.stdout

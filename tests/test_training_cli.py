@@ -47,7 +47,8 @@ def test_help_lists_the_commands_and_says_which_flags_override_the_config():
     assert all(name in run("--help").stdout for name in ("train", "tune"))
     train_help = " ".join(run("train", "--help").stdout.split())
     for note in ("overrides training.updates", "overrides training.seed", "overrides paths.model_store",
-                 "overrides the synthetic series", "--nproc", "--resume", "--save-every"):
+                 "overrides the synthetic series", "--nproc", "--resume", "--save-every",
+                 "overrides training.publish", "overrides training.early_stop", "improved with --push"):
         assert note in train_help
     tune_help = " ".join(run("tune", "--help").stdout.split())
     for note in ("overrides paths.study_storage", "overrides training.updates", "--trials", "--study"):
@@ -58,9 +59,9 @@ def test_train_publishes_versions_with_artifacts_and_resumes(tmp_path, small_con
     res = run("train", "--config", str(small_config), "--updates", "2", "--save-every", "1", "--seed", "3")
     assert res.returncode == 0, res.stderr
     assert "training: 2/2 (100%)" in res.stderr and "episode return" in res.stderr  # progress, as log lines
-    assert "held-out" in res.stdout and "random" in res.stdout
+    assert "held-out validation" in res.stdout and "published to" in res.stdout
     store = ModelStore(tmp_path / "store")
-    assert store.versions() == [0, 1, 2]  # the embedded default v0 too
+    assert store.versions() == [0, 1, 2]  # the embedded default v0 too; without --push every candidate is published
     for agent in ("fvg", "momentum", "entry"):
         blob, manifest = store.read_artifact(2, agent)
         assert manifest.version == 2 and len(blob) > 100_000
@@ -80,7 +81,7 @@ def test_train_on_a_csv_file(tmp_path, small_config):
     write_bars_csv(synthetic_bars(2000, seed=4), csv)
     res = run("train", "--config", str(small_config), "--updates", "1", "--data", str(csv))
     assert res.returncode == 0, res.stderr
-    assert "held-out (400 bars" in res.stdout
+    assert "held-out validation: 400 bars" in res.stdout
     info = ModelStore(tmp_path / "store").info(1)
     assert f"2,000 bars of {csv}" in info["source"] and info["data"]["source"] == str(csv.resolve())
 
@@ -109,10 +110,16 @@ def test_train_errors_are_one_line_with_exit_2(tmp_path, small_config):
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump({"model": {"hidden_dim": 64}, "training": SMALL, "synthetic": {"bars": 3000},
                                      "paths": {"model_store": str(tmp_path / "store2")}}))
+    no_holdout = tmp_path / "no-holdout.yaml"
+    no_holdout.write_text(yaml.safe_dump({"training": {**SMALL, "holdout_fraction": 0.0}, "synthetic": {"bars": 3000},
+                                          "paths": {"model_store": str(tmp_path / "store3")}}))
     save_checkpoint(tmp_path / "default.pt", TacticalMARLSystem())
     cases = [
         (small_config, ["--data", str(bad)], "line 2: high 0.5 is below low 2.0"),
         (small_config, ["--updates", "0"], "--updates must be at least 1"),
+        (small_config, ["--early-stop", "-1"], "--early-stop must be at least 0"),
+        (small_config, ["--early-stop", "2"], "needs candidates along the way: give --save-every N (or --push)"),
+        (no_holdout, ["--publish", "improved"], "publish policy improved judges candidates on the held-out tail"),
         (small_config, ["--resume", str(tmp_path / "missing.pt")], "no checkpoint at"),
         (other, ["--resume", str(tmp_path / "default.pt")], "another architecture"),
     ]

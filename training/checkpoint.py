@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from tactical.atomic import atomic_write_bytes
-from tactical.config import Config, config_from_dict
+from tactical.config import Config, as_config
 from tactical.errors import UserError
 from tactical.wire import FEATURE_NAMES
 from training.system import TacticalMARLSystem
@@ -103,7 +103,7 @@ def load_checkpoint(path: str | Path, model: TacticalMARLSystem | None = None,
     """
     payload = read_checkpoint(path)
     if model is None:
-        model = TacticalMARLSystem(config_from_dict(payload["config"]))
+        model = TacticalMARLSystem(as_config(payload["config"]))  # over the defaults: older checkpoints lack newer keys
     diffs = _differences(payload["feature_schema"], feature_schema(model.config))
     if diffs:
         raise CheckpointError(f"{path} was trained on other features: " + "; ".join(diffs))

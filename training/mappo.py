@@ -52,7 +52,7 @@ from tactical.progress import progress_bar
 from training import checkpoint as checkpoints
 from training.distributed import DistContext
 from training.env import VectorTradingEnv
-from training.evaluation import PolicyScore, evaluate_holdout
+from training.evaluation import PolicyScore, Validation, evaluate_holdout, validate
 from training.metrics_log import MetricsLog
 from training.series import HOLDOUT, TradingSeries
 from training.system import TacticalMARLSystem
@@ -416,6 +416,11 @@ class TacticalMAPPOTrainer:
         """Scores on the held-out tail: the model (its served decision), always-Hold, and random votes."""
         return evaluate_holdout(self.model, self.series, self.config,
                                 seed=self.config.training.seed if seed is None else seed, part=HOLDOUT)
+
+    def validate(self) -> Validation:
+        """The held-out score checkpoint selection compares: returns net of costs, Sharpe, against flat and
+        buy-and-hold (training.evaluation.validate)."""
+        return validate(self.model, self.series, self.config)
 
     def get_performance_stats(self) -> dict[str, float]:
         """Timing so far: policy inference per collected step (batch of num_envs), update and collection time."""

@@ -31,6 +31,7 @@ class TradingSeries:
     window: int
     min_bars: int  # history a decision needs (features.min_bars)
     split: int  # first bar of the held-out tail
+    bars: Bars  # the prices and times the returns come from (validation scores them like a backtest)
 
     @classmethod
     def from_bars(cls, bars: Bars, cfg: Config) -> TradingSeries:
@@ -41,7 +42,7 @@ class TradingSeries:
         next_log_return[:-1] = np.diff(np.log(bars.close))
         split = n - round(n * cfg.training.holdout_fraction)
         min_bars = cfg.features.min_bars
-        series = cls(features, all_windows(features, window), next_log_return, window, min_bars, split)
+        series = cls(features, all_windows(features, window), next_log_return, window, min_bars, split, bars)
         need = min_bars + cfg.training.episode_length
         if split < need:
             raise BarDataError(f"{n} bars are too few to train on: one {cfg.training.episode_length}-step episode "

@@ -5,6 +5,11 @@ A version directory holds, per agent, `<agent>.onnx` and `<agent>.manifest.json`
 checkpoint `checkpoint.pt`. Each agent process keeps a store of its own with just its files.
 Versions are built under a temporary name and renamed into place, so a reader (or a process
 restarted after a kill) never sees half a version; leftovers of interrupted writes are swept.
+
+A version `tactical train` scored on its held-out bars keeps the score in version.json
+(`validation`: its Sharpe ratio and returns net of costs beside flat and buy-and-hold, the bars
+scored; training/evaluation.py writes it). `best_version` reads those records, so the best is
+derived, never a pointer that could disagree with the versions.
 """
 
 from __future__ import annotations
@@ -95,3 +100,25 @@ class ModelStore:
             return json.loads((self.path(version) / VERSION_FILE).read_text())
         except FileNotFoundError:
             return {}
+
+
+def best_version(store: ModelStore) -> int | None:
+    """The version with the highest held-out Sharpe ratio that beat flat, among those scored on the same bars as
+    the newest scored version; None when none did.
+
+    Scores on other held-out bars (another data file, a later --until, other costs) do not compare,
+    so the newest scored version's bars decide which versions compete; of equal scores, the newer wins.
+    """
+    scored = [(v, info) for v in store.versions() if (info := store.info(v)).get("validation")]
+    if not scored:
+        return None
+    bars = _validation_bars(scored[-1][1])
+    ranked = [(info["validation"]["model"]["sharpe"], v) for v, info in scored
+              if _validation_bars(info) == bars and info["validation"]["beats_flat"]]
+    return max(ranked)[1] if ranked else None
+
+
+def _validation_bars(info: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two validation scores comparable: the data, the scored bars' range, the costs."""
+    v = info["validation"]
+    return (info.get("data", {}).get("source"), v["first_ms"], v["last_ms"], v["transaction_cost"])

@@ -16,14 +16,16 @@ from tactical_engine.commands import (
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run everything end to end: cluster, live training, served decisions, backtest",
                        description="Start the local cluster, train a short MAPPO run on the first 80% of a "
-                                   "synthetic series while rolling each new version out to the running agents, "
+                                   "synthetic series while rolling each candidate that improves on held-out bars "
+                                   "out to the running agents (training.publish: every rolls out every one), "
                                    "stream decisions over the held-out last 20% through gRPC, print them with "
                                    "versions and latency, backtest them against buy-and-hold, flat and random, "
                                    "and shut everything down. Uses configs/demo.yaml (a planted trend edge, "
                                    "state under state/demo, free ports) unless --config is given.")
     p.add_argument("--updates", type=int, default=None, help="training updates (overrides training.updates)")
     p.add_argument("--push-every", type=int, default=6, metavar="N",
-                   help="publish and roll out a version every N updates (default 6)")
+                   help="judge a candidate every N updates, and publish and roll it out if the publish policy "
+                        "says so (default 6)")
     p.add_argument("--holdout", type=float, default=0.2, help="share of the series kept for the backtest (default 0.2)")
     p.add_argument("--config", metavar="YAML", default=None,
                    help="configuration merged over the packaged defaults (default: the packaged configs/demo.yaml)")
@@ -85,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         with TacticalClient(target, cfg) as client:
             print(f"  all SERVING; active model version {client.status().active_version}")
 
-        step(f"training {cfg.training.updates} MAPPO updates, rolling a new version out every {args.push_every}")
+        step(f"training {cfg.training.updates} MAPPO updates, judging a candidate every {args.push_every} on "
+             f"held-out bars and rolling out the ones the publish policy publishes")
         from training.session import run_session
 
         def push(version: int) -> None:

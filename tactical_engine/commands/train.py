@@ -22,10 +22,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train the agents with MAPPO and publish model versions",
         description="Train the three agents and the centralized critic with MAPPO on a bar series (synthetic by "
-                    "default), showing progress and logging per-update metrics to paths.metrics. Publishes a new "
-                    "model-store version (three ONNX artifacts + checkpoint) every --save-every updates and at the "
-                    "end; Ctrl-C stops after the current update and publishes. Data-parallel with --nproc N, or "
-                    "under torchrun: torchrun --nproc_per_node N -m tactical_engine train ...",
+                    "default), showing progress and logging per-update metrics to paths.metrics. Every --save-every "
+                    "updates and at the end, the model is a candidate: it is scored on the held-out tail "
+                    "(training.holdout_fraction) net of costs, against flat (always Hold) and buy-and-hold, and "
+                    "published as a new model-store version (three ONNX artifacts + checkpoint + its score) as "
+                    "--publish says. The summary names the best candidate and why, and the skipped ones. Ctrl-C "
+                    "stops after the current update and judges it. Data-parallel with --nproc N, or under "
+                    "torchrun: torchrun --nproc_per_node N -m tactical_engine train ...",
     )
     add_config_option(p)
     p.add_argument("--data", metavar="FILE",
@@ -41,12 +44,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="continue from a checkpoint file or a model-store version directory (weights, optimizer, "
                         "value normalizer, update count)")
     p.add_argument("--save-every", type=int, default=0, metavar="N",
-                   help="also publish a version every N updates (default 0: only at the end)")
+                   help="also judge a candidate every N updates, published as --publish says (default 0: only "
+                        "at the end)")
     p.add_argument("--store", metavar="DIR", help="model store to publish into (overrides paths.model_store)")
     p.add_argument("--push", action="store_true",
                    help="roll every published version out to a running cluster (stage on its agents, then "
-                        "activate), so it follows training live; publishes every update unless --save-every says "
-                        "otherwise; needs the admin token")
+                        "activate), so it follows training live; judges a candidate every update unless "
+                        "--save-every says otherwise, and publishes (so pushes) only improvements unless --publish "
+                        "every; needs the admin token")
+    p.add_argument("--publish", choices=("every", "improved"),
+                   help="which candidates to publish (overrides training.publish): every one, or only those whose "
+                        "held-out Sharpe ratio beats flat and every earlier candidate of the run (a resumed run: "
+                        "and the model it resumed from), so that the last published is the best. Default (auto): "
+                        "improved with --push, so nothing worse than what is live goes live, and every without")
+    p.add_argument("--early-stop", type=int, metavar="K",
+                   help="stop after K candidates in a row without held-out improvement; needs --save-every or "
+                        "--push (overrides training.early_stop; default 0: never)")
     add_targets_option(p)
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="train data-parallel on N local processes (gloo on 127.0.0.1; default 1)")
@@ -60,6 +73,10 @@ def _overrides(args: argparse.Namespace) -> dict:
         training["updates"] = args.updates
     if args.seed is not None:
         training["seed"] = args.seed
+    if args.publish is not None:
+        training["publish"] = args.publish
+    if args.early_stop is not None:
+        training["early_stop"] = args.early_stop
     return {"training": training, **({"paths": {"model_store": args.store}} if args.store else {})}
 
 
@@ -70,9 +87,14 @@ def run(args: argparse.Namespace) -> int:
     require_range("--seed", args.seed, 0)
     require_range("--save-every", args.save_every, 0)
     require_range("--nproc", args.nproc, 1)
+    require_range("--early-stop", args.early_stop, 0)
     if args.resume and not Path(args.resume).exists():
         raise CliError(f"--resume: no checkpoint at {args.resume}")
     cfg = load_config(args.config, _overrides(args))
+    save_every = args.save_every or (1 if args.push else 0)
+    if cfg.training.early_stop and not save_every:
+        raise CliError(f"early stop after {cfg.training.early_stop} candidates needs candidates along the way: "
+                       f"give --save-every N (or --push)")
     setup_command_logging(args, "train")
     if args.data:
         from market.csv_loader import load_bars
@@ -91,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         push = {"targets": coordinator_targets(args.target, cfg), "token": cluster_admin_token(cfg)}
     options = {"logging": {"level": args.log_level, "fmt": args.log_format},
                "data": args.data, "until_ms": until_ms, "updates": cfg.training.updates, "resume": args.resume,
-               "save_every": args.save_every or (1 if args.push else 0)}
+               "save_every": save_every}
     from training.checkpoint import CheckpointError
 
     try:
