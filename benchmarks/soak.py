@@ -132,10 +132,11 @@ def chaos(cluster, cfg, store, token, stop: threading.Event, seed: int, log: lis
 
 @contextlib.contextmanager
 def audit_disk(tmp: Path, wanted: bool):
-    """A 16 MiB tmpfs for the audit log when a full-disk phase is wanted and mounting is allowed, else None."""
+    """A tmpfs for the audit log when a full-disk phase is wanted and mounting is allowed, else None: 1 GiB, room
+    for the chaos phase's rows (each keeps its window: about 2.5 kB), until fill() takes the rest."""
     mount = tmp / "auditfs"
     mount.mkdir()
-    if not wanted or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
+    if not wanted or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1g", "tmpfs", str(mount)],
                                     capture_output=True).returncode != 0:
         yield None
         return
