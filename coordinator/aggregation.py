@@ -22,6 +22,7 @@ from tactical.config import AGENT_NAMES, AggregationConfig
 # Why a decision is Hold against its argmax (0: it is not).
 DECIDED, TOO_FEW_AGENTS, LOW_CONFIDENCE, TIE = 0, 1, 2, 3
 _TIE_TOLERANCE = 1e-9
+_HOLD = int(Action.HOLD)  # read once: an enum member's lookup costs more than the rest of a small block's rule
 SUM_TOLERANCE = 1e-3  # a vote's probabilities must sum to 1 within this (float32 softmax sums to 1 within 1e-6)
 
 
@@ -69,7 +70,7 @@ class AggregationRule:
         reason[top.sum(axis=1) > 1] = TIE
         reason[confidence < self.min_confidence] = LOW_CONFIDENCE
         reason[voted.sum(axis=1) < self.min_agents] = TOO_FEW_AGENTS
-        actions = np.where(reason == DECIDED, actions_from_indices(combined.argmax(axis=1)), Action.HOLD)
+        actions = np.where(reason == DECIDED, actions_from_indices(combined.argmax(axis=1)), _HOLD)
         return Aggregate(actions, combined, confidence, reason)
 
     def vote(self, actions: np.ndarray) -> np.ndarray:

@@ -38,17 +38,19 @@ def decide_block(asked: Sequence[Asked], version: int | None, agents: Sequence[s
     agg = rule(probabilities, voted)
     action_of = [int(action) for action in ACTIONS]  # probability index -> action value
     actions, confidences, holds = agg.actions.tolist(), agg.confidence.tolist(), agg.hold_reason.tolist()
+    # the hot path of a batch: every array turned into plain ints and floats once, no numpy scalar per vote
+    probs_of, values_of, voted_of = probabilities.tolist(), values.tolist(), voted.tolist()
+    top_of, combined_of = probabilities.argmax(axis=2).tolist(), agg.combined.tolist()
     out = []
     for k, item in enumerate(asked):
         votes, missing = [], []
         for a, name in enumerate(agents):
-            p = probabilities[k, a]
-            if voted[k, a]:  # (the hot path of a batch: plain ints and floats, no enum or numpy scalars)
-                votes.append(decision_pb2.AgentVote(agent=name, ok=True, action=action_of[int(p.argmax())],
-                                                    probabilities=p.tolist(), value=float(values[k, a]),
+            if voted_of[k][a]:
+                votes.append(decision_pb2.AgentVote(agent=name, ok=True, action=action_of[top_of[k][a]],
+                                                    probabilities=probs_of[k][a], value=values_of[k][a],
                                                     latency_ms=latencies_ms[a]))
                 continue
-            error = errors[a] or (f"invalid vote: probabilities {np.round(p, 4).tolist()}, value "
+            error = errors[a] or (f"invalid vote: probabilities {np.round(probabilities[k, a], 4).tolist()}, value "
                                   f"{values[k, a]:.4g} (not a finite distribution)")
             votes.append(decision_pb2.AgentVote(agent=name, ok=False, error=error))
             missing.append(f"{name} ({error})")
@@ -63,6 +65,6 @@ def decide_block(asked: Sequence[Asked], version: int | None, agents: Sequence[s
             reasons.append("Hold: the top actions tie")
         out.append(decision_pb2.Decision(
             request_id=item.request_id, instrument=item.instrument, action=actions[k], confidence=confidence,
-            probabilities=agg.combined[k].tolist(), votes=votes, model_version=version, degraded=bool(missing),
+            probabilities=combined_of[k], votes=votes, model_version=version, degraded=bool(missing),
             reason="; ".join(reasons), bar_time_ms=item.bar_time, latency_ms=latency_ms))
     return out, agg, voted
