@@ -118,8 +118,8 @@ def chaos(cluster, cfg, store, token, stop: threading.Event, seed: int, log: lis
                         log.append((time.perf_counter(), "killed the audit writer"))
                 elif action == "rollout":
                     version = rng.choice(VERSIONS)
-                    rollout(client, store, version, cfg, token)
-                    undoable += 1
+                    result = rollout(client, store, version, cfg, token)
+                    undoable += result.previous != version  # the active version again changes nothing to undo
                     log.append((time.perf_counter(), f"rolled out v{version}"))
                 else:
                     result = client.rollback()
