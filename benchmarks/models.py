@@ -1,5 +1,9 @@
 """Model latency and memory: torch system forward vs the card, ONNX actors, runner process RSS.
 
+ONNX actors are timed at batch 1, 32 and 500 (a DecideBatch of 500 instruments is one forward pass),
+and fvg at batch 1 with two versions called in turn, as an agent does with a shadow version beside
+the active one (each evicts the other's weights from the cache).
+
     python benchmarks/models.py [--iterations 3000]
 
 Targets (issue 3): torch system forward (3 actors + critic, 1 thread, batch 1) p50 < 0.8 ms
@@ -57,7 +61,8 @@ def main() -> None:
     from agents.serving.model_store import ModelStore
     from agents.serving.runtime import ActorRunner
     from tactical.config import AGENT_NAMES, default_config
-    from training.versions import default_model, ensure_default_version
+    from training.system import TacticalMARLSystem
+    from training.versions import default_model, ensure_default_version, publish
 
     torch.set_num_threads(1)
     cfg = default_config()
@@ -78,10 +83,18 @@ def main() -> None:
         store = ModelStore(tmp)
         for name in AGENT_NAMES:
             runner = ActorRunner(*store.read_artifact(0, name))
-            for batch in (1, 32):
+            for batch in (1, 32, 500):
                 w = np.random.default_rng(0).uniform(-1, 1, (batch, 60, 7)).astype(np.float32)
-                p50, p99, mean = percentiles(time_calls(lambda r=runner, w=w: r.infer(w), args.iterations))
+                calls = max(args.iterations * 32 // max(batch, 32), 20)
+                p50, p99, mean = percentiles(time_calls(lambda r=runner, w=w: r.infer(w), calls, min(200, calls)))
                 rows.append((f"ONNX Runtime actor {name}, batch {batch}", batch, p50, p99, mean))
+        torch.manual_seed(1)
+        shadow = publish(store, TacticalMARLSystem(cfg).eval(), source="benchmark: a second version")
+        pair = [ActorRunner(*store.read_artifact(v, "fvg")) for v in (0, shadow)]
+        w = np.random.default_rng(0).uniform(-1, 1, (1, 60, 7)).astype(np.float32)
+        turn = iter(range(10**9))
+        p50, p99, mean = percentiles(time_calls(lambda: pair[next(turn) % 2].infer(w), args.iterations))
+        rows.append(("ONNX fvg, batch 1, two versions in turn (a shadow)", 1, p50, p99, mean))
         rss = float(subprocess.run([sys.executable, "-c", RSS_PROBE, tmp], capture_output=True, text=True,
                                    check=True).stdout)
 
@@ -90,7 +103,7 @@ def main() -> None:
         print(f"{what:<52}{p50 * 1e6:>9.1f}{p99 * 1e6:>9.1f}{mean * 1e6:>9.1f}{p50 * 1e6 / batch:>15.1f}")
     print(f"{'card: in-process inference':<52}{'':>9}{6930:>9.1f}{2210:>9.1f}")
     torch_p50 = rows[0][2] * 1e3
-    onnx_p50 = max(r[2] for r in rows if r[0].startswith("ONNX") and r[1] == 1) * 1e6
+    onnx_p50 = max(r[2] for r in rows if r[0].startswith("ONNX Runtime actor") and r[1] == 1) * 1e6
     print()
     print(f"{'target':<52}{'measured':>12}{'goal':>10}{'ok':>5}")
     for label, value, digits, target, met in (
