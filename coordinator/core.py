@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import grpc
 import numpy as np
 
-from coordinator.aggregation import AggregationRule, valid_votes
+from coordinator.aggregation import AggregationRule
 from coordinator.audit import AuditLog, AuditUnavailable
 from coordinator.committee import CommitteeWatch
 from coordinator.decisions import decide_block
@@ -138,6 +138,7 @@ class Coordinator:
         answered = np.zeros(agents, dtype=bool)
         latencies = [0.0] * agents
         shadow = self.state.shadow if version is not None and self.state.shadow != version else None
+        shadow_probs = None if shadow is None else np.zeros((n, agents, 3))  # zeros: no vote where it did not run
         if version is None:
             errors = ["no model version is active yet"] * agents
         else:
@@ -159,13 +160,14 @@ class Coordinator:
                 else:
                     probs[:, a], values[:, a], answered[a] = answer.probabilities, answer.values, True
                     latencies[a] = (answer.received - start) * 1e3
-        decisions, agg, voted = decide_block(items, version, list(self.agents), probs, values, answered, errors,
-                                             latencies, self.rule, self.cfg.aggregation,
-                                             (time.perf_counter() - start) * 1e3)
+                    if shadow_probs is not None and answer.shadow is not None:
+                        shadow_probs[:, a] = answer.shadow
+        decisions, agg, voted, shadow_actions = decide_block(
+            items, version, list(self.agents), probs, values, answered, errors, latencies, self.rule,
+            self.cfg.aggregation, (time.perf_counter() - start) * 1e3, shadow_probs)
         self._account(decisions, version, answered, voted, errors, latencies)
         self.committee.observe(version, voted, probs, agg.combined, agg.hold_reason,
                                windows if version is not None else b"".join(item.window for item in items))
-        shadow_actions = self._shadow_actions(fanout.answers, n) if shadow is not None else None
         if shadow_actions is not None:
             self._count_shadow(decisions, shadow_actions)
         if self.scoring():
@@ -173,31 +175,21 @@ class Coordinator:
         if self.audit is not None:
             for k, (item, d) in enumerate(zip(items, decisions, strict=True)):
                 self.audit.record(d, item.window, traceparent, item.close, shadow,
-                                  0 if shadow_actions is None else int(shadow_actions[k]))
+                                  0 if shadow_actions is None else shadow_actions[k])
         return decisions
 
-    def _shadow_actions(self, answers: list, n: int) -> np.ndarray | None:
-        """The shadow version's decisions on the block, by the same rule (None when no agent ran it)."""
-        probs = np.zeros((n, len(answers), 3))
-        voted = np.zeros((n, len(answers)), dtype=bool)
-        for a, answer in enumerate(answers):
-            if answer is not None and answer.shadow is not None:
-                probs[:, a] = answer.shadow
-                voted[:, a] = valid_votes(answer.shadow, np.zeros(n))
-        return self.rule(probs, voted).actions if voted.any() else None
-
-    def _count_shadow(self, decisions: list[decision_pb2.Decision], shadow_actions: np.ndarray) -> None:
+    def _count_shadow(self, decisions: list[decision_pb2.Decision], shadow_actions: list[int]) -> None:
         s = self.scores.shadow
         if s is not None:
             s.decisions += len(decisions)
-            s.agreed += sum(int(d.action) == int(a) for d, a in zip(decisions, shadow_actions, strict=True))
+            s.agreed += sum(d.action == a for d, a in zip(decisions, shadow_actions, strict=True))
 
     def _score(self, items: list[Decoded], decisions: list[decision_pb2.Decision], version: int | None,
-               shadow_actions: np.ndarray | None) -> None:
+               shadow_actions: list[int] | None) -> None:
         for k, (item, d) in enumerate(zip(items, decisions, strict=True)):
             if item.close == item.close and d.action:  # priced (a bar request) and answered
                 self.scores.observe(item.instrument, item.bar_time, item.close, version, d.action - 2.0,
-                                    None if shadow_actions is None else float(shadow_actions[k]) - 2.0)
+                                    None if shadow_actions is None else shadow_actions[k] - 2.0)
 
     def _account(self, decisions: list[decision_pb2.Decision], version: int | None,
                  answered: np.ndarray, voted: np.ndarray, errors: list[str], latencies: list[float]) -> None:

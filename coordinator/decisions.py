@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -27,15 +28,35 @@ class Asked:
     bar_time: int = 0
 
 
+class Block(NamedTuple):
+    """A block's decisions; the rule's output and which votes counted (n, A), for the committee's health; and the
+    shadow version's actions on the same windows (None when no agent ran it)."""
+
+    decisions: list[decision_pb2.Decision]
+    aggregate: Aggregate
+    voted: np.ndarray
+    shadow_actions: list[int] | None
+
+
 def decide_block(asked: Sequence[Asked], version: int | None, agents: Sequence[str], probabilities: np.ndarray,
                  values: np.ndarray, answered: np.ndarray, errors: Sequence[str], latencies_ms: Sequence[float],
-                 rule: AggregationRule, aggregation: AggregationConfig,
-                 latency_ms: float) -> tuple[list[decision_pb2.Decision], Aggregate, np.ndarray]:
+                 rule: AggregationRule, aggregation: AggregationConfig, latency_ms: float,
+                 shadow: np.ndarray | None = None) -> Block:
     """Decisions for a block of n windows: probabilities (n, A, 3) and values (n, A) as the A agents answered,
     `answered` (A,) whether each agent answered at all (else `errors` says why), `latencies_ms` (A,) when.
-    Also the rule's output and which votes counted (n, A), for the committee's health."""
-    voted = valid_votes(probabilities, values) & np.asarray(answered, dtype=bool)
-    agg = rule(probabilities, voted)
+    `shadow` (n, A, 3): the shadow version's probabilities on the same windows (zeros where an agent did not
+    run it), aggregated by the same rule in the same call: a small block's rule costs its numpy calls, not its
+    rows, so the shadow adds rows rather than a second pass."""
+    n = len(asked)
+    rows, row_values = (probabilities, values) if shadow is None else (
+        np.concatenate([probabilities, shadow]), np.concatenate([values, np.zeros_like(values)]))
+    voted = valid_votes(rows, row_values) & np.asarray(answered, dtype=bool)
+    agg = rule(rows, voted)
+    shadow_actions = None
+    if shadow is not None:
+        shadow_actions = agg.actions[n:].tolist() if voted[n:].any() else None
+        agg = Aggregate(agg.actions[:n], agg.combined[:n], agg.confidence[:n], agg.hold_reason[:n])
+        voted = voted[:n]
     action_of = [int(action) for action in ACTIONS]  # probability index -> action value
     actions, confidences, holds = agg.actions.tolist(), agg.confidence.tolist(), agg.hold_reason.tolist()
     # the hot path of a batch: every array turned into plain ints and floats once, no numpy scalar per vote
@@ -67,4 +88,4 @@ def decide_block(asked: Sequence[Asked], version: int | None, agents: Sequence[s
             request_id=item.request_id, instrument=item.instrument, action=actions[k], confidence=confidence,
             probabilities=combined_of[k], votes=votes, model_version=version, degraded=bool(missing),
             reason="; ".join(reasons), bar_time_ms=item.bar_time, latency_ms=latency_ms))
-    return out, agg, voted
+    return Block(out, agg, voted, shadow_actions)

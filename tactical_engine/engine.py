@@ -146,10 +146,8 @@ class Engine:
             probs[:, a], values[:, a] = runner.infer(windows)
             latencies.append((time.perf_counter() - start) * 1e3)
         answered = np.ones(len(self.runners), dtype=bool)
-        decisions, _, _ = decide_block(items, self.version, AGENT_NAMES, probs, values, answered,
-                                       [""] * len(self.runners), latencies, self.rule, self.cfg.aggregation,
-                                       (time.perf_counter() - start) * 1e3)
-        return decisions
+        return decide_block(items, self.version, AGENT_NAMES, probs, values, answered, [""] * len(self.runners),
+                            latencies, self.rule, self.cfg.aggregation, (time.perf_counter() - start) * 1e3).decisions
 
 
 class EngineStream:
