@@ -28,7 +28,7 @@ from agents.serving.artifact import ArtifactError, Manifest
 from agents.serving.batching import InferenceBatcher, UnknownVersion
 from agents.serving.model_store import ModelStore
 from agents.serving.registry import BrokenVersion, VersionRegistry
-from agents.serving.shadowing import NO_VOTE, SHADOW_LINGER_S, ShadowWorker, StreamShadows
+from agents.serving.shadowing import SHADOW_LINGER_S, ShadowParts
 from tactical.atomic import require_writable_dir
 from tactical.config import Config
 from tactical.logs import RateLimitedLog, client_errors
@@ -58,21 +58,21 @@ NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     """Act, ActStream and GetInfo: validate, then hand the windows to the batcher."""
 
-    def __init__(self, agent: str, registry: VersionRegistry, batcher: InferenceBatcher, shadows: ShadowWorker,
-                 window: int, max_batch: int, core: int, on_request: Callable[[int], None]):
-        self.agent, self.registry, self.batcher, self.shadows = agent, registry, batcher, shadows
+    def __init__(self, agent: str, registry: VersionRegistry, batcher: InferenceBatcher, window: int,
+                 max_batch: int, core: int, on_request: Callable[[int], None]):
+        self.agent, self.registry, self.batcher = agent, registry, batcher
         self.window, self.max_batch, self.core = window, max_batch, core
         self.on_request = on_request  # hears each new version asked for, and a broken one: health follows it
         self._asked: int | None = None
         self.active_requests = 0
         self.open_streams = 0
-        self.shadow_windows = 0  # windows run with a shadow version inside the answer (unary Act)
+        self.shadow_windows = 0  # windows run with a shadow version
         self.started = time.monotonic()
 
     async def _act(self, request: agent_pb2.ActRequest, streamed: bool,
-                   stream: StreamShadows | None = None) -> agent_pb2.ActResponse:
+                   shadows: ShadowParts | None = None) -> agent_pb2.ActResponse:
         """The answer, or raises WireError / UnknownVersion / BrokenVersion. A shadow version's probabilities go
-        into it, or, given a stream's `stream`, to the shadow worker, whose parts a later message carries.
+        into it, or, given a stream's `shadows`, are left there to run after the answer is written.
 
         The one stream of the one coordinator (already batched there) runs its forward pass at
         once; concurrent callers (unary calls, several coordinators) go through the batcher.
@@ -102,31 +102,24 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                                          probabilities=probs.astype("<f4", copy=False).tobytes(),
                                          values=values.astype("<f4", copy=False).tobytes(), inference_us=micros)
         if request.HasField("shadow_version"):
-            await self._shadow(request, windows, response, stream)
+            if shadows is None:
+                await self._shadow(request.shadow_version, windows, response)
+            else:
+                shadows.ask(request.seq, request.shadow_version, windows)
         return response
 
-    async def _shadow(self, request: agent_pb2.ActRequest, windows: np.ndarray, response: agent_pb2.ActResponse,
-                      stream: StreamShadows | None) -> None:
-        """The shadow version's probabilities on the same windows: into `response`, or (given the stream's
-        `stream`) queued for the shadow worker; or why not (on a stream: no votes, NaN)."""
-        version, error = request.shadow_version, ""
+    async def _shadow(self, version: int, windows: np.ndarray, response: agent_pb2.ActResponse) -> None:
+        """The shadow version's probabilities on the same windows, into `response` (or why not)."""
         try:
             runner = self.registry.get(version) or await self.registry.load_stored(version)
         except BrokenVersion as exc:
-            runner, error = None, str(exc)
+            runner, response.shadow_error = None, str(exc)
         if runner is None:
-            error = error or f"model version {version} is not on agent {self.agent}"
-            if stream is None:
-                response.shadow_error = error
-            else:
-                failures.note("shadow version cannot run", error, logging.WARNING)
-                stream.put([request.seq], [NO_VOTE * len(windows)])
-        elif stream is None:
-            probs, _ = runner.infer(windows)
-            response.shadow_probabilities = probs.astype("<f4", copy=False).tobytes()
-            self.shadow_windows += len(windows)
-        else:
-            self.shadows.submit(request.seq, runner, windows, stream)
+            response.shadow_error = response.shadow_error or f"model version {version} is not on agent {self.agent}"
+            return
+        probs, _ = runner.infer(windows)
+        response.shadow_probabilities = probs.astype("<f4", copy=False).tobytes()
+        self.shadow_windows += len(windows)
 
     def _status(self, exc: Exception, version: int) -> tuple[grpc.StatusCode, str]:
         if isinstance(exc, WireError):
@@ -151,25 +144,18 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         """Answer each request at once; a shadow's pass runs after the answer is written and its probabilities
         ride on the next answer (agents.serving.shadowing)."""
         self.open_streams += 1
-        loop = asyncio.get_running_loop()
-        shadows = StreamShadows()
+        shadows = ShadowParts(self.agent, self.registry)
         writing = asyncio.Lock()  # the answers and a lingering shadow part's own message share the stream
         linger: asyncio.TimerHandle | None = None
         sending: set[asyncio.Task] = set()
 
         async def send_shadows() -> None:
-            nonlocal linger
-            self.shadows.rescue()
             async with writing:
                 parts = agent_pb2.ActResponse()
                 if shadows.attach(parts):
                     await context.write(parts)
-            if shadows.expecting() and linger is None:
-                linger = loop.call_later(SHADOW_LINGER_S, send_soon)
 
         def send_soon() -> None:
-            nonlocal linger
-            linger = None
             task = asyncio.ensure_future(send_shadows())
             sending.add(task)
             task.add_done_callback(sending.discard)
@@ -178,14 +164,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             while (request := await context.read()) is not grpc.aio.EOF:
                 if linger is not None:
                     linger.cancel()
-                    linger = None
                 if isinstance(request, Undecodable):
                     client_errors.note("undecodable request", request.message)
                     response = agent_pb2.ActResponse(error=common_pb2.Error(
                         code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=request.message))
                 else:
                     try:
-                        response = await self._act(request, streamed=True, stream=shadows)
+                        response = await self._act(request, streamed=True, shadows=shadows)
                     except Exception as exc:
                         code, message = self._status(exc, request.model_version)
                         response = agent_pb2.ActResponse(seq=request.seq, model_version=request.model_version,
@@ -193,9 +178,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 shadows.attach(response)
                 async with writing:
                     await context.write(response)
-                self.shadows.rescue()
-                if shadows.expecting():
-                    linger = loop.call_later(SHADOW_LINGER_S, send_soon)
+                if shadows.asked:
+                    self.shadow_windows += await shadows.run()
+                linger = asyncio.get_running_loop().call_later(SHADOW_LINGER_S, send_soon) if shadows.seqs else None
         finally:
             if linger is not None:
                 linger.cancel()
@@ -298,14 +283,12 @@ class AgentServer:
     port: int
     health: health_aio.HealthServicer
     batcher: InferenceBatcher
-    shadows: ShadowWorker
     metrics: str | None  # where the Prometheus endpoint listens (None: off)
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_S) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.batcher.stop()
-        self.shadows.stop()
 
 
 async def start_agent_server(agent: str, cfg: Config, *, host: str, port: int, core: int, store_root: str | Path,
@@ -352,8 +335,7 @@ async def start_agent_server(agent: str, cfg: Config, *, host: str, port: int, c
         task.add_done_callback(refreshing.discard)
 
     largest = max(serving.max_batch, serving.max_batch_items)  # a DecideBatch's windows arrive as one request
-    shadows = ShadowWorker(serving.max_batch)
-    servicer = AgentServicer(agent, registry, batcher, shadows, cfg.features.window, largest, core, on_request)
+    servicer = AgentServicer(agent, registry, batcher, cfg.features.window, largest, core, on_request)
     add_service(server, AGENT_SERVICE, servicer)
     admin = AgentAdminServicer(agent, registry, admin_token, serving.max_message_bytes * 16, refresh_health)
     add_service(server, AGENT_ADMIN_SERVICE, admin)
@@ -364,9 +346,8 @@ async def start_agent_server(agent: str, cfg: Config, *, host: str, port: int, c
     metrics = serve_metrics(host, metrics_port, lambda: agent_families(agent, servicer, admin))
     await refresh_health()
     batcher.start()
-    shadows.start()
     await server.start()
-    return AgentServer(agent, server, bound, health, batcher, shadows, metrics)
+    return AgentServer(agent, server, bound, health, batcher, metrics)
 
 
 def agent_families(agent: str, servicer: AgentServicer, admin: AgentAdminServicer) -> Iterator[Metric]:
@@ -375,14 +356,9 @@ def agent_families(agent: str, servicer: AgentServicer, admin: AgentAdminService
     windows = CounterMetricFamily("tactical_agent_windows", "Windows answered", labels=["agent"])
     windows.add_metric([agent], batcher.windows_served)
     yield windows
-    shadowed = CounterMetricFamily("tactical_agent_shadow_windows", "Windows run with a shadow version: in the core's "
-                                                                    "idle time, by the event loop after waiting "
-                                                                    "(rescued), or inside a unary answer",
-                                   labels=["agent", "how"])
-    worker = servicer.shadows
-    shadowed.add_metric([agent, "idle"], worker.windows_run - worker.windows_rescued)
-    shadowed.add_metric([agent, "rescued"], worker.windows_rescued)
-    shadowed.add_metric([agent, "unary"], servicer.shadow_windows)
+    shadowed = CounterMetricFamily("tactical_agent_shadow_windows", "Windows run with a shadow version",
+                                   labels=["agent"])
+    shadowed.add_metric([agent], servicer.shadow_windows)
     yield shadowed
     yield histogram_family("tactical_agent_batch_windows", "Windows per forward pass",
                            {(agent,): batcher.batch_sizes}, ["agent"])
