@@ -26,7 +26,6 @@ from coordinator.inputs import Decoded, RequestDecoder
 from coordinator.links import AgentGroup, AgentLink, ArrivalForecast, Fanout
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.scoring import LiveScores
-from coordinator.shadow_book import Answered, ShadowBook
 from coordinator.state import ActiveVersionState
 from tactical.config import Config
 from tactical.v1 import common_pb2, decision_pb2
@@ -61,7 +60,6 @@ class Coordinator:
         self._references: dict[int, dict] = {}  # version -> its training reference for drift
         self.scores = LiveScores(cfg.training.transaction_cost, cfg.serving.max_instruments)
         self.scores.start_shadow(state.shadow)
-        self.book = ShadowBook(self.rule, len(agents), self._finish)  # decisions waiting for the shadow's votes
         self._activation_counts = (0, 0)  # (decisions, invalid votes) when the active version became active
         self.on_activated(state.version)
         self.started = time.monotonic()
@@ -140,12 +138,12 @@ class Coordinator:
         answered = np.zeros(agents, dtype=bool)
         latencies = [0.0] * agents
         shadow = self.state.shadow if version is not None and self.state.shadow != version else None
-        fanout = None
+        shadow_probs = None if shadow is None else np.zeros((n, agents, 3))  # zeros: no vote where it did not run
         if version is None:
             errors = ["no model version is active yet"] * agents
         else:
             loop = asyncio.get_running_loop()
-            fanout = Fanout(agents, n, loop, shadow=shadow is not None)
+            fanout = Fanout(agents, n, loop)
             windows = items[0].window if n == 1 else b"".join(item.window for item in items)
             for index, group in enumerate(self.agents.values()):
                 group.submit(version, windows, fanout, index, shadow)
@@ -162,50 +160,36 @@ class Coordinator:
                 else:
                     probs[:, a], values[:, a], answered[a] = answer.probabilities, answer.values, True
                     latencies[a] = (answer.received - start) * 1e3
-        ready, shadow_rows = self.book.take_ready()  # earlier decisions whose shadow parts came meanwhile
+                    if shadow_probs is not None and answer.shadow is not None:
+                        shadow_probs[:, a] = answer.shadow
         decisions, agg, voted, shadow_actions = decide_block(
             items, version, list(self.agents), probs, values, answered, errors, latencies, self.rule,
-            self.cfg.aggregation, (time.perf_counter() - start) * 1e3, shadow_rows)
+            self.cfg.aggregation, (time.perf_counter() - start) * 1e3, shadow_probs)
         self._account(decisions, version, answered, voted, errors, latencies)
         self.committee.observe(version, voted, probs, agg.combined, agg.hold_reason,
                                windows if version is not None else b"".join(item.window for item in items))
-        if ready:
-            self.book.done(ready, shadow_actions)
-        done = Answered(items, decisions, version, shadow, traceparent)
-        if shadow is not None:  # the shadow's votes come later: what needs them waits in the book
-            done.fanout, done.voters = fanout, tuple(np.flatnonzero(answered).tolist())
-            self.book.add(done)
-        elif self.book.pending:  # behind decisions still waiting there, in order
-            self.book.add(done)
-        else:
-            self._finish(done, [])
+        if shadow_actions is not None:
+            self._count_shadow(decisions, shadow_actions)
+        if self.scoring():
+            self._score(items, decisions, version, shadow_actions)
+        if self.audit is not None:
+            for k, (item, d) in enumerate(zip(items, decisions, strict=True)):
+                self.audit.record(d, item.window, traceparent, item.close, shadow,
+                                  0 if shadow_actions is None else shadow_actions[k])
         return decisions
 
-    def _finish(self, done: Answered, shadow_actions: list[int]) -> None:
-        """What follows an answer: the shadow's agreement, the live scores, the audit rows. `shadow_actions`: the
-        shadow's action per decision, 0 where it gave none (empty: no shadow ran)."""
-        if any(shadow_actions):
-            self._count_shadow(done.shadow, done.decisions, shadow_actions)
-        if self.scoring():
-            self._score(done.items, done.decisions, done.version, shadow_actions)
-        if self.audit is not None:
-            for k, (item, d) in enumerate(zip(done.items, done.decisions, strict=True)):
-                self.audit.record(d, item.window, done.traceparent, item.close, done.shadow,
-                                  shadow_actions[k] if shadow_actions else 0)
-
-    def _count_shadow(self, shadow: int | None, decisions: list[decision_pb2.Decision],
-                      shadow_actions: list[int]) -> None:
+    def _count_shadow(self, decisions: list[decision_pb2.Decision], shadow_actions: list[int]) -> None:
         s = self.scores.shadow
-        if s is not None and s.version == shadow:
-            s.decisions += sum(a != 0 for a in shadow_actions)
+        if s is not None:
+            s.decisions += len(decisions)
             s.agreed += sum(d.action == a for d, a in zip(decisions, shadow_actions, strict=True))
 
-    def _score(self, items: Sequence[Decoded], decisions: list[decision_pb2.Decision], version: int | None,
-               shadow_actions: list[int]) -> None:
+    def _score(self, items: list[Decoded], decisions: list[decision_pb2.Decision], version: int | None,
+               shadow_actions: list[int] | None) -> None:
         for k, (item, d) in enumerate(zip(items, decisions, strict=True)):
             if item.close == item.close and d.action:  # priced (a bar request) and answered
                 self.scores.observe(item.instrument, item.bar_time, item.close, version, d.action - 2.0,
-                                    shadow_actions[k] - 2.0 if shadow_actions and shadow_actions[k] else None)
+                                    None if shadow_actions is None else shadow_actions[k] - 2.0)
 
     def _account(self, decisions: list[decision_pb2.Decision], version: int | None,
                  answered: np.ndarray, voted: np.ndarray, errors: list[str], latencies: list[float]) -> None:

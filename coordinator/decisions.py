@@ -30,43 +30,31 @@ class Asked:
 
 class Block(NamedTuple):
     """A block's decisions; the rule's output and which votes counted (n, A), for the committee's health; and the
-    actions of the shadow rows judged with it."""
+    shadow version's actions on the same windows (None when no agent ran it)."""
 
     decisions: list[decision_pb2.Decision]
     aggregate: Aggregate
     voted: np.ndarray
-    shadow_actions: list[int]
-
-
-def shadow_decisions(probabilities: np.ndarray, rule: AggregationRule) -> list[int]:
-    """A shadow version's actions on windows, from its agents' probabilities (m, A, 3) (zeros where an agent's did
-    not come): the rule's action, or 0 where no agent voted (the audit's "none ran")."""
-    voted = valid_votes(probabilities, np.zeros(probabilities.shape[:2]))
-    return _judged(rule(probabilities, voted).actions, voted)
-
-
-def _judged(actions: np.ndarray, voted: np.ndarray) -> list[int]:
-    return np.where(voted.any(axis=1), actions, 0).tolist()
+    shadow_actions: list[int] | None
 
 
 def decide_block(asked: Sequence[Asked], version: int | None, agents: Sequence[str], probabilities: np.ndarray,
                  values: np.ndarray, answered: np.ndarray, errors: Sequence[str], latencies_ms: Sequence[float],
                  rule: AggregationRule, aggregation: AggregationConfig, latency_ms: float,
-                 shadow_rows: np.ndarray | None = None) -> Block:
+                 shadow: np.ndarray | None = None) -> Block:
     """Decisions for a block of n windows: probabilities (n, A, 3) and values (n, A) as the A agents answered,
     `answered` (A,) whether each agent answered at all (else `errors` says why), `latencies_ms` (A,) when.
-    `shadow_rows` (m, A, 3): a shadow version's probabilities on windows answered earlier, judged as
-    `shadow_decisions` does but in the same call: a small block's rule costs its numpy calls, not its rows,
-    so the shadow adds rows to the live decisions' call rather than a call of its own."""
+    `shadow` (n, A, 3): the shadow version's probabilities on the same windows (zeros where an agent did not
+    run it), aggregated by the same rule in the same call: a small block's rule costs its numpy calls, not its
+    rows, so the shadow adds rows rather than a second pass."""
     n = len(asked)
-    rows, row_values = (probabilities, values) if shadow_rows is None else (
-        np.concatenate([probabilities, shadow_rows]), np.concatenate([values, np.zeros(shadow_rows.shape[:2])]))
-    voted = valid_votes(rows, row_values)
-    voted[:n] &= np.asarray(answered, dtype=bool)
+    rows, row_values = (probabilities, values) if shadow is None else (
+        np.concatenate([probabilities, shadow]), np.concatenate([values, np.zeros_like(values)]))
+    voted = valid_votes(rows, row_values) & np.asarray(answered, dtype=bool)
     agg = rule(rows, voted)
-    shadow_actions: list[int] = []
-    if shadow_rows is not None:
-        shadow_actions = _judged(agg.actions[n:], voted[n:])
+    shadow_actions = None
+    if shadow is not None:
+        shadow_actions = agg.actions[n:].tolist() if voted[n:].any() else None
         agg = Aggregate(agg.actions[:n], agg.combined[:n], agg.confidence[:n], agg.hold_reason[:n])
         voted = voted[:n]
     action_of = [int(action) for action in ACTIONS]  # probability index -> action value

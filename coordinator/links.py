@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -44,6 +43,7 @@ class AgentAnswer:
     values: np.ndarray  # (count,) float32
     version: int
     received: float  # time.perf_counter() when the answer arrived
+    shadow: np.ndarray | None = None  # (count, 3) the shadow version's probabilities, when one ran
 
 
 class Fanout:
@@ -52,22 +52,16 @@ class Fanout:
 
     One future per block instead of one per agent plus asyncio.wait: the fan-out is on the hot
     path, and this halves its bookkeeping. An agent answers a block in one piece.
-
-    With a shadow, each agent's shadow probabilities arrive later, in a message of their own:
-    `shadows[a]` (None when it could not run) once `shadow_in[a]`; `on_shadow` hears each arrival.
     """
 
-    __slots__ = ("answers", "count", "done", "errors", "on_shadow", "remaining", "shadow_in", "shadows")
+    __slots__ = ("answers", "count", "done", "errors", "remaining")
 
-    def __init__(self, agents: int, count: int, loop: asyncio.AbstractEventLoop, shadow: bool = False):
+    def __init__(self, agents: int, count: int, loop: asyncio.AbstractEventLoop):
         self.count = count
         self.answers: list[AgentAnswer | None] = [None] * agents
         self.errors: list[str] = [""] * agents
         self.remaining = agents
         self.done = loop.create_future()
-        self.shadows: list[np.ndarray | None] | None = [None] * agents if shadow else None
-        self.shadow_in: list[bool] | None = [False] * agents if shadow else None
-        self.on_shadow: Callable[[], None] | None = None
 
     def answer(self, index: int, answer: AgentAnswer) -> None:
         if self.answers[index] is None and not self.errors[index]:
@@ -83,13 +77,6 @@ class Fanout:
         self.remaining -= 1
         if self.remaining == 0 and not self.done.done():
             self.done.set_result(None)
-
-    def shadow_answer(self, index: int, probabilities: np.ndarray | None) -> None:
-        """Agent `index`'s shadow probabilities for the block (None: it could not run them)."""
-        if self.shadow_in is not None and not self.shadow_in[index]:
-            self.shadow_in[index], self.shadows[index] = True, probabilities
-            if self.on_shadow is not None:
-                self.on_shadow()
 
 
 class ArrivalForecast:
@@ -139,7 +126,6 @@ class AgentLink:
         self._pending_windows = 0
         self._pending_since = 0.0
         self._in_flight: dict[int, list[tuple[Fanout, int]]] = {}
-        self._shadow_waiting: dict[int, tuple[int, list[tuple[Fanout, int]]]] = {}  # seq -> (windows, slots)
         self._wake = asyncio.Event()
         self._seq = 0
         self._task: asyncio.Task | None = None
@@ -230,15 +216,11 @@ class AgentLink:
     def _fail_all(self, error: str) -> None:
         slots = [(f, i) for _, _, f, i in self._pending]
         slots += [slot for waiting in self._in_flight.values() for slot in waiting]
-        shadows = [slot for _, waiting in self._shadow_waiting.values() for slot in waiting]
         self._pending.clear()
         self._pending_windows = 0
         self._in_flight.clear()
-        self._shadow_waiting.clear()
         for fanout, index in slots:
             fanout.fail(index, error)
-        for fanout, index in shadows:
-            fanout.shadow_answer(index, None)
 
     async def _write(self, call) -> None:
         while True:
@@ -267,8 +249,6 @@ class AgentLink:
                 self._seq += 1
                 self._in_flight[self._seq] = [(f, i) for _, _, f, i in live]
                 count = sum(f.count for _, _, f, _ in live)
-                if version[1] is not None:
-                    self._shadow_waiting[self._seq] = (count, self._in_flight[self._seq])
                 data = live[0][1] if len(live) == 1 else b"".join(w for _, w, _, _ in live)  # a big block: no copy
                 request = agent_pb2.ActRequest(
                     seq=self._seq, model_version=version[0], shadow_version=version[1],
@@ -291,10 +271,6 @@ class AgentLink:
             received = time.perf_counter()
             if response is grpc.aio.EOF:
                 raise AgentUnavailable("the agent closed the stream")
-            if response.shadow_of:
-                self._shadow_answer(response)
-                if not response.seq:  # the shadow's parts alone
-                    continue
             slots = self._in_flight.pop(response.seq, None)
             self._wake.set()  # room for another message in flight
             if slots is None:
@@ -307,23 +283,14 @@ class AgentLink:
                 for fanout, index in slots:
                     fanout.fail(index, error)
                 continue
+            shadow = np.frombuffer(response.shadow_probabilities, dtype="<f4").reshape(-1, 3) \
+                if len(response.shadow_probabilities) == expected * 12 else None
             offset = 0
             for fanout, index in slots:
                 end = offset + fanout.count
                 fanout.answer(index, AgentAnswer(probs[offset:end], values[offset:end], response.model_version,
-                                                 received))
+                                                 received, None if shadow is None else shadow[offset:end]))
                 offset = end
-
-    def _shadow_answer(self, response: agent_pb2.ActResponse) -> None:
-        """The shadow's probabilities for the windows of earlier requests (`shadow_of`; NaN where it could not run)."""
-        waiting = [self._shadow_waiting.pop(seq, (0, [])) for seq in response.shadow_of]
-        probs = np.frombuffer(response.shadow_probabilities, dtype="<f4").reshape(-1, 3)
-        ran = len(probs) == sum(count for count, _ in waiting)
-        offset = 0
-        for _, slots in waiting:
-            for fanout, index in slots:
-                fanout.shadow_answer(index, probs[offset:offset + fanout.count] if ran else None)
-                offset += fanout.count
 
 
 class AgentGroup:

@@ -125,9 +125,8 @@ def families(c: Coordinator) -> Iterator[Metric]:
                                   value=audit.logged)
         yield CounterMetricFamily("tactical_audit_rows_dropped", "Decisions left out of the audit log (fail-open, "
                                                                  "backlog full)", value=audit.dropped)
-        yield GaugeMetricFamily("tactical_audit_rows_waiting", "Decisions not yet in the audit log: waiting for a "
-                                                               "shadow's votes, or for the writer (memory and spill "
-                                                               "file)", value=audit.waiting + c.book.pending)
+        yield GaugeMetricFamily("tactical_audit_rows_waiting", "Decisions waiting for the audit writer (memory and "
+                                                               "spill file)", value=audit.waiting)
         yield GaugeMetricFamily("tactical_audit_degraded", "1 while the audit log is in trouble (see tactical status)",
                                 value=int(audit.trouble is not None))
     yield from committee_families(c)

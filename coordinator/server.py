@@ -142,7 +142,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
             audit = c.audit.status()
             status.MergeFrom(cluster_pb2.ClusterStatus(
                 audit_policy=audit.policy, audit_trouble=audit.trouble or "", audit_logged=audit.logged,
-                audit_dropped=audit.dropped, audit_waiting=audit.waiting + c.book.pending, audit_spilled=audit.spilled,
+                audit_dropped=audit.dropped, audit_waiting=audit.waiting, audit_spilled=audit.spilled,
                 audit_backlog_bytes=audit.backlog_bytes))
         return status
 
@@ -281,7 +281,6 @@ class CoordinatorServer:
         self.monitor.cancel()
         await asyncio.gather(self.monitor, return_exceptions=True)
         await asyncio.gather(*(group.close() for group in self.coordinator.agents.values()))
-        self.coordinator.book.flush()  # decisions still waiting for a shadow's votes are recorded without them
         answered = f"{self.coordinator.decisions} decisions answered"
         if self.coordinator.audit is None:
             return f"{answered} (no audit log)"

@@ -28,7 +28,6 @@ from agents.serving.artifact import ArtifactError, Manifest
 from agents.serving.batching import InferenceBatcher, UnknownVersion
 from agents.serving.model_store import ModelStore
 from agents.serving.registry import BrokenVersion, VersionRegistry
-from agents.serving.shadowing import SHADOW_LINGER_S, ShadowParts
 from tactical.atomic import require_writable_dir
 from tactical.config import Config
 from tactical.logs import RateLimitedLog, client_errors
@@ -66,13 +65,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self._asked: int | None = None
         self.active_requests = 0
         self.open_streams = 0
-        self.shadow_windows = 0  # windows run with a shadow version
         self.started = time.monotonic()
 
-    async def _act(self, request: agent_pb2.ActRequest, streamed: bool,
-                   shadows: ShadowParts | None = None) -> agent_pb2.ActResponse:
-        """The answer, or raises WireError / UnknownVersion / BrokenVersion. A shadow version's probabilities go
-        into it, or, given a stream's `shadows`, are left there to run after the answer is written.
+    async def _act(self, request: agent_pb2.ActRequest, streamed: bool) -> agent_pb2.ActResponse:
+        """The answer, or raises WireError / UnknownVersion / BrokenVersion.
 
         The one stream of the one coordinator (already batched there) runs its forward pass at
         once; concurrent callers (unary calls, several coordinators) go through the batcher.
@@ -102,10 +98,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                                          probabilities=probs.astype("<f4", copy=False).tobytes(),
                                          values=values.astype("<f4", copy=False).tobytes(), inference_us=micros)
         if request.HasField("shadow_version"):
-            if shadows is None:
-                await self._shadow(request.shadow_version, windows, response)
-            else:
-                shadows.ask(request.seq, request.shadow_version, windows)
+            await self._shadow(request.shadow_version, windows, response)
         return response
 
     async def _shadow(self, version: int, windows: np.ndarray, response: agent_pb2.ActResponse) -> None:
@@ -119,7 +112,6 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             return
         probs, _ = runner.infer(windows)
         response.shadow_probabilities = probs.astype("<f4", copy=False).tobytes()
-        self.shadow_windows += len(windows)
 
     def _status(self, exc: Exception, version: int) -> tuple[grpc.StatusCode, str]:
         if isinstance(exc, WireError):
@@ -141,52 +133,22 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             await context.abort(*self._status(exc, request.model_version))
 
     async def ActStream(self, request_iterator, context):
-        """Answer each request at once; a shadow's pass runs after the answer is written and its probabilities
-        ride on the next answer (agents.serving.shadowing)."""
         self.open_streams += 1
-        shadows = ShadowParts(self.agent, self.registry)
-        writing = asyncio.Lock()  # the answers and a lingering shadow part's own message share the stream
-        linger: asyncio.TimerHandle | None = None
-        sending: set[asyncio.Task] = set()
-
-        async def send_shadows() -> None:
-            async with writing:
-                parts = agent_pb2.ActResponse()
-                if shadows.attach(parts):
-                    await context.write(parts)
-
-        def send_soon() -> None:
-            task = asyncio.ensure_future(send_shadows())
-            sending.add(task)
-            task.add_done_callback(sending.discard)
-
         try:  # context.read()/write(): no async generator per message
             while (request := await context.read()) is not grpc.aio.EOF:
-                if linger is not None:
-                    linger.cancel()
                 if isinstance(request, Undecodable):
                     client_errors.note("undecodable request", request.message)
-                    response = agent_pb2.ActResponse(error=common_pb2.Error(
-                        code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=request.message))
-                else:
-                    try:
-                        response = await self._act(request, streamed=True, shadows=shadows)
-                    except Exception as exc:
-                        code, message = self._status(exc, request.model_version)
-                        response = agent_pb2.ActResponse(seq=request.seq, model_version=request.model_version,
-                                                         error=common_pb2.Error(code=code.value[0], message=message))
-                shadows.attach(response)
-                async with writing:
-                    await context.write(response)
-                if shadows.asked:
-                    self.shadow_windows += await shadows.run()
-                linger = asyncio.get_running_loop().call_later(SHADOW_LINGER_S, send_soon) if shadows.seqs else None
+                    await context.write(agent_pb2.ActResponse(error=common_pb2.Error(
+                        code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=request.message)))
+                    continue
+                try:
+                    response = await self._act(request, streamed=True)
+                except Exception as exc:
+                    code, message = self._status(exc, request.model_version)
+                    response = agent_pb2.ActResponse(seq=request.seq, model_version=request.model_version,
+                                                     error=common_pb2.Error(code=code.value[0], message=message))
+                await context.write(response)
         finally:
-            if linger is not None:
-                linger.cancel()
-            for task in sending:
-                task.cancel()
-            await asyncio.gather(*sending, return_exceptions=True)
             self.open_streams -= 1
 
     async def GetInfo(self, request, context):
@@ -335,31 +297,27 @@ async def start_agent_server(agent: str, cfg: Config, *, host: str, port: int, c
         task.add_done_callback(refreshing.discard)
 
     largest = max(serving.max_batch, serving.max_batch_items)  # a DecideBatch's windows arrive as one request
-    servicer = AgentServicer(agent, registry, batcher, cfg.features.window, largest, core, on_request)
-    add_service(server, AGENT_SERVICE, servicer)
+    add_service(server, AGENT_SERVICE, AgentServicer(agent, registry, batcher, cfg.features.window, largest, core,
+                                                     on_request))
     admin = AgentAdminServicer(agent, registry, admin_token, serving.max_message_bytes * 16, refresh_health)
     add_service(server, AGENT_ADMIN_SERVICE, admin)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection(server, [AGENT_SERVICE.full_name, AGENT_ADMIN_SERVICE.full_name,
                                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     bound = bind(server, host, port, serving)
-    metrics = serve_metrics(host, metrics_port, lambda: agent_families(agent, servicer, admin))
+    metrics = serve_metrics(host, metrics_port, lambda: agent_families(agent, registry, batcher, admin))
     await refresh_health()
     batcher.start()
     await server.start()
     return AgentServer(agent, server, bound, health, batcher, metrics)
 
 
-def agent_families(agent: str, servicer: AgentServicer, admin: AgentAdminServicer) -> Iterator[Metric]:
+def agent_families(agent: str, registry: VersionRegistry, batcher: InferenceBatcher,
+                   admin: AgentAdminServicer) -> Iterator[Metric]:
     """The agent's metric families, built at scrape time from counters the request path keeps."""
-    registry, batcher = servicer.registry, servicer.batcher
     windows = CounterMetricFamily("tactical_agent_windows", "Windows answered", labels=["agent"])
     windows.add_metric([agent], batcher.windows_served)
     yield windows
-    shadowed = CounterMetricFamily("tactical_agent_shadow_windows", "Windows run with a shadow version",
-                                   labels=["agent"])
-    shadowed.add_metric([agent], servicer.shadow_windows)
-    yield shadowed
     yield histogram_family("tactical_agent_batch_windows", "Windows per forward pass",
                            {(agent,): batcher.batch_sizes}, ["agent"])
     yield histogram_family("tactical_agent_inference_seconds", "Time of a forward pass",

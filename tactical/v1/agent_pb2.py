@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from tactical.v1 import common_pb2 as tactical_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tactical/v1/agent.proto\x12\x0btactical.v1\x1a\x18tactical/v1/common.proto\"\x8b\x01\n\nActRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x15\n\rmodel_version\x18\x02 \x01(\x04\x12)\n\x07windows\x18\x03 \x01(\x0b\x32\x18.tactical.v1.WindowBatch\x12\x1b\n\x0eshadow_version\x18\x04 \x01(\x04H\x00\x88\x01\x01\x42\x11\n\x0f_shadow_version\"\xd8\x01\n\x0b\x41\x63tResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x15\n\rmodel_version\x18\x02 \x01(\x04\x12\x15\n\rprobabilities\x18\x03 \x01(\x0c\x12\x0e\n\x06values\x18\x04 \x01(\x0c\x12\x14\n\x0cinference_us\x18\x05 \x01(\x01\x12!\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x12.tactical.v1.Error\x12\x1c\n\x14shadow_probabilities\x18\x07 \x01(\x0c\x12\x14\n\x0cshadow_error\x18\x08 \x01(\t\x12\x11\n\tshadow_of\x18\t \x03(\x04\"\x10\n\x0eGetInfoRequest\"\xe4\x05\n\tAgentInfo\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x17\n\x0floaded_versions\x18\x02 \x03(\x04\x12\x17\n\x0fstored_versions\x18\x03 \x03(\x04\x12\x17\n\x0f\x61\x63tive_requests\x18\x04 \x01(\r\x12\x16\n\x0ewindows_served\x18\x05 \x01(\x04\x12\x0f\n\x07\x62\x61tches\x18\x06 \x01(\x04\x12\x18\n\x10p50_inference_us\x18\x07 \x01(\x01\x12\x18\n\x10p99_inference_us\x18\x08 \x01(\x01\x12\x0c\n\x04\x63ore\x18\t \x01(\x05\x12\x0b\n\x03pid\x18\n \x01(\x05\x12\x10\n\x08uptime_s\x18\x0b \x01(\x01\x12\x32\n\x06sha256\x18\x0c \x03(\x0b\x32\".tactical.v1.AgentInfo.Sha256Entry\x12\x43\n\x0f\x62roken_versions\x18\r \x03(\x0b\x32*.tactical.v1.AgentInfo.BrokenVersionsEntry\x12I\n\x12\x66\x65\x61ture_references\x18\x0e \x03(\x0b\x32-.tactical.v1.AgentInfo.FeatureReferencesEntry\x12\x10\n\x08instance\x18\x0f \x01(\t\x12\x45\n\x10\x66\x65\x61ture_settings\x18\x10 \x03(\x0b\x32+.tactical.v1.AgentInfo.FeatureSettingsEntry\x1a-\n\x0bSha256Entry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x35\n\x13\x42rokenVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x38\n\x16\x46\x65\x61tureReferencesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x36\n\x14\x46\x65\x61tureSettingsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"P\n\nStageChunk\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.tactical.v1.StageHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"h\n\x0bStageHeader\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x15\n\rmanifest_json\x18\x05 \x01(\t\"E\n\x0bStageResult\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x16\n\x0e\x61lready_staged\x18\x03 \x01(\x08\x32\xcc\x01\n\x0c\x41gentService\x12\x38\n\x03\x41\x63t\x12\x17.tactical.v1.ActRequest\x1a\x18.tactical.v1.ActResponse\x12\x42\n\tActStream\x12\x17.tactical.v1.ActRequest\x1a\x18.tactical.v1.ActResponse(\x01\x30\x01\x12>\n\x07GetInfo\x12\x1b.tactical.v1.GetInfoRequest\x1a\x16.tactical.v1.AgentInfo2X\n\x11\x41gentAdminService\x12\x43\n\x0cStageVersion\x12\x17.tactical.v1.StageChunk\x1a\x18.tactical.v1.StageResult(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tactical/v1/agent.proto\x12\x0btactical.v1\x1a\x18tactical/v1/common.proto\"\x8b\x01\n\nActRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x15\n\rmodel_version\x18\x02 \x01(\x04\x12)\n\x07windows\x18\x03 \x01(\x0b\x32\x18.tactical.v1.WindowBatch\x12\x1b\n\x0eshadow_version\x18\x04 \x01(\x04H\x00\x88\x01\x01\x42\x11\n\x0f_shadow_version\"\xc5\x01\n\x0b\x41\x63tResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x15\n\rmodel_version\x18\x02 \x01(\x04\x12\x15\n\rprobabilities\x18\x03 \x01(\x0c\x12\x0e\n\x06values\x18\x04 \x01(\x0c\x12\x14\n\x0cinference_us\x18\x05 \x01(\x01\x12!\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x12.tactical.v1.Error\x12\x1c\n\x14shadow_probabilities\x18\x07 \x01(\x0c\x12\x14\n\x0cshadow_error\x18\x08 \x01(\t\"\x10\n\x0eGetInfoRequest\"\xe4\x05\n\tAgentInfo\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x17\n\x0floaded_versions\x18\x02 \x03(\x04\x12\x17\n\x0fstored_versions\x18\x03 \x03(\x04\x12\x17\n\x0f\x61\x63tive_requests\x18\x04 \x01(\r\x12\x16\n\x0ewindows_served\x18\x05 \x01(\x04\x12\x0f\n\x07\x62\x61tches\x18\x06 \x01(\x04\x12\x18\n\x10p50_inference_us\x18\x07 \x01(\x01\x12\x18\n\x10p99_inference_us\x18\x08 \x01(\x01\x12\x0c\n\x04\x63ore\x18\t \x01(\x05\x12\x0b\n\x03pid\x18\n \x01(\x05\x12\x10\n\x08uptime_s\x18\x0b \x01(\x01\x12\x32\n\x06sha256\x18\x0c \x03(\x0b\x32\".tactical.v1.AgentInfo.Sha256Entry\x12\x43\n\x0f\x62roken_versions\x18\r \x03(\x0b\x32*.tactical.v1.AgentInfo.BrokenVersionsEntry\x12I\n\x12\x66\x65\x61ture_references\x18\x0e \x03(\x0b\x32-.tactical.v1.AgentInfo.FeatureReferencesEntry\x12\x10\n\x08instance\x18\x0f \x01(\t\x12\x45\n\x10\x66\x65\x61ture_settings\x18\x10 \x03(\x0b\x32+.tactical.v1.AgentInfo.FeatureSettingsEntry\x1a-\n\x0bSha256Entry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x35\n\x13\x42rokenVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x38\n\x16\x46\x65\x61tureReferencesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x36\n\x14\x46\x65\x61tureSettingsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"P\n\nStageChunk\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.tactical.v1.StageHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"h\n\x0bStageHeader\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x15\n\rmanifest_json\x18\x05 \x01(\t\"E\n\x0bStageResult\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x16\n\x0e\x61lready_staged\x18\x03 \x01(\x08\x32\xcc\x01\n\x0c\x41gentService\x12\x38\n\x03\x41\x63t\x12\x17.tactical.v1.ActRequest\x1a\x18.tactical.v1.ActResponse\x12\x42\n\tActStream\x12\x17.tactical.v1.ActRequest\x1a\x18.tactical.v1.ActResponse(\x01\x30\x01\x12>\n\x07GetInfo\x12\x1b.tactical.v1.GetInfoRequest\x1a\x16.tactical.v1.AgentInfo2X\n\x11\x41gentAdminService\x12\x43\n\x0cStageVersion\x12\x17.tactical.v1.StageChunk\x1a\x18.tactical.v1.StageResult(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,27 +43,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACTREQUEST']._serialized_start=67
   _globals['_ACTREQUEST']._serialized_end=206
   _globals['_ACTRESPONSE']._serialized_start=209
-  _globals['_ACTRESPONSE']._serialized_end=425
-  _globals['_GETINFOREQUEST']._serialized_start=427
-  _globals['_GETINFOREQUEST']._serialized_end=443
-  _globals['_AGENTINFO']._serialized_start=446
-  _globals['_AGENTINFO']._serialized_end=1186
-  _globals['_AGENTINFO_SHA256ENTRY']._serialized_start=972
-  _globals['_AGENTINFO_SHA256ENTRY']._serialized_end=1017
-  _globals['_AGENTINFO_BROKENVERSIONSENTRY']._serialized_start=1019
-  _globals['_AGENTINFO_BROKENVERSIONSENTRY']._serialized_end=1072
-  _globals['_AGENTINFO_FEATUREREFERENCESENTRY']._serialized_start=1074
-  _globals['_AGENTINFO_FEATUREREFERENCESENTRY']._serialized_end=1130
-  _globals['_AGENTINFO_FEATURESETTINGSENTRY']._serialized_start=1132
-  _globals['_AGENTINFO_FEATURESETTINGSENTRY']._serialized_end=1186
-  _globals['_STAGECHUNK']._serialized_start=1188
-  _globals['_STAGECHUNK']._serialized_end=1268
-  _globals['_STAGEHEADER']._serialized_start=1270
-  _globals['_STAGEHEADER']._serialized_end=1374
-  _globals['_STAGERESULT']._serialized_start=1376
-  _globals['_STAGERESULT']._serialized_end=1445
-  _globals['_AGENTSERVICE']._serialized_start=1448
-  _globals['_AGENTSERVICE']._serialized_end=1652
-  _globals['_AGENTADMINSERVICE']._serialized_start=1654
-  _globals['_AGENTADMINSERVICE']._serialized_end=1742
+  _globals['_ACTRESPONSE']._serialized_end=406
+  _globals['_GETINFOREQUEST']._serialized_start=408
+  _globals['_GETINFOREQUEST']._serialized_end=424
+  _globals['_AGENTINFO']._serialized_start=427
+  _globals['_AGENTINFO']._serialized_end=1167
+  _globals['_AGENTINFO_SHA256ENTRY']._serialized_start=953
+  _globals['_AGENTINFO_SHA256ENTRY']._serialized_end=998
+  _globals['_AGENTINFO_BROKENVERSIONSENTRY']._serialized_start=1000
+  _globals['_AGENTINFO_BROKENVERSIONSENTRY']._serialized_end=1053
+  _globals['_AGENTINFO_FEATUREREFERENCESENTRY']._serialized_start=1055
+  _globals['_AGENTINFO_FEATUREREFERENCESENTRY']._serialized_end=1111
+  _globals['_AGENTINFO_FEATURESETTINGSENTRY']._serialized_start=1113
+  _globals['_AGENTINFO_FEATURESETTINGSENTRY']._serialized_end=1167
+  _globals['_STAGECHUNK']._serialized_start=1169
+  _globals['_STAGECHUNK']._serialized_end=1249
+  _globals['_STAGEHEADER']._serialized_start=1251
+  _globals['_STAGEHEADER']._serialized_end=1355
+  _globals['_STAGERESULT']._serialized_start=1357
+  _globals['_STAGERESULT']._serialized_end=1426
+  _globals['_AGENTSERVICE']._serialized_start=1429
+  _globals['_AGENTSERVICE']._serialized_end=1633
+  _globals['_AGENTADMINSERVICE']._serialized_start=1635
+  _globals['_AGENTADMINSERVICE']._serialized_end=1723
 # @@protoc_insertion_point(module_scope)

@@ -20,7 +20,7 @@ class ActRequest(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., model_version: _Optional[int] = ..., windows: _Optional[_Union[_common_pb2.WindowBatch, _Mapping]] = ..., shadow_version: _Optional[int] = ...) -> None: ...
 
 class ActResponse(_message.Message):
-    __slots__ = ("seq", "model_version", "probabilities", "values", "inference_us", "error", "shadow_probabilities", "shadow_error", "shadow_of")
+    __slots__ = ("seq", "model_version", "probabilities", "values", "inference_us", "error", "shadow_probabilities", "shadow_error")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
@@ -29,7 +29,6 @@ class ActResponse(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     SHADOW_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     SHADOW_ERROR_FIELD_NUMBER: _ClassVar[int]
-    SHADOW_OF_FIELD_NUMBER: _ClassVar[int]
     seq: int
     model_version: int
     probabilities: bytes
@@ -38,8 +37,7 @@ class ActResponse(_message.Message):
     error: _common_pb2.Error
     shadow_probabilities: bytes
     shadow_error: str
-    shadow_of: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, seq: _Optional[int] = ..., model_version: _Optional[int] = ..., probabilities: _Optional[bytes] = ..., values: _Optional[bytes] = ..., inference_us: _Optional[float] = ..., error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., shadow_probabilities: _Optional[bytes] = ..., shadow_error: _Optional[str] = ..., shadow_of: _Optional[_Iterable[int]] = ...) -> None: ...
+    def __init__(self, seq: _Optional[int] = ..., model_version: _Optional[int] = ..., probabilities: _Optional[bytes] = ..., values: _Optional[bytes] = ..., inference_us: _Optional[float] = ..., error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., shadow_probabilities: _Optional[bytes] = ..., shadow_error: _Optional[str] = ...) -> None: ...
 
 class GetInfoRequest(_message.Message):
     __slots__ = ()
