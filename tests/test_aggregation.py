@@ -58,3 +58,25 @@ def test_vote_on_discrete_actions(rule):
     actions = np.array([[LONG, LONG, SHORT], [SHORT, SHORT, SHORT], [LONG, SHORT, HOLD], [HOLD, LONG, LONG]])
     np.testing.assert_array_equal(rule.vote(actions), [LONG, SHORT, SHORT, LONG])
     np.testing.assert_array_equal(to_positions(rule.vote(actions)), [1, -1, -1, 1])
+
+
+def test_a_shadow_judged_in_the_live_blocks_rule_call_gets_what_the_rule_alone_gives(rule):
+    """The coordinator stacks the shadow's votes under the live ones (one rule call, not two): the live decisions
+    do not change, and the shadow's actions are the rule's on its own votes (an agent that could not run the
+    shadow, zeros or NaN, gives no vote; nobody's vote: None)."""
+    from coordinator.aggregation import valid_votes
+    from coordinator.decisions import Asked, decide_block
+
+    rng = np.random.default_rng(0)
+    n, agents = 40, ["fvg", "momentum", "entry"]
+    live, shadow = rng.dirichlet(np.ones(3), size=(n, 3)), rng.dirichlet(np.ones(3), size=(n, 3))
+    shadow[::7, 1] = np.nan
+    shadow[::5, 2] = 0.0
+    asked = [Asked(str(k), "X") for k in range(n)]
+    args = (asked, 1, agents, live, np.zeros((n, 3)), np.ones(3, dtype=bool), [""] * 3, [0.0] * 3, rule,
+            default_config().aggregation, 1.0)
+    alone, stacked = decide_block(*args), decide_block(*args, shadow=shadow)
+    assert [d.action for d in stacked.decisions] == [d.action for d in alone.decisions]
+    np.testing.assert_array_equal(stacked.voted, alone.voted)
+    assert stacked.shadow_actions == rule(shadow, valid_votes(shadow, np.zeros((n, 3)))).actions.tolist()
+    assert alone.shadow_actions is None and decide_block(*args, shadow=np.zeros((n, 3, 3))).shadow_actions is None
