@@ -53,6 +53,17 @@ class Paired:
                              f"{self.p(name, streams, 99):>9.2f}")
         return "\n".join(lines)
 
+    def cpu_table(self, variants: Sequence[str], streams_list: Sequence[int]) -> str:
+        """CPU microseconds per decision of each process (and the client), over the slices (warm-ups included)."""
+        processes = list(self.cpu_s[(variants[0], streams_list[0])])
+        lines = [f"{'CPU us per decision':<22}" + "".join(f"{name:>16}" for name in processes)]
+        for streams in streams_list:
+            for variant in variants:
+                cpu, n = self.cpu_s[(variant, streams)], len(self.latencies_ms[(variant, streams)])
+                lines.append(f"{variant + ', ' + str(streams) + ' stream(s)':<22}"
+                             + "".join(f"{cpu[name] / n * 1e6:>16,.0f}" for name in processes))
+        return "\n".join(lines)
+
     def verdicts(self, on: str, off: str, streams_list: Sequence[int], target: float, what: str) -> str:
         """One line per stream count: the p99 change from `off` to `on`, against the target."""
         lines = []

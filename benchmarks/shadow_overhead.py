@@ -6,7 +6,8 @@ Two real local clusters run at once (benchmarks/paired.py), identical but for a 
 a second version is staged and made the shadow, so every agent runs two forward passes per
 message and the coordinator aggregates both; the other serves the active version alone. Load
 alternates between them in slices with 1 client stream, then 32. Target (issue 15): the shadow
-moves the client's decision p99 by no more than +10%.
+moves the client's decision p99 by no more than +10%. Also printed: each process's CPU per
+decision, which says where a shadow's cost lands.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def main() -> None:
     result = run_paired({"shadow": lambda directory: {}, "none": lambda directory: {}}, STREAMS, slices=args.slices,
                         slice_seconds=args.slice_seconds, while_running=with_shadow)
     print(result.table("shadow", ("shadow", "none"), STREAMS))
+    print()
+    print(result.cpu_table(("shadow", "none"), STREAMS))
     print()
     print(result.verdicts("shadow", "none", STREAMS, TARGET, "with a shadow version"))
 
