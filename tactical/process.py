@@ -16,6 +16,7 @@ from collections.abc import Callable
 from tactical.errors import UserError
 
 LAUNCHER_PID_ENV = "TACTICAL_LAUNCHER_PID"
+CLUSTER_ENV = "TACTICAL_CLUSTER"  # one local cluster's id, in the environment of every process it starts
 _PR_SET_PDEATHSIG = 1
 
 
@@ -53,6 +54,22 @@ def follow_launcher() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != int(launcher):  # the launcher died before we got here
         raise ProcessError("the launcher that started this process is gone")
+
+
+def started_with(key: str, value: str) -> list[int]:
+    """Live processes whose environment has `key`=`value`: what a launcher started, its children's children too
+    (the environment is inherited)."""
+    marker = f"{key}={value}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if marker in f.read().split(b"\0"):
+                        found.append(int(entry))
+            except OSError:  # gone meanwhile, or not ours to read
+                continue
+    return found
 
 
 def pin_to_core(core: int) -> int:

@@ -12,6 +12,7 @@ kernel to stop them if the launcher itself is killed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from tactical.config import AGENT_NAMES, Config
 from tactical.errors import UserError
-from tactical.process import LAUNCHER_PID_ENV
+from tactical.process import CLUSTER_ENV, LAUNCHER_PID_ENV, started_with
 from tactical.rpc import own_address, sync_channel
 from tactical_engine.client import health_status
 
@@ -221,9 +222,11 @@ class LocalCluster:
         self.host = cfg.serving.host
         common = (["--config", config_path] if config_path else []) + list(child_options)
         self.cores = assign_cores(cfg)
+        self.instance = os.urandom(6).hex()  # marks every process this cluster starts, and theirs
         self.agents = [Child(f"agent {name}", tactical_command("agent", "--name", name, "--core",
                                                                str(self.cores[name]), "--host", self.host, *common),
-                             cfg.serving.agents[name].port, log=self._log(f"agent-{name}"))
+                             cfg.serving.agents[name].port, log=self._log(f"agent-{name}"),
+                             env={CLUSTER_ENV: self.instance})
                        for name in AGENT_NAMES]
         self.coordinator_count = coordinators
         self.coordinators: list[Child] = []
@@ -281,7 +284,8 @@ class LocalCluster:
         names = ["coordinator"] if count == 1 else [f"coordinator {i}" for i in range(1, count + 1)]
         return [Child(name, tactical_command("coordinator", "--host", self.host, "--agents", agents, "--metrics-port",
                                              str(metrics), *(["--reuse-port"] if count > 1 else []), *self._common),
-                      self.cfg.serving.coordinator_port, log=self._log(name.replace(" ", "-")), shares_port=count > 1)
+                      self.cfg.serving.coordinator_port, log=self._log(name.replace(" ", "-")), shares_port=count > 1,
+                      env={CLUSTER_ENV: self.instance})
                 for name, metrics in zip(names, coordinator_metrics_ports(self.cfg, count), strict=True)]
 
     def wait_serving(self, timeout: float) -> None:
@@ -350,3 +354,23 @@ class LocalCluster:
         for child in self.children:
             if child.proc is not None and child.proc.stdout is not None:
                 child.proc.stdout.close()
+        self._stop_strays()
+
+    def _stop_strays(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Stop what this cluster started that no child accounts for: a process whose start a stop signal
+        interrupted (its Popen never returned), a coordinator's audit writer when the coordinator was stopped
+        before it could stop it. SIGTERM, then SIGKILL after `timeout`."""
+        strays = started_with(CLUSTER_ENV, self.instance)
+        if not strays:
+            return
+        log.warning("stopping %d process(es) of this cluster that outlived their parent: pids %s", len(strays),
+                    strays)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in strays:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + timeout
+            while (strays := started_with(CLUSTER_ENV, self.instance)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not strays:
+                return

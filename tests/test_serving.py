@@ -20,6 +20,7 @@ from coordinator.core import AUTO_ACTIVATE_WAIT_S
 from market.features import compute_features
 from market.synthetic import synthetic_bars
 from tactical.config import AGENT_NAMES, load_config
+from tactical.process import LAUNCHER_PID_ENV, started_with
 from tactical.v1 import agent_pb2, agent_pb2_grpc, common_pb2, decision_pb2, decision_pb2_grpc
 from tactical.wire import encode_batch, encode_window
 from tactical_engine.client import AgentClient, TacticalClient, decide_request
@@ -378,7 +379,7 @@ def test_up_command_health_wait_and_sigterm_drains_a_running_stream(tmp_path):
         assert health.returncode == 0, health.stdout + health.stderr
         statuses = [row["status"] for row in json.loads(health.stdout)["processes"]]
         assert statuses == ["SERVING"] * 4, health.stdout
-        assert len(_children_of_launcher(up.pid)) == 5  # three agents, the coordinator, its audit writer
+        assert len(launched_by(up.pid)) == 5  # three agents, the coordinator, its audit writer
 
         watched: list[str] = []
         signalled = threading.Event()
@@ -418,7 +419,7 @@ def test_up_command_health_wait_and_sigterm_drains_a_running_stream(tmp_path):
     finally:
         up.send_signal(signal.SIGTERM)
         out, _ = up.communicate(timeout=60)
-    assert up.returncode == 0 and _children_of_launcher(up.pid) == []
+    assert up.returncode == 0 and launched_by(up.pid) == []
     assert "all SERVING" in out and f"127.0.0.1:{port}" in out and out.rstrip().endswith("stopped")
 
 
@@ -437,21 +438,29 @@ def test_up_command_stops_at_ctrl_c_while_still_starting(tmp_path):
     out, _ = up.communicate(timeout=60)
     assert up.returncode == 0
     assert "all SERVING" not in out and out.rstrip().endswith("stopped")
-    assert _children_of_launcher(up.pid) == []  # every process it had started is gone
+    assert launched_by(up.pid) == []  # every process it had started is gone
 
 
-def _children_of_launcher(pid: int) -> list[int]:
+def launched_by(pid: int) -> list[int]:
     """Live processes started by the launcher with this pid (they carry it in their environment)."""
-    from tactical.process import LAUNCHER_PID_ENV
+    return started_with(LAUNCHER_PID_ENV, str(pid))
 
-    marker = f"{LAUNCHER_PID_ENV}={pid}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as f:
-                    if marker in f.read().split(b"\0"):
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return found
+
+def test_stopping_a_cluster_also_stops_what_its_processes_left_behind(tmp_path):
+    """A process of the cluster that no child accounts for (its start interrupted by Ctrl-C, an audit writer whose
+    coordinator died first) is stopped with the rest: nothing of the cluster outlives its stop."""
+    from tactical.process import CLUSTER_ENV
+    from tactical_engine.launcher import LocalCluster
+
+    config_path = write_config(tmp_path)
+    cluster = LocalCluster(load_config(config_path), str(config_path))
+    left = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True,
+                            env={**os.environ, CLUSTER_ENV: cluster.instance})
+    try:
+        assert started_with(CLUSTER_ENV, cluster.instance) == [left.pid]
+        cluster.stop()
+        assert left.wait(timeout=5) == -15  # SIGTERM
+        assert started_with(CLUSTER_ENV, cluster.instance) == []
+    finally:
+        left.kill()
+        left.wait()
