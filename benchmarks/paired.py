@@ -6,6 +6,12 @@ same machine conditions, and the latencies of all slices are pooled per variant 
 count, as is the CPU each process (and the client) used during them. On a shared, noisy machine
 that is what makes a few-percent difference measurable: the ratio of two pooled percentiles,
 measured side by side, not two absolute numbers taken an hour apart.
+
+Even so a p99 of a few thousand latencies moves by tens of percent between identical runs (a
+handful of stalls make it). So a verdict carries an interval: slice k of one variant ran right
+beside slice k of the other, and resampling those pairs (the same draw for both) shows how far the
+p99 change would move had the run caught other stalls. A target is met only when the interval's
+upper end is within it, and missed only when its lower end is past it.
 """
 
 from __future__ import annotations
@@ -21,7 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from market.bootstrap import Interval
+
 CLIENT = "client"  # the load generator's own CPU in Paired.cpu_s
+CONFIDENCE = 0.90  # of a verdict's interval: each end is a one-sided 95% bound
+RESAMPLES = 1000
 
 
 def cpu_seconds(pid: int) -> float:
@@ -39,6 +49,7 @@ class Paired:
     seconds: dict[tuple[str, int], float] = field(default_factory=dict)
     cpu_s: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
     cpu_wall_s: dict[tuple[str, int], float] = field(default_factory=dict)
+    slice_sizes: dict[tuple[str, int], list[int]] = field(default_factory=dict)  # latencies each slice added
 
     def p(self, variant: str, streams: int, q: float) -> float:
         return float(np.percentile(self.latencies_ms[(variant, streams)], q))
@@ -64,13 +75,35 @@ class Paired:
                              + "".join(f"{cpu[name] / n * 1e6:>16,.0f}" for name in processes))
         return "\n".join(lines)
 
+    def change(self, on: str, off: str, streams: int, q: float = 99, seed: int = 0) -> Interval:
+        """The relative change of the pooled q-th percentile from `off` to `on`, with a CONFIDENCE interval from
+        resampling slice pairs (the same slices drawn for both variants: each pair ran side by side)."""
+        a, b = self._slices(on, streams), self._slices(off, streams)
+        if len(a) != len(b):
+            raise ValueError(f"{on} ran {len(a)} slices and {off} {len(b)}: they are not pairs")
+        rng = np.random.default_rng(seed)
+        draws = rng.integers(0, len(a), size=(RESAMPLES, len(a)))
+        changes = [np.percentile(np.concatenate([a[i] for i in draw]), q)
+                   / np.percentile(np.concatenate([b[i] for i in draw]), q) - 1 for draw in draws]
+        tail = (1 - CONFIDENCE) / 2 * 100
+        low, high = np.percentile(changes, [tail, 100 - tail])
+        return Interval(self.p(on, streams, q) / self.p(off, streams, q) - 1, float(low), float(high))
+
+    def _slices(self, variant: str, streams: int) -> list[np.ndarray]:
+        pooled = np.asarray(self.latencies_ms[(variant, streams)])
+        return np.split(pooled, np.cumsum(self.slice_sizes[(variant, streams)])[:-1])
+
     def verdicts(self, on: str, off: str, streams_list: Sequence[int], target: float, what: str) -> str:
-        """One line per stream count: the p99 change from `off` to `on`, against the target."""
+        """Per stream count: the p99 change from `off` to `on` and its interval against the target (met, NOT met,
+        or undecided when the interval spans it), and the p50 change, which a few stalls do not move."""
         lines = []
         for streams in streams_list:
-            change = self.p(on, streams, 99) / self.p(off, streams, 99) - 1
-            lines.append(f"p99 change {what}, {streams} stream(s): {change:+.1%} (target <= +{target:.0%}): "
-                         f"{'yes' if change <= target else 'NO'}")
+            p99, p50 = self.change(on, off, streams), self.change(on, off, streams, q=50)
+            verdict = ("met" if p99.high <= target else "NOT met" if p99.low > target
+                       else "undecided: the interval spans the target")
+            lines.append(f"p99 change {what}, {streams} stream(s): {p99.estimate:+.1%}, {CONFIDENCE:.0%} interval "
+                         f"[{p99.low:+.1%}, {p99.high:+.1%}] over resampled slice pairs (target <= +{target:.0%}): "
+                         f"{verdict}; p50 change {p50.estimate:+.1%} [{p50.low:+.1%}, {p50.high:+.1%}]")
         return "\n".join(lines)
 
 
@@ -112,6 +145,7 @@ def run_paired(variants: Mapping[str, Callable[[Path], dict]], streams_list: Seq
                         result.cpu_wall_s[(name, streams)] = (result.cpu_wall_s.get((name, streams), 0.0)
                                                               + time.perf_counter() - began)
                         result.latencies_ms.setdefault((name, streams), []).extend(r.latencies_ms)
+                        result.slice_sizes.setdefault((name, streams), []).append(len(r.latencies_ms))
                         result.seconds[(name, streams)] = result.seconds.get((name, streams), 0.0) + r.elapsed_s
         finally:
             if stop_beside is not None:
