@@ -165,6 +165,22 @@ def connect(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
+def open_log(path: str | Path) -> sqlite3.Connection:
+    """An existing audit log opened for reading (brought up to date like `connect`). Raises AuditError naming the
+    path when it is not one: another SQLite database (nothing is added to it), not SQLite at all, a directory."""
+    try:
+        probe = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, timeout=30)
+        try:
+            found = probe.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'decisions'").fetchone()
+        finally:
+            probe.close()
+    except sqlite3.DatabaseError as exc:
+        raise AuditError(f"{path} is not an audit log ({exc})") from None
+    if found is None:
+        raise AuditError(f"{path} is not an audit log (an SQLite database without a decisions table)")
+    return connect(path)
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     """Bring an audit database of an earlier layout (or a new one) to SCHEMA_VERSION, in one transaction.
 
@@ -714,7 +730,7 @@ def latest(path: str | Path, limit: int, *, request_id: str | None = None,
     if trace_id is not None:
         where.append("substr(traceparent, 4, 32) = ?")
         params.append(trace_id.lower())
-    conn = connect(path)
+    conn = open_log(path)
     conn.row_factory = sqlite3.Row
     try:
         rows = conn.execute(f"SELECT * FROM decisions {'WHERE ' + ' AND '.join(where) if where else ''} "
@@ -737,7 +753,7 @@ def latest(path: str | Path, limit: int, *, request_id: str | None = None,
 
 def summary(path: str | Path) -> dict[str, Any]:
     """Counts by action and by model version, degraded share, time range."""
-    conn = connect(path)
+    conn = open_log(path)
     try:
         total, degraded = conn.execute("SELECT COUNT(*), COALESCE(SUM(degraded), 0) FROM decisions").fetchone()
         by_action = dict(conn.execute("SELECT action, COUNT(*) FROM decisions GROUP BY action").fetchall())

@@ -9,13 +9,13 @@ reported, never scored.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from coordinator.audit import open_log
 from tactical.v1 import decision_pb2
 
 
@@ -52,7 +52,7 @@ def read_traffic(path: str | Path, *, start_ms: int | None = None, end_ms: int |
              f"FROM decisions WHERE {' AND '.join(where)} ORDER BY id DESC")
     if last is not None:
         query += f" LIMIT {int(last)}"
-    conn = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, timeout=30)
+    conn = open_log(path)
     try:
         rows = conn.execute(query, params).fetchall()[::-1]
     finally:

@@ -89,3 +89,25 @@ def test_a_tampered_row_is_reported_and_left_out(served, tmp_path):
     assert f"TAMPERED, left out: {run}/{seq}: window does not match its sha256" in res.stdout
     assert f"{2 * (BARS + 1) + 4:,} of {2 * (BARS + 1) + 4:,} reproduced exactly" in res.stdout
     assert replay(config_path, "--version", "9").returncode == 2
+
+
+def test_a_file_that_is_not_an_audit_log_or_a_range_that_matches_nothing_is_one_readable_error(served, tmp_path):
+    config_path = served
+    junk = tmp_path / "bars.csv"
+    junk.write_text("time,open,high,low,close\n")
+    other = tmp_path / "other.sqlite"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE prices (close REAL)")
+    for path, why in ((junk, "file is not a database"), (other, "without a decisions table"), (tmp_path, "")):
+        res = replay(config_path, "--version", "1", "--db", str(path))
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+        assert f"tactical replay: error: {path} is not an audit log" in res.stderr and why in res.stderr
+    with sqlite3.connect(other) as conn:  # nothing was added to the database that was not an audit log
+        assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == ["prices"]
+    audit = subprocess.run([sys.executable, "-m", "tactical_engine", "audit", "--config", str(config_path),
+                            "--db", str(junk)], capture_output=True, text=True, timeout=60)
+    assert audit.returncode == 2 and f"{junk} is not an audit log" in audit.stderr
+    reversed_range = replay(config_path, "--version", "1", "--from", "2030-01-02", "--to", "2030-01-01")
+    assert reversed_range.returncode == 2 and "--from 2030-01-02 is not before --to 2030-01-01" in reversed_range.stderr
+    nothing = replay(config_path, "--version", "1", "--instrument", "NOPE")
+    assert nothing.returncode == 2 and "match --instrument NOPE" in nothing.stderr and not nothing.stdout

@@ -57,8 +57,14 @@ def run(args: argparse.Namespace) -> int:
                 bounds[flag] = parse_time_ms(value)
             except ValueError as exc:
                 raise CliError(f"{flag}: {exc}") from None
+    if len(bounds) == 2 and bounds["--from"] >= bounds["--to"]:
+        raise CliError(f"--from {args.from_} is not before --to {args.to}")
     traffic = read_traffic(path, start_ms=bounds.get("--from"), end_ms=bounds.get("--to"),
                            instrument=args.instrument, shape=(cfg.features.window, 7))
+    if not len(traffic) and not traffic.tampered and not traffic.without_window:
+        asked = " ".join(f"{flag} {value}" for flag, value in
+                         (("--from", args.from_), ("--to", args.to), ("--instrument", args.instrument)) if value)
+        raise CliError(f"no logged decisions in {path}" + (f" match {asked}" if asked else ""))
     actions, combined = replay_actions(Engine(store, args.version, cfg), traffic.windows)
     clean = ~traffic.degraded & (traffic.version >= 0)
     same = actions == traffic.action
@@ -82,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report)
         return 0
-    print(f"replayed version {args.version} over {len(traffic):,} logged decisions of {path} (served by version(s) "
+    print(f"replayed version {args.version} over {len(traffic):,} logged decision{'s' * (len(traffic) != 1)} of {path} (served by version(s) "
           + ", ".join(f"{'none' if v < 0 else v}: {n:,}" for v, n in by_version.items()) + ")")
     for row in traffic.tampered[:10]:
         print(f"  TAMPERED, left out: {row}")
