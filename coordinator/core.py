@@ -12,6 +12,7 @@ import asyncio
 import collections
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import Sequence
 
@@ -31,6 +32,7 @@ from tactical.config import Config
 from tactical.v1 import common_pb2, decision_pb2
 from tactical.wire import MAX_REQUEST_ID, N_FEATURES, WireError
 
+log = logging.getLogger(__name__)
 AUTO_ACTIVATE_WAIT_S = 10.0  # a fresh coordinator waits this long for every agent before its first activation
 
 
@@ -59,7 +61,6 @@ class Coordinator:
         self.committee = CommitteeWatch(tuple(agents), cfg.serving.health_window, N_FEATURES)
         self._references: dict[int, dict] = {}  # version -> its training reference for drift
         self.scores = LiveScores(cfg.training.transaction_cost, cfg.serving.max_instruments)
-        self.scores.start_shadow(state.shadow)
         self._activation_counts = (0, 0)  # (decisions, invalid votes) when the active version became active
         self.on_activated(state.version)
         self.started = time.monotonic()
@@ -68,9 +69,22 @@ class Coordinator:
     def on_activated(self, version: int | None) -> None:
         """A version became active (activation, rollback, the guard): what is judged since activation restarts."""
         self.scores.activated(version)
-        if self.state.shadow is None and self.scores.shadow is not None:  # the shadow was promoted
-            self.scores.start_shadow(None)
+        self.pair_shadow()
         self._activation_counts = (self.decisions, self._invalid_votes())
+
+    def pair_shadow(self) -> None:
+        """Keep the shadow's record that of the shadow version beside the active one: a new record when either
+        changes (a shadow set, promoted or stopped; another version activated, rolled back to, or restored by
+        the guard), so that `tactical promote` judges the shadow against the version it would replace."""
+        record, shadow, active = self.scores.shadow, self.state.shadow, self.state.version
+        wanted = None if shadow is None or shadow == active else (shadow, active)  # the same: nothing to compare
+        if wanted == (None if record is None else (record.version, record.active)):
+            return
+        if wanted is not None and record is not None and record.decisions and shadow == record.version:
+            log.info("shadow version %d: its record restarts beside version %s (%d decisions beside version %s "
+                     "left behind)", shadow, active, record.decisions, record.active,
+                     extra={"shadow_version": shadow, "version": active})
+        self.scores.start_shadow(None if wanted is None else shadow, active)
 
     def since_activation(self) -> tuple[int, int]:
         """(decisions, invalid votes) since the active version became active."""
@@ -131,8 +145,7 @@ class Coordinator:
         version = self.state.current()
         if version != self.scores.active:  # switched by a coordinator sharing this one's state
             self.on_activated(version)
-        if self.state.shadow != (self.scores.shadow.version if self.scores.shadow is not None else None):
-            self.scores.start_shadow(self.state.shadow)
+        self.pair_shadow()  # a shadow set or ended by a coordinator sharing this one's state
         probs = np.zeros((n, agents, 3))
         values = np.zeros((n, agents))
         answered = np.zeros(agents, dtype=bool)

@@ -35,6 +35,7 @@ class _Held:
 @dataclass
 class ShadowScores:
     version: int
+    active: int | None  # the active version it is paired with: a record compares the shadow with one version
     since_ms: int
     decisions: int = 0
     agreed: int = 0
@@ -53,8 +54,9 @@ class LiveScores:
         self.cumulative = 0.0  # its summed log P&L since then
         self.peak = 0.0
 
-    def start_shadow(self, version: int | None) -> None:
-        self.shadow = None if version is None else ShadowScores(version, int(time.time() * 1000))
+    def start_shadow(self, version: int | None, active: int | None) -> None:
+        """A new record (none: `version` None) of shadow `version` paired with `active`."""
+        self.shadow = None if version is None else ShadowScores(version, active, int(time.time() * 1000))
 
     def activated(self, version: int | None) -> None:
         """A new active version: its drawdown starts from zero."""
@@ -77,7 +79,7 @@ class LiveScores:
                 self.cumulative += pnl
                 self.peak = max(self.peak, self.cumulative)
             s = self.shadow
-            if s is not None and held.shadow is not None:
+            if s is not None and held.shadow is not None and held.version == s.active:
                 s.active_pnl.append(pnl)
                 s.shadow_pnl.append(held.shadow * change - self.cost * abs(held.shadow - held.shadow_before))
         if held is not None and bar_time < held.bar_time:

@@ -220,7 +220,7 @@ class ModelAdminServicer(cluster_pb2_grpc.ModelAdminServiceServicer):
                 await self._check(context, request.version)
             version = request.version if request.HasField("version") else None
             e.state.set_shadow(version)
-            e.scores.start_shadow(version)
+            e.scores.start_shadow(version, e.state.version)  # a new record, also when the same version is set again
             log.info("shadow version %s (active %s)", version, e.state.version,
                      extra={"shadow_version": version, "version": e.state.version})
             return shadow_report(e)

@@ -38,7 +38,7 @@ class ShadowRecord:
     active_version: int | None
     since_ms: int
     decisions: int
-    agreement: float  # share of decisions where the shadow took the active version's action
+    agreement: float | None  # share of decisions where the shadow took the active version's action (None: none)
     bars: int  # scored bars
     active: PolicyRecord
     shadow: PolicyRecord
@@ -59,6 +59,6 @@ def shadow_record(report: cluster_pb2.ShadowReport, *, confidence: float = 0.95,
     difference = mean_interval(shadow - active, confidence=confidence, seed=seed) if len(active) >= 2 else None
     return ShadowRecord(report.shadow_version,
                         report.active_version if report.HasField("active_version") else None, report.since_ms,
-                        report.decisions, report.agreed / report.decisions if report.decisions else 0.0,
+                        report.decisions, report.agreed / report.decisions if report.decisions else None,
                         len(active), PolicyRecord.of(active), PolicyRecord.of(shadow), difference,
                         report.transaction_cost)

@@ -76,6 +76,36 @@ def test_a_shadow_beside_the_untrained_default_earns_a_significant_record_and_is
     assert len(rows) == len(served) and set(rows) == {(0, LONG, "Long")}  # each served decision, its shadow beside
 
 
+
+def test_a_shadow_record_is_of_one_active_version_and_the_cli_says_what_it_replaces_or_stops(tmp_path):
+    config_path, cfg, store = start(tmp_path)
+    torch.manual_seed(0)
+    short = publish(store, always(TacticalMARLSystem(), 0), source="test: always Short")
+    with running_cluster(config_path) as cluster:
+        target = ("--target", cluster.coordinator.address)
+        token = admin_token(cfg)
+        with TacticalClient(cluster.coordinator.address, cfg, admin_token=token) as admin:
+            rollout(admin, store, 0, cfg, token, gate="off")
+            assert tactical(config_path, "shadow", "--version", str(LONG), *target).returncode == 0
+            beside_v0 = stream(cluster, cfg, trending_bars(cfg.features.min_bars + 30, 0.0005), "FIRST")
+            rollout(admin, store, short, cfg, token, gate="off")  # another active version: the record restarts
+        status = json.loads(tactical(config_path, "shadow", "status", "--json", *target).stdout)
+        assert status["active_version"] == short and status["decisions"] == 0 and status["bars"] == 0
+        assert status["agreement"] is None
+        beside_short = stream(cluster, cfg, trending_bars(cfg.features.min_bars + 20, 0.0005, seed=1), "SECOND")
+        status = json.loads(tactical(config_path, "shadow", "status", "--json", *target).stdout)
+        assert len(beside_v0) == 31 and status["decisions"] == len(beside_short) == 21 and status["bars"] == 20
+        assert status["agreement"] == 0.0  # always Long beside always Short
+        assert status["active"]["log_pnl"] < 0 < status["shadow"]["log_pnl"]  # a rising market: Short loses
+        again = tactical(config_path, "shadow", "--version", str(LONG), *target)
+        assert again.returncode == 0, again.stderr
+        assert f"replaced shadow version 1 and its record (21 decisions, 20 bars scored beside version {short})" \
+            in again.stdout
+        stopped = tactical(config_path, "shadow", "--stop", *target)
+        assert stopped.returncode == 0 and "shadow version 1 beside active version 2" in stopped.stdout
+        assert "stopped shadow version 1" in stopped.stdout
+        assert "no shadow was running" in tactical(config_path, "shadow", "--stop", *target).stdout
+
 def test_the_guard_rolls_a_losing_version_back_with_the_reason_in_the_log_and_the_audit(tmp_path):
     metrics = reserved_port()
     config_path, cfg, store = start(tmp_path, guard_max_drawdown=0.01, guard_min_decisions=20, metrics_port=metrics)

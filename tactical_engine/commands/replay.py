@@ -88,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report)
         return 0
-    print(f"replayed version {args.version} over {len(traffic):,} logged decision{'s' * (len(traffic) != 1)} of {path} (served by version(s) "
+    print(f"replayed version {args.version} over {len(traffic):,} logged decision{'s' * (len(traffic) != 1)} "
+          f"of {path} (served by version(s) "
           + ", ".join(f"{'none' if v < 0 else v}: {n:,}" for v, n in by_version.items()) + ")")
     for row in traffic.tampered[:10]:
         print(f"  TAMPERED, left out: {row}")

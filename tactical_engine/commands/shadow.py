@@ -50,14 +50,24 @@ def run(args: argparse.Namespace) -> int:
     token = cluster_admin_token(cfg)
     store = ModelStore(cfg.paths.model_store)
     with coordinator_clients(targets, cfg, token) as clients:
+        running = clients[0].shadow()
         if args.stop:
+            if not running.HasField("shadow_version"):
+                print(f"no shadow was running on {', '.join(targets)}")
+                return 0
+            show(running, False)
             for client in clients:
                 client.set_shadow(None)
-            print(f"no shadow on {', '.join(targets)}")
+            print(f"stopped shadow version {running.shadow_version} on {', '.join(targets)} (its record above is "
+                  f"not kept)")
             return 0
         staged = stage(clients, store, args.version, cfg, token)
         for client in clients:
             report = client.set_shadow(args.version)
+    if running.HasField("shadow_version"):
+        print(f"replaced shadow version {running.shadow_version} and its record ({running.decisions:,} decisions, "
+              f"{len(running.active_pnl) // 8:,} bars scored beside version {running.active_version}); a new "
+              f"record starts")
     print(f"version {args.version} shadows active version {report.active_version} on {', '.join(targets)} "
           f"(agents: {', '.join(staged)}); see `tactical shadow status`")
     return 0
@@ -80,7 +90,8 @@ def show(report, as_json: bool) -> int:
         return 0
     since = dt.datetime.fromtimestamp(record.since_ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
     print(f"shadow version {record.shadow_version} beside active version {record.active_version} since {since} UTC: "
-          f"{record.decisions:,} decisions, same action {record.agreement:.1%}; {record.bars:,} bars scored (each "
+          f"{record.decisions:,} decisions, same action "
+          f"{'-' if record.agreement is None else format(record.agreement, '.1%')}; {record.bars:,} bars scored (each "
           f"decision on its instrument's next bar, cost {record.transaction_cost:g} per unit)")
     print(f"{'':<10}{'log P&L':>10}{'Sharpe/bar':>12}{'hit rate':>10}")
     for name, r in (("active", record.active), ("shadow", record.shadow)):
