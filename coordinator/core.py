@@ -62,6 +62,7 @@ class Coordinator:
         self._references: dict[int, dict] = {}  # version -> its training reference for drift
         self.scores = LiveScores(cfg.training.transaction_cost, cfg.serving.max_instruments)
         self._activation_counts = (0, 0)  # (decisions, invalid votes) when the active version became active
+        self.guard_last: tuple[int, str] | None = None  # (time ms, what) the guard last did (coordinator.guard)
         self.on_activated(state.version)
         self.started = time.monotonic()
         self.shutting_down = False

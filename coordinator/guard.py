@@ -6,12 +6,14 @@ at 0 and judges only after serving.guard_min_decisions decisions (or scored bars
 - disagreement: the share of its recent decisions whose voting agents disagreed (committee health);
 - invalid votes: the share of its votes since activation that were not a probability distribution.
 A breach rolls back to the version before (if every agent still holds it), logs why with the
-figures, counts it (tactical_guard_rollbacks_total) and records an event in the audit log.
+figures, counts it (tactical_guard_rollbacks_total), records an event in the audit log and shows
+it in `tactical status`, as it shows a breach it cannot act on.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -66,14 +68,16 @@ def watch(c: Coordinator) -> str | None:
     if target is None or problems or c.feature_skew(target) is not None:
         why = "no earlier version" if target is None else (
             f"version {target} cannot serve: {'; '.join(problems) or c.feature_skew(target)}")
-        blocked.note("guard blocked", f"version {version} crossed the guard ({found.describe()}) but cannot be rolled "
-                     f"back: {why}", logging.ERROR)
+        message = f"version {version} crossed the guard ({found.describe()}) but cannot be rolled back: {why}"
+        blocked.note("guard blocked", message, logging.ERROR)
+        c.guard_last = (int(time.time() * 1000), f"BLOCKED: {message}")
         return None
     c.state.rollback()
     c.on_activated(target)
     c.metrics.rollbacks += 1
     c.metrics.guard_rollbacks += 1
     message = f"guard: rolled version {version} back to {target}: {found.describe()}"
+    c.guard_last = (int(time.time() * 1000), message.removeprefix("guard: "))
     log.error(message, extra={"version": version, "rolled_back_to": target, "check": found.check,
                               "value": found.value, "limit": found.limit, "over": found.over})
     if c.audit is not None:

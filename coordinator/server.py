@@ -138,6 +138,8 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
             degraded_decisions=c.degraded, p50_ms=percentile(c.latencies_ms, 50),
             p99_ms=percentile(c.latencies_ms, 99), pid=os.getpid(), uptime_s=time.monotonic() - c.started,
             health_json=status_json(c))
+        if c.guard_last is not None:
+            status.guard_time_ms, status.guard = c.guard_last
         if c.audit is not None:
             audit = c.audit.status()
             status.MergeFrom(cluster_pb2.ClusterStatus(

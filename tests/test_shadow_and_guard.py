@@ -119,6 +119,8 @@ def test_the_guard_rolls_a_losing_version_back_with_the_reason_in_the_log_and_th
             wait_for(lambda: client.status().active_version == 0, timeout=30)
             wait_for(lambda: client.status().audit_waiting == 0, timeout=30)
         assert served[0].version == LONG and served[-1].version == 0  # rolled back while the stream ran
+        status = tactical(config_path, "status", "--target", cluster.coordinator.address)
+        assert "GUARD at " in status.stdout and " UTC: rolled version 1 back to 0: drawdown" in status.stdout
         text = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10).read().decode()
         assert "tactical_guard_rollbacks_total 1.0" in text
     log = (tmp_path / "logs" / "coordinator.log").read_text()

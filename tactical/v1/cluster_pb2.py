@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from tactical.v1 import agent_pb2 as tactical_dot_v1_dot_agent__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tactical/v1/cluster.proto\x12\x0btactical.v1\x1a\x17tactical/v1/agent.proto\"\x12\n\x10GetStatusRequest\"\x86\x01\n\x0b\x41gentStatus\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\x12$\n\x04info\x18\x04 \x01(\x0b\x32\x16.tactical.v1.AgentInfo\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0f\n\x07problem\x18\x06 \x01(\t\"\xa2\x03\n\rClusterStatus\x12\x1b\n\x0e\x61\x63tive_version\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12\x0f\n\x07serving\x18\x02 \x01(\x08\x12(\n\x06\x61gents\x18\x03 \x03(\x0b\x32\x18.tactical.v1.AgentStatus\x12\x11\n\tdecisions\x18\x04 \x01(\x04\x12\x1a\n\x12\x64\x65graded_decisions\x18\x05 \x01(\x04\x12\x0e\n\x06p50_ms\x18\x06 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x07 \x01(\x01\x12\x0b\n\x03pid\x18\x08 \x01(\x05\x12\x10\n\x08uptime_s\x18\t \x01(\x01\x12\x15\n\raudit_dropped\x18\n \x01(\x04\x12\x14\n\x0c\x61udit_policy\x18\x0b \x01(\t\x12\x15\n\raudit_trouble\x18\x0c \x01(\t\x12\x14\n\x0c\x61udit_logged\x18\r \x01(\x04\x12\x15\n\raudit_waiting\x18\x0e \x01(\x04\x12\x15\n\raudit_spilled\x18\x0f \x01(\x04\x12\x1b\n\x13\x61udit_backlog_bytes\x18\x10 \x01(\x04\x12\x13\n\x0bhealth_json\x18\x11 \x01(\tB\x11\n\x0f_active_version\"\"\n\x0f\x41\x63tivateRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\"E\n\x0fRollbackRequest\x12\x1d\n\x10\x65xpected_version\x18\x01 \x01(\x04H\x00\x88\x01\x01\x42\x13\n\x11_expected_version\"s\n\x10\x41\x63tivationResult\x12\x16\n\x0e\x61\x63tive_version\x18\x01 \x01(\x04\x12\x1d\n\x10previous_version\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12\x13\n\x0bswitched_ms\x18\x03 \x01(\x03\x42\x13\n\x11_previous_version\"1\n\x0ePrepareRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0e\n\x06ttl_ms\x18\x02 \x01(\x01\"\x82\x01\n\rPrepareResult\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x1b\n\x0e\x61\x63tive_version\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12\x1c\n\x0frollback_target\x18\x03 \x01(\x04H\x01\x88\x01\x01\x42\x11\n\x0f_active_versionB\x12\n\x10_rollback_target\"\x15\n\x13ListVersionsRequest\"_\n\rAgentVersions\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x17\n\x0floaded_versions\x18\x02 \x03(\x04\x12\x17\n\x0fstored_versions\x18\x03 \x03(\x04\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"z\n\x0bVersionList\x12\x1b\n\x0e\x61\x63tive_version\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12\x0f\n\x07history\x18\x02 \x03(\x04\x12*\n\x06\x61gents\x18\x03 \x03(\x0b\x32\x1a.tactical.v1.AgentVersionsB\x11\n\x0f_active_version\"\x12\n\x10GetShadowRequest\"4\n\x10SetShadowRequest\x12\x14\n\x07version\x18\x01 \x01(\x04H\x00\x88\x01\x01\x42\n\n\x08_version\"\xe5\x01\n\x0cShadowReport\x12\x1b\n\x0eshadow_version\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12\x1b\n\x0e\x61\x63tive_version\x18\x02 \x01(\x04H\x01\x88\x01\x01\x12\x10\n\x08since_ms\x18\x03 \x01(\x03\x12\x11\n\tdecisions\x18\x04 \x01(\x04\x12\x0e\n\x06\x61greed\x18\x05 \x01(\x04\x12\x12\n\nactive_pnl\x18\x06 \x01(\x0c\x12\x12\n\nshadow_pnl\x18\x07 \x01(\x0c\x12\x18\n\x10transaction_cost\x18\x08 \x01(\x01\x42\x11\n\x0f_shadow_versionB\x11\n\x0f_active_version2\x9f\x01\n\x0e\x43lusterService\x12\x46\n\tGetStatus\x12\x1d.tactical.v1.GetStatusRequest\x1a\x1a.tactical.v1.ClusterStatus\x12\x45\n\tGetShadow\x12\x1d.tactical.v1.GetShadowRequest\x1a\x19.tactical.v1.ShadowReport2\xfc\x02\n\x11ModelAdminService\x12G\n\x08\x41\x63tivate\x12\x1c.tactical.v1.ActivateRequest\x1a\x1d.tactical.v1.ActivationResult\x12G\n\x08Rollback\x12\x1c.tactical.v1.RollbackRequest\x1a\x1d.tactical.v1.ActivationResult\x12\x45\n\tSetShadow\x12\x1d.tactical.v1.SetShadowRequest\x1a\x19.tactical.v1.ShadowReport\x12\x42\n\x07Prepare\x12\x1b.tactical.v1.PrepareRequest\x1a\x1a.tactical.v1.PrepareResult\x12J\n\x0cListVersions\x12 .tactical.v1.ListVersionsRequest\x1a\x18.tactical.v1.VersionListb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tactical/v1/cluster.proto\x12\x0btactical.v1\x1a\x17tactical/v1/agent.proto\"\x12\n\x10GetStatusRequest\"\x86\x01\n\x0b\x41gentStatus\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\x12$\n\x04info\x18\x04 \x01(\x0b\x32\x16.tactical.v1.AgentInfo\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0f\n\x07problem\x18\x06 \x01(\t\"\xc8\x03\n\rClusterStatus\x12\x1b\n\x0e\x61\x63tive_version\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12\x0f\n\x07serving\x18\x02 \x01(\x08\x12(\n\x06\x61gents\x18\x03 \x03(\x0b\x32\x18.tactical.v1.AgentStatus\x12\x11\n\tdecisions\x18\x04 \x01(\x04\x12\x1a\n\x12\x64\x65graded_decisions\x18\x05 \x01(\x04\x12\x0e\n\x06p50_ms\x18\x06 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x07 \x01(\x01\x12\x0b\n\x03pid\x18\x08 \x01(\x05\x12\x10\n\x08uptime_s\x18\t \x01(\x01\x12\x15\n\raudit_dropped\x18\n \x01(\x04\x12\x14\n\x0c\x61udit_policy\x18\x0b \x01(\t\x12\x15\n\raudit_trouble\x18\x0c \x01(\t\x12\x14\n\x0c\x61udit_logged\x18\r \x01(\x04\x12\x15\n\raudit_waiting\x18\x0e \x01(\x04\x12\x15\n\raudit_spilled\x18\x0f \x01(\x04\x12\x1b\n\x13\x61udit_backlog_bytes\x18\x10 \x01(\x04\x12\x13\n\x0bhealth_json\x18\x11 \x01(\t\x12\r\n\x05guard\x18\x12 \x01(\t\x12\x15\n\rguard_time_ms\x18\x13 \x01(\x03\x42\x11\n\x0f_active_version\"\"\n\x0f\x41\x63tivateRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\"E\n\x0fRollbackRequest\x12\x1d\n\x10\x65xpected_version\x18\x01 \x01(\x04H\x00\x88\x01\x01\x42\x13\n\x11_expected_version\"s\n\x10\x41\x63tivationResult\x12\x16\n\x0e\x61\x63tive_version\x18\x01 \x01(\x04\x12\x1d\n\x10previous_version\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12\x13\n\x0bswitched_ms\x18\x03 \x01(\x03\x42\x13\n\x11_previous_version\"1\n\x0ePrepareRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0e\n\x06ttl_ms\x18\x02 \x01(\x01\"\x82\x01\n\rPrepareResult\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x1b\n\x0e\x61\x63tive_version\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12\x1c\n\x0frollback_target\x18\x03 \x01(\x04H\x01\x88\x01\x01\x42\x11\n\x0f_active_versionB\x12\n\x10_rollback_target\"\x15\n\x13ListVersionsRequest\"_\n\rAgentVersions\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x17\n\x0floaded_versions\x18\x02 \x03(\x04\x12\x17\n\x0fstored_versions\x18\x03 \x03(\x04\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"z\n\x0bVersionList\x12\x1b\n\x0e\x61\x63tive_version\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12\x0f\n\x07history\x18\x02 \x03(\x04\x12*\n\x06\x61gents\x18\x03 \x03(\x0b\x32\x1a.tactical.v1.AgentVersionsB\x11\n\x0f_active_version\"\x12\n\x10GetShadowRequest\"4\n\x10SetShadowRequest\x12\x14\n\x07version\x18\x01 \x01(\x04H\x00\x88\x01\x01\x42\n\n\x08_version\"\xe5\x01\n\x0cShadowReport\x12\x1b\n\x0eshadow_version\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12\x1b\n\x0e\x61\x63tive_version\x18\x02 \x01(\x04H\x01\x88\x01\x01\x12\x10\n\x08since_ms\x18\x03 \x01(\x03\x12\x11\n\tdecisions\x18\x04 \x01(\x04\x12\x0e\n\x06\x61greed\x18\x05 \x01(\x04\x12\x12\n\nactive_pnl\x18\x06 \x01(\x0c\x12\x12\n\nshadow_pnl\x18\x07 \x01(\x0c\x12\x18\n\x10transaction_cost\x18\x08 \x01(\x01\x42\x11\n\x0f_shadow_versionB\x11\n\x0f_active_version2\x9f\x01\n\x0e\x43lusterService\x12\x46\n\tGetStatus\x12\x1d.tactical.v1.GetStatusRequest\x1a\x1a.tactical.v1.ClusterStatus\x12\x45\n\tGetShadow\x12\x1d.tactical.v1.GetShadowRequest\x1a\x19.tactical.v1.ShadowReport2\xfc\x02\n\x11ModelAdminService\x12G\n\x08\x41\x63tivate\x12\x1c.tactical.v1.ActivateRequest\x1a\x1d.tactical.v1.ActivationResult\x12G\n\x08Rollback\x12\x1c.tactical.v1.RollbackRequest\x1a\x1d.tactical.v1.ActivationResult\x12\x45\n\tSetShadow\x12\x1d.tactical.v1.SetShadowRequest\x1a\x19.tactical.v1.ShadowReport\x12\x42\n\x07Prepare\x12\x1b.tactical.v1.PrepareRequest\x1a\x1a.tactical.v1.PrepareResult\x12J\n\x0cListVersions\x12 .tactical.v1.ListVersionsRequest\x1a\x18.tactical.v1.VersionListb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,31 +37,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENTSTATUS']._serialized_start=88
   _globals['_AGENTSTATUS']._serialized_end=222
   _globals['_CLUSTERSTATUS']._serialized_start=225
-  _globals['_CLUSTERSTATUS']._serialized_end=643
-  _globals['_ACTIVATEREQUEST']._serialized_start=645
-  _globals['_ACTIVATEREQUEST']._serialized_end=679
-  _globals['_ROLLBACKREQUEST']._serialized_start=681
-  _globals['_ROLLBACKREQUEST']._serialized_end=750
-  _globals['_ACTIVATIONRESULT']._serialized_start=752
-  _globals['_ACTIVATIONRESULT']._serialized_end=867
-  _globals['_PREPAREREQUEST']._serialized_start=869
-  _globals['_PREPAREREQUEST']._serialized_end=918
-  _globals['_PREPARERESULT']._serialized_start=921
-  _globals['_PREPARERESULT']._serialized_end=1051
-  _globals['_LISTVERSIONSREQUEST']._serialized_start=1053
-  _globals['_LISTVERSIONSREQUEST']._serialized_end=1074
-  _globals['_AGENTVERSIONS']._serialized_start=1076
-  _globals['_AGENTVERSIONS']._serialized_end=1171
-  _globals['_VERSIONLIST']._serialized_start=1173
-  _globals['_VERSIONLIST']._serialized_end=1295
-  _globals['_GETSHADOWREQUEST']._serialized_start=1297
-  _globals['_GETSHADOWREQUEST']._serialized_end=1315
-  _globals['_SETSHADOWREQUEST']._serialized_start=1317
-  _globals['_SETSHADOWREQUEST']._serialized_end=1369
-  _globals['_SHADOWREPORT']._serialized_start=1372
-  _globals['_SHADOWREPORT']._serialized_end=1601
-  _globals['_CLUSTERSERVICE']._serialized_start=1604
-  _globals['_CLUSTERSERVICE']._serialized_end=1763
-  _globals['_MODELADMINSERVICE']._serialized_start=1766
-  _globals['_MODELADMINSERVICE']._serialized_end=2146
+  _globals['_CLUSTERSTATUS']._serialized_end=681
+  _globals['_ACTIVATEREQUEST']._serialized_start=683
+  _globals['_ACTIVATEREQUEST']._serialized_end=717
+  _globals['_ROLLBACKREQUEST']._serialized_start=719
+  _globals['_ROLLBACKREQUEST']._serialized_end=788
+  _globals['_ACTIVATIONRESULT']._serialized_start=790
+  _globals['_ACTIVATIONRESULT']._serialized_end=905
+  _globals['_PREPAREREQUEST']._serialized_start=907
+  _globals['_PREPAREREQUEST']._serialized_end=956
+  _globals['_PREPARERESULT']._serialized_start=959
+  _globals['_PREPARERESULT']._serialized_end=1089
+  _globals['_LISTVERSIONSREQUEST']._serialized_start=1091
+  _globals['_LISTVERSIONSREQUEST']._serialized_end=1112
+  _globals['_AGENTVERSIONS']._serialized_start=1114
+  _globals['_AGENTVERSIONS']._serialized_end=1209
+  _globals['_VERSIONLIST']._serialized_start=1211
+  _globals['_VERSIONLIST']._serialized_end=1333
+  _globals['_GETSHADOWREQUEST']._serialized_start=1335
+  _globals['_GETSHADOWREQUEST']._serialized_end=1353
+  _globals['_SETSHADOWREQUEST']._serialized_start=1355
+  _globals['_SETSHADOWREQUEST']._serialized_end=1407
+  _globals['_SHADOWREPORT']._serialized_start=1410
+  _globals['_SHADOWREPORT']._serialized_end=1639
+  _globals['_CLUSTERSERVICE']._serialized_start=1642
+  _globals['_CLUSTERSERVICE']._serialized_end=1801
+  _globals['_MODELADMINSERVICE']._serialized_start=1804
+  _globals['_MODELADMINSERVICE']._serialized_end=2184
 # @@protoc_insertion_point(module_scope)

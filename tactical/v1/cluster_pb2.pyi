@@ -28,7 +28,7 @@ class AgentStatus(_message.Message):
     def __init__(self, agent: _Optional[str] = ..., address: _Optional[str] = ..., connected: _Optional[bool] = ..., info: _Optional[_Union[_agent_pb2.AgentInfo, _Mapping]] = ..., error: _Optional[str] = ..., problem: _Optional[str] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("active_version", "serving", "agents", "decisions", "degraded_decisions", "p50_ms", "p99_ms", "pid", "uptime_s", "audit_dropped", "audit_policy", "audit_trouble", "audit_logged", "audit_waiting", "audit_spilled", "audit_backlog_bytes", "health_json")
+    __slots__ = ("active_version", "serving", "agents", "decisions", "degraded_decisions", "p50_ms", "p99_ms", "pid", "uptime_s", "audit_dropped", "audit_policy", "audit_trouble", "audit_logged", "audit_waiting", "audit_spilled", "audit_backlog_bytes", "health_json", "guard", "guard_time_ms")
     ACTIVE_VERSION_FIELD_NUMBER: _ClassVar[int]
     SERVING_FIELD_NUMBER: _ClassVar[int]
     AGENTS_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,8 @@ class ClusterStatus(_message.Message):
     AUDIT_SPILLED_FIELD_NUMBER: _ClassVar[int]
     AUDIT_BACKLOG_BYTES_FIELD_NUMBER: _ClassVar[int]
     HEALTH_JSON_FIELD_NUMBER: _ClassVar[int]
+    GUARD_FIELD_NUMBER: _ClassVar[int]
+    GUARD_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     active_version: int
     serving: bool
     agents: _containers.RepeatedCompositeFieldContainer[AgentStatus]
@@ -63,7 +65,9 @@ class ClusterStatus(_message.Message):
     audit_spilled: int
     audit_backlog_bytes: int
     health_json: str
-    def __init__(self, active_version: _Optional[int] = ..., serving: _Optional[bool] = ..., agents: _Optional[_Iterable[_Union[AgentStatus, _Mapping]]] = ..., decisions: _Optional[int] = ..., degraded_decisions: _Optional[int] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., pid: _Optional[int] = ..., uptime_s: _Optional[float] = ..., audit_dropped: _Optional[int] = ..., audit_policy: _Optional[str] = ..., audit_trouble: _Optional[str] = ..., audit_logged: _Optional[int] = ..., audit_waiting: _Optional[int] = ..., audit_spilled: _Optional[int] = ..., audit_backlog_bytes: _Optional[int] = ..., health_json: _Optional[str] = ...) -> None: ...
+    guard: str
+    guard_time_ms: int
+    def __init__(self, active_version: _Optional[int] = ..., serving: _Optional[bool] = ..., agents: _Optional[_Iterable[_Union[AgentStatus, _Mapping]]] = ..., decisions: _Optional[int] = ..., degraded_decisions: _Optional[int] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., pid: _Optional[int] = ..., uptime_s: _Optional[float] = ..., audit_dropped: _Optional[int] = ..., audit_policy: _Optional[str] = ..., audit_trouble: _Optional[str] = ..., audit_logged: _Optional[int] = ..., audit_waiting: _Optional[int] = ..., audit_spilled: _Optional[int] = ..., audit_backlog_bytes: _Optional[int] = ..., health_json: _Optional[str] = ..., guard: _Optional[str] = ..., guard_time_ms: _Optional[int] = ...) -> None: ...
 
 class ActivateRequest(_message.Message):
     __slots__ = ("version",)

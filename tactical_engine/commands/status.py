@@ -30,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import datetime as dt
     import json
 
     from tactical.config import load_config
@@ -56,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
               f"policy {s.audit_policy}")
     else:
         print("  no audit log")
+    if s.guard:
+        when = dt.datetime.fromtimestamp(s.guard_time_ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        print(f"  GUARD at {when} UTC: {s.guard}")
     for line in health_lines(health):
         print(line)
     for a in s.agents:
