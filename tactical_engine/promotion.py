@@ -43,6 +43,8 @@ class Verdict:
             return "promotion gate off"
         if self.reference is None:
             return "promotion gate: no active version to beat"
+        if self.reference == self.candidate:
+            return f"promotion gate: version {self.candidate} is already active, nothing to compare"
         c = self.comparison
         if c is None or c.difference is None:
             return f"promotion gate NOT CHECKED: no scored bars to compare on ({self.source})"

@@ -103,7 +103,8 @@ def rollout(coordinators: Coordinators, store: ModelStore, version: int, cfg: Co
     verdict = promotion.evaluate(store, version, active, cfg, gate or cfg.serving.promotion_gate,
                                  eval_data=eval_data)
     if not verdict.passed:
-        raise PromotionRefused(f"{verdict.describe()}; nothing was staged or switched (--force overrides)")
+        raise PromotionRefused(f"{verdict.describe()}; nothing was staged or switched (`tactical rollout --version "
+                               f"{version} --force` overrides)")
     staged = stage(clients, store, version, cfg, token)
     switch = activate(clients, version)
     first = next(iter(switch.previous.values()))

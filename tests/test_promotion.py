@@ -86,10 +86,13 @@ def test_the_gate_on_a_file_refuses_worse_passes_better_and_force_overrides(setu
         res = tactical_rollout(setup, SHORT, "--gate", policy, "--eval-data", str(setup.csv))
         assert res.returncode == 1 and f"promotion gate ({policy}) REFUSED" in res.stderr, res.stderr
         assert "log P&L -" in res.stderr  # the numbers: the swapped model loses on a rising market
+        assert f"(`tactical rollout --version {SHORT} --force` overrides)" in res.stderr
         assert active(setup) == LONG
     forced = tactical_rollout(setup, SHORT, "--force")
-    assert forced.returncode == 0 and "promotion gate off" in forced.stdout, forced.stderr
+    assert forced.returncode == 0 and "promotion gate skipped (--force)" in forced.stdout, forced.stderr
     assert active(setup) == SHORT
+    again = tactical_rollout(setup, SHORT)
+    assert again.returncode == 0 and f"version {SHORT} is already active, nothing to compare" in again.stdout
     better = tactical_rollout(setup, LONG_AGAIN, "--gate", "significant", "--eval-data", str(setup.csv))
     assert better.returncode == 0 and "promotion gate (significant) passed: version 3 against active version 2" \
         in better.stdout, better.stderr

@@ -50,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
             raise CliError("no shadow version to promote (start one: tactical shadow --version V)")
         show(report, False)
         if not record.passes(policy):
-            print(f"tactical promote: the shadow does not pass the gate ({policy}); nothing changed", file=sys.stderr)
+            why = "no paired record yet (fewer than 2 scored bars)" if record.difference is None else (
+                "does not pass the gate")
+            print(f"tactical promote: the shadow {why} ({policy}); nothing changed", file=sys.stderr)
             return 1
         try:
             result = rollout(clients, ModelStore(cfg.paths.model_store), record.shadow_version, cfg, token,
@@ -58,5 +60,6 @@ def run(args: argparse.Namespace) -> int:
         except RolloutError as exc:
             print(f"tactical promote: {exc}", file=sys.stderr)
             return 1
-    print(f"promoted: version {result.version} active {describe(result.switch)} (gate {policy} on its live record)")
+    how = "the gate skipped (--force)" if args.force else f"gate {policy} on its live record"
+    print(f"promoted: version {result.version} active {describe(result.switch)} ({how})")
     return 0

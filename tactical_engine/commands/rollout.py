@@ -79,6 +79,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"tactical rollout: {exc}", file=sys.stderr)
             return 1
     staged = ", ".join(f"{name} ({'already held' if already else 'staged'})" for name, already in result.staged.items())
-    print(result.verdict.describe())
+    print("promotion gate skipped (--force)" if args.force else result.verdict.describe())
     print(f"version {result.version} active {describe(result.switch)} after {result.seconds:.2f} s; agents: {staged}")
     return 0
