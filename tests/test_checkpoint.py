@@ -114,8 +114,11 @@ def test_corrupt_and_foreign_files_are_refused(tmp_path):
     save_checkpoint(path, model())
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match=r"not a readable checkpoint: not the zip archive torch\.save writes"):
         read_checkpoint(path)
+    (tmp_path / "bars.csv").write_text("time,open,high,low,close\n")
+    with pytest.raises(CheckpointError, match=r"bars\.csv is not a readable checkpoint: not the zip archive"):
+        read_checkpoint(tmp_path / "bars.csv")
     torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="is not a tactical-checkpoint/1 checkpoint"):
         read_checkpoint(tmp_path / "foreign.pt")

@@ -102,6 +102,15 @@ def test_decide_refuses_a_window_file_that_is_not_real_numbers(tmp_path, capsys,
     assert len(err.splitlines()) == 1
 
 
+
+def test_decide_refuses_a_window_file_that_is_not_npy_with_a_line_that_says_how_to_write_one(tmp_path, capsys):
+    path = tmp_path / "w.csv"
+    path.write_text("time,open,high,low,close\n1,1,1,1,1\n")
+    assert main(["decide", "--window", str(path), "--target", "127.0.0.1:1"]) == 2
+    assert capsys.readouterr().err == (f"tactical decide: error: {path} is not a .npy array (write the 60 x 7 "
+                                       f"float32 window with numpy.save)\n")
+
+
 SYNTHETIC = "synthetic:\n  seed: 5\n  sigma: 0.004\n  trend_drift: 1.0\n"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,9 @@ def save_checkpoint(path: str | Path, model: TacticalMARLSystem, **kwargs: Any) 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The raw checkpoint payload (tensors and plain data only: loaded with weights_only)."""
+    if Path(path).is_file() and not zipfile.is_zipfile(path):  # what torch.save writes
+        raise CheckpointError(f"{path} is not a readable checkpoint: not the zip archive torch.save writes "
+                              f"(truncated, or another kind of file)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

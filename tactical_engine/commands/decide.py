@@ -51,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
     window = bars = None
     if args.window:
         try:
+            with open(args.window, "rb") as f:
+                if f.read(6) != b"\x93NUMPY":
+                    raise CliError(f"{args.window} is not a .npy array (write the {cfg.features.window} x 7 float32 "
+                                   f"window with numpy.save)")
             window = window_values(np.load(args.window))
         except (OSError, ValueError, EOFError) as exc:  # WireError is a ValueError too; EOFError: empty file
             raise CliError(f"cannot read window file {args.window}: {exc or 'empty file'}") from None
