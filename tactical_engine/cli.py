@@ -50,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         grpc = sys.modules.get("grpc")
         if grpc is not None and isinstance(exc, grpc.RpcError):  # a failed call: its status is the message
-            print(f"tactical {args.command}: error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            hint = (" (is the cluster running there? `tactical health --target HOST:PORT` checks; `tactical up` "
+                    "starts one)" if exc.code() == grpc.StatusCode.UNAVAILABLE else "")
+            print(f"tactical {args.command}: error: {exc.code().name}: {exc.details()}{hint}", file=sys.stderr)
             return 2
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cluster_helpers import reserved_port
 from market.features import compute_features
 from market.synthetic import configured
 from tactical.config import load_config
@@ -68,6 +70,7 @@ def test_bad_config_is_named(tmp_path):
     (["backtest", "--synthetic", "--seed", "-1"], "--seed must be at least 0, got -1"),
     (["backtest", "--synthetic", "--version", "-1"], "--version must be at least 0, got -1"),
     (["rollout", "--version", "-1"], "--version must be at least 0, got -1"),
+    (["rollout", "--version", "v-1"], "--version must be at least 0, got -1"),
     (["train", "--seed", "-1"], "--seed must be at least 0, got -1"),
     (["train", "--save-every", "-1"], "--save-every must be at least 0, got -1"),
     (["features", "--synthetic", "0"], "--synthetic must be at least 1, got 0"),
@@ -109,6 +112,23 @@ def test_decide_refuses_a_window_file_that_is_not_npy_with_a_line_that_says_how_
     assert main(["decide", "--window", str(path), "--target", "127.0.0.1:1"]) == 2
     assert capsys.readouterr().err == (f"tactical decide: error: {path} is not a .npy array (write the 60 x 7 "
                                        f"float32 window with numpy.save)\n")
+
+
+
+def test_a_coordinator_that_is_not_there_is_one_line_that_says_what_to_check(capsys):
+    assert main(["decide", "--target", f"127.0.0.1:{reserved_port()}", "--timeout", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tactical decide: error: UNAVAILABLE: ") and len(err.splitlines()) == 1
+    assert err.endswith("(is the cluster running there? `tactical health --target HOST:PORT` checks; `tactical up` "
+                        "starts one)\n")
+
+
+
+def test_health_of_a_coordinator_that_is_not_there_shows_no_numbers_it_does_not_have(capsys):
+    assert main(["health", "--json", "--target", f"127.0.0.1:{reserved_port()}", "--timeout", "1"]) == 1
+    row, = json.loads(capsys.readouterr().out)["processes"]
+    assert row["status"] == "UNREACHABLE (UNAVAILABLE)"
+    assert row["requests"] is None and row["p50_ms"] is None and row["p99_ms"] is None
 
 
 SYNTHETIC = "synthetic:\n  seed: 5\n  sigma: 0.004\n  trend_drift: 1.0\n"

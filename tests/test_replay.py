@@ -109,5 +109,5 @@ def test_a_file_that_is_not_an_audit_log_or_a_range_that_matches_nothing_is_one_
     assert audit.returncode == 2 and f"{junk} is not an audit log" in audit.stderr
     reversed_range = replay(config_path, "--version", "1", "--from", "2030-01-02", "--to", "2030-01-01")
     assert reversed_range.returncode == 2 and "--from 2030-01-02 is not before --to 2030-01-01" in reversed_range.stderr
-    nothing = replay(config_path, "--version", "1", "--instrument", "NOPE")
+    nothing = replay(config_path, "--version", "v1", "--instrument", "NOPE")  # v1: as `tactical versions` prints it
     assert nothing.returncode == 2 and "match --instrument NOPE" in nothing.stderr and not nothing.stdout

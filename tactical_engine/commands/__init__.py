@@ -54,6 +54,15 @@ def cluster_admin_token(cfg: Config) -> str:
                        f"keeps {cfg.paths.admin_token_file}")
     return token
 
+def version_number(text: str) -> int:
+    """The type of --version flags: a model-store version, as a number (3) or as `tactical versions` prints it (v3)."""
+    try:
+        return int(text[1:] if text[:1] in ("v", "V") else text)  # a negative one is refused by require_range
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a model-store version is a number such as 3 (or v3, as `tactical versions` "
+                                         f"prints it), got {text!r}") from None
+
+
 def require_range(flag: str, value: float | None, minimum: float, maximum: float | None = None) -> None:
     """Refuse a number flag outside [minimum, maximum] (NaN too); None means the flag was not given."""
     if value is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tactical_engine.commands import CliError, add_config_option, require_range
+from tactical_engine.commands import CliError, add_config_option, require_range, version_number
 
 
 def add_scoring_options(p: argparse.ArgumentParser) -> None:
@@ -52,7 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="from_", metavar="TIME", help="first decision bar at or after this time (ISO 8601)")
     p.add_argument("--to", metavar="TIME", help="last decision bar at or before this time (ISO 8601)")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--version", type=int,
+    which.add_argument("--version", type=version_number,
                        help="model-store version to run in process (default: the newest; 0 is the embedded "
                             "default, written into the store if missing)")
     which.add_argument("--target", metavar="HOST:PORT",

@@ -48,19 +48,20 @@ def check(target: str, cfg, timeout: float) -> tuple[list[dict], object]:
                        f"({cluster.audit_spilled} in the spill file), {cluster.audit_dropped} dropped, "
                        f"policy {cluster.audit_policy}")
         active = cluster.active_version if cluster and cluster.HasField("active_version") else None
+        decided = cluster is not None and cluster.decisions > 0  # no latencies before the first decision
         rows.append({"process": "coordinator", "address": target, "status": status, "active_version": active,
-                     "loaded_versions": None, "p50_ms": round(cluster.p50_ms, 3) if cluster else None,
-                     "p99_ms": round(cluster.p99_ms, 3) if cluster else None,
-                     "requests": cluster.decisions if cluster else 0, "problem": problem})
+                     "loaded_versions": None, "p50_ms": round(cluster.p50_ms, 3) if decided else None,
+                     "p99_ms": round(cluster.p99_ms, 3) if decided else None,
+                     "requests": cluster.decisions if cluster else None, "problem": problem})
     for agent in (cluster.agents if cluster else []):
         with AgentClient(agent.address, cfg, timeout=timeout) as client:
             agent_status = client.health()
         info = agent.info if agent.HasField("info") else None
         rows.append({"process": f"agent {agent.agent}", "address": agent.address, "status": agent_status,
                      "active_version": active, "loaded_versions": list(info.loaded_versions) if info else [],
-                     "p50_ms": round(info.p50_inference_us / 1000, 4) if info else None,
-                     "p99_ms": round(info.p99_inference_us / 1000, 4) if info else None,
-                     "requests": info.windows_served if info else 0, "problem": agent.problem or None})
+                     "p50_ms": round(info.p50_inference_us / 1000, 4) if info and info.windows_served else None,
+                     "p99_ms": round(info.p99_inference_us / 1000, 4) if info and info.windows_served else None,
+                     "requests": info.windows_served if info else None, "problem": agent.problem or None})
     return rows, cluster
 
 
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'process':<16}{'address':<22}{'status':<26}{'version':<12}{'p50':>11}{'p99':>11}{'requests':>10}")
     for r in rows:
         print(f"{r['process']:<16}{r['address']:<22}{r['status']:<26}{versions(r):<12}{ms(r['p50_ms']):>11}"
-              f"{ms(r['p99_ms']):>11}{r['requests']:>10}")
+              f"{ms(r['p99_ms']):>11}{'-' if r['requests'] is None else r['requests']:>10}")
     if cluster:
         print("version: the active model version; for agents the loaded ones, * marks the active one")
     for r in rows:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tactical_engine.commands import CliError, add_config_option, require_range
+from tactical_engine.commands import CliError, add_config_option, require_range, version_number
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "instrument's bars scored on its next served bar, net of "
                                    "training.transaction_cost, against what was served. Replaying the version "
                                    "that served reproduces every decision that was not degraded.")
-    p.add_argument("--version", type=int, required=True, help="the model-store version to replay")
+    p.add_argument("--version", type=version_number, required=True, help="the model-store version to replay")
     p.add_argument("--from", dest="from_", metavar="TIME", help="first decision time (ISO 8601, UTC if no zone)")
     p.add_argument("--to", metavar="TIME", help="decisions before this time")
     p.add_argument("--instrument", default=None, help="only this instrument's decisions")

@@ -11,6 +11,7 @@ from tactical_engine.commands import (
     cluster_admin_token,
     coordinator_targets,
     require_range,
+    version_number,
 )
 
 
@@ -27,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "Needs the admin token ($TACTICAL_ADMIN_TOKEN, serving.admin_token or "
                                    "paths.admin_token_file).")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--version", type=int, help="a version of the model store (paths.model_store)")
+    src.add_argument("--version", type=version_number, help="a version of the model store (paths.model_store)")
     src.add_argument("--checkpoint", metavar="FILE",
                      help="a training checkpoint (a file, or a version directory holding checkpoint.pt): "
                           "published as a new model-store version, then rolled out")

@@ -11,6 +11,7 @@ from tactical_engine.commands import (
     cluster_admin_token,
     coordinator_targets,
     require_range,
+    version_number,
 )
 
 
@@ -25,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "shadow when the promotion gate passes on that evidence; `--stop` ends it.")
     p.add_argument("action", nargs="?", choices=("status",), help="status: show the shadow's record")
     what = p.add_mutually_exclusive_group()
-    what.add_argument("--version", type=int, help="the model-store version to shadow")
+    what.add_argument("--version", type=version_number, help="the model-store version to shadow")
     what.add_argument("--stop", action="store_true", help="stop shadowing")
     p.add_argument("--json", action="store_true", help="status as JSON")
     add_targets_option(p)
