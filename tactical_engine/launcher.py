@@ -103,15 +103,22 @@ def coordinator_metrics_ports(cfg: Config, count: int) -> list[int]:
     return ports
 
 
-def require_free_port(host: str, port: int) -> None:
-    """Refuse a port another process holds, before coordinators bind it with SO_REUSEPORT: they would join that
-    process (another cluster's coordinators) instead of failing, as one coordinator does."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    with socket.socket(family, kind, proto) as probe:
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            raise LaunchError(f"cannot listen on {host}:{port}: {exc.strerror} (port in use?)") from None
+def require_free_ports(host: str, ports: list[tuple[int, str]]) -> None:
+    """Refuse to start while another process holds one of the (port, whose) listed, naming every one held: before
+    anything is spawned (a server that fails to bind only says so in gRPC's log), and before coordinators bind with
+    SO_REUSEPORT, which would join that process (another cluster's coordinators) instead of failing."""
+    held = []
+    for port, whose in ports:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no holder
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                held.append(f"{port} ({whose}: {exc.strerror})")
+    if held:
+        raise LaunchError(f"cannot listen on {host}: port{'s' * (len(held) > 1)} {', '.join(held)}; is another "
+                          f"cluster running (`tactical health`)? Stop it, or set other ports in the config")
 
 
 def assign_cores(cfg: Config) -> dict[str, int]:
@@ -250,8 +257,8 @@ class LocalCluster:
     def start(self, ready_timeout: float = READY_TIMEOUT_S, progress: Callable[[str], None] | None = None) -> None:
         """Start everything and wait until every process reports SERVING; `progress` hears each phase."""
         say = progress or (lambda text: None)
-        if self.coordinator_count > 1 and self.cfg.serving.coordinator_port:
-            require_free_port(self.host, self.cfg.serving.coordinator_port)
+        require_free_ports(self.host, [(child.port, child.name) for child in self.agents if child.port] + (
+            [(self.cfg.serving.coordinator_port, "coordinator")] if self.cfg.serving.coordinator_port else []))
         ensure_model_store(self.cfg.paths.model_store, self.config_path)
         try:
             for child in self.agents:

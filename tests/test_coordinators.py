@@ -165,15 +165,22 @@ def test_a_killed_coordinator_leaves_the_other_serving_and_is_restarted_on_the_s
                for e in cluster.events)
 
 
-def test_coordinators_refuse_a_port_another_process_holds(tmp_path):
-    """SO_REUSEPORT would let them join another cluster's coordinators on it; the launcher checks first."""
-    with socket.create_server(("127.0.0.1", 0)) as holder:
-        port = holder.getsockname()[1]
-        config_path = write_config(tmp_path, serving={"coordinator_port": port})
-        cluster = LocalCluster(load_config(config_path), str(config_path), coordinators=2)
-        with pytest.raises(LaunchError, match=f"cannot listen on 127.0.0.1:{port}: Address already in use"):
-            cluster.start()
-    assert cluster.children == cluster.agents and not any(child.proc for child in cluster.agents)  # nothing started
+def test_a_cluster_refuses_ports_other_processes_hold_naming_each_before_starting_anything(tmp_path):
+    """SO_REUSEPORT would let coordinators join another cluster's on it, and an agent that cannot bind says so
+    only in gRPC's log; the launcher checks every configured port first."""
+    with socket.create_server(("127.0.0.1", 0)) as coordinator_holder, socket.create_server(("127.0.0.1", 0)) as fvg:
+        port, fvg_port = coordinator_holder.getsockname()[1], fvg.getsockname()[1]
+        agents = {"fvg": {"port": fvg_port, "metrics_port": 0}, "momentum": {"port": 0, "metrics_port": 0},
+                  "entry": {"port": 0, "metrics_port": 0}}
+        for count in (1, 2):
+            config_path = write_config(tmp_path, serving={"coordinator_port": port, "agents": agents})
+            cluster = LocalCluster(load_config(config_path), str(config_path), coordinators=count)
+            with pytest.raises(LaunchError) as refused:
+                cluster.start()
+            assert str(refused.value).startswith(
+                f"cannot listen on 127.0.0.1: ports {fvg_port} (agent fvg: Address already in use), {port} "
+                f"(coordinator: Address already in use); is another cluster running (`tactical health`)?")
+            assert not any(child.proc for child in cluster.children)  # nothing started
 
 
 def test_up_prints_every_coordinator_and_each_one_s_health_can_be_checked(tmp_path):
