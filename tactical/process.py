@@ -58,7 +58,7 @@ def follow_launcher() -> None:
 
 def started_with(key: str, value: str) -> list[int]:
     """Live processes whose environment has `key`=`value`: what a launcher started, its children's children too
-    (the environment is inherited)."""
+    (the environment is inherited). A process in the middle of its exec shows no environment for that moment."""
     marker = f"{key}={value}".encode()
     found = []
     for entry in os.listdir("/proc"):

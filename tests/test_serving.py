@@ -457,7 +457,8 @@ def test_stopping_a_cluster_also_stops_what_its_processes_left_behind(tmp_path):
     left = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True,
                             env={**os.environ, CLUSTER_ENV: cluster.instance})
     try:
-        assert started_with(CLUSTER_ENV, cluster.instance) == [left.pid]
+        # Popen returns once exec has begun; the kernel sets the new environment up a moment later
+        wait_for(lambda: started_with(CLUSTER_ENV, cluster.instance) == [left.pid], timeout=10)
         cluster.stop()
         assert left.wait(timeout=5) == -15  # SIGTERM
         assert started_with(CLUSTER_ENV, cluster.instance) == []
