@@ -47,6 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as exc:  # a path that cannot be written or read (a directory given for a file, no permission)
+        where = exc.filename2 if exc.filename2 is not None else exc.filename
+        print(f"tactical {args.command}: error: {exc.strerror or exc}" + (f": {where}" if where else ""),
+              file=sys.stderr)
+        return 2
     except Exception as exc:
         grpc = sys.modules.get("grpc")
         if grpc is not None and isinstance(exc, grpc.RpcError):  # a failed call: its status is the message

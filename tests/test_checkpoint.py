@@ -131,3 +131,12 @@ def test_a_checkpoint_never_carries_the_admin_token(tmp_path):
     save_checkpoint(tmp_path / "c.pt", model(cfg=cfg))
     assert b"s3cret" not in (tmp_path / "c.pt").read_bytes()
     assert read_checkpoint(tmp_path / "c.pt")["config"]["serving"]["admin_token"] == ""
+
+
+def test_publishing_into_a_store_whose_path_is_a_file_is_one_error_not_an_endless_retry(tmp_path):
+    from agents.serving.model_store import ModelStore, StoreError
+    from training.versions import publish
+
+    (tmp_path / "store").write_text("not a directory")
+    with pytest.raises(StoreError, match=r"the model store .*store is a file, not a directory"):
+        publish(ModelStore(tmp_path / "store"), model(), source="test")

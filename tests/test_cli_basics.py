@@ -131,6 +131,13 @@ def test_health_of_a_coordinator_that_is_not_there_shows_no_numbers_it_does_not_
     assert row["requests"] is None and row["p50_ms"] is None and row["p99_ms"] is None
 
 
+
+def test_an_output_path_that_is_a_directory_is_one_line_not_a_traceback(tmp_path, capsys):
+    assert main(["features", "--synthetic", "500", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"tactical features: error: Is a directory: {tmp_path}\n"
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind
+
+
 SYNTHETIC = "synthetic:\n  seed: 5\n  sigma: 0.004\n  trend_drift: 1.0\n"
 
 

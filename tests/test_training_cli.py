@@ -3,6 +3,7 @@ Optuna studies that resume and write a usable config."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -129,6 +130,12 @@ def test_train_errors_are_one_line_with_exit_2(tmp_path, small_config):
         assert res.returncode == 2 and message in lines[-1] and lines[-1].startswith("tactical train: error:"), (
             extra, res.stderr[-1500:])
         assert "Traceback" not in res.stderr
+    unreachable = subprocess.run([*TACTICAL, "train", "--config", str(small_config), "--push", "--target",
+                                  "127.0.0.1:1"], capture_output=True, text=True, timeout=180,
+                                 env={**os.environ, "TACTICAL_ADMIN_TOKEN": "t"})
+    refused = "tactical train: error: --push: the coordinator at 127.0.0.1:1 does not answer (UNAVAILABLE"
+    assert unreachable.returncode == 2 and unreachable.stderr.startswith(refused), unreachable.stderr
+    assert "update 1" not in unreachable.stderr  # refused before any training
 
 
 def test_tune_runs_resumes_and_writes_a_config_train_accepts(tmp_path, small_config):

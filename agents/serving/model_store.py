@@ -22,6 +22,7 @@ from typing import Any
 
 from agents.serving.artifact import ArtifactError, Manifest
 from tactical.atomic import atomic_directory, atomic_write_bytes, discard_tree, sweep_temporaries
+from tactical.errors import UserError
 from tactical.failpoints import crash_point
 
 _VERSION_DIR = re.compile(r"^v(\d{6,})$")
@@ -32,6 +33,10 @@ CHECKPOINT_FILE = "checkpoint.pt"
 def artifact_names(agent: str) -> tuple[str, str]:
     """File names of an agent's blob and manifest inside a version directory."""
     return f"{agent}.onnx", f"{agent}.manifest.json"
+
+
+class StoreError(UserError):
+    """The model store cannot be used; the message names its path."""
 
 
 class ModelStore:
@@ -55,7 +60,10 @@ class ModelStore:
         return self.root / f"v{version:06d}"
 
     def write_version(self, version: int, files: Mapping[str, bytes]) -> Path:
-        """Write a whole version at once; FileExistsError if it exists already."""
+        """Write a whole version at once; FileExistsError if it exists already, StoreError if the store cannot hold
+        versions (its path is a file)."""
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"the model store {self.root} is a file, not a directory (paths.model_store, --store)")
         if self.path(version).exists():
             raise FileExistsError(f"version {version} already exists in {self.root}")
         with atomic_directory(self.path(version)) as tmp:

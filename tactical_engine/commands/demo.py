@@ -178,9 +178,11 @@ def trust(target: str, cfg, store, token: str, bars) -> None:
         except PromotionRefused as exc:
             print(f"  {exc}")
 
-        print(f"\n  a shadow: version 0 (untrained) beside version {active}, on 300 bars of another instrument")
-        stage(admin, store, 0, cfg, token)
-        admin.set_shadow(0)
+        live = admin.status().active_version
+        shadow, what = (0, "untrained") if live != 0 else (bad, "the swapped one")  # no training run got live
+        print(f"\n  a shadow: version {shadow} ({what}) beside version {live}, on 300 bars of another instrument")
+        stage(admin, store, shadow, cfg, token)
+        admin.set_shadow(shadow)
         feed("SHADOWED", cfg.synthetic.seed + 1, 300)
         report = admin.shadow()
         show(report, False)

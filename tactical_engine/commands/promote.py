@@ -50,9 +50,9 @@ def run(args: argparse.Namespace) -> int:
             raise CliError("no shadow version to promote (start one: tactical shadow --version V)")
         show(report, False)
         if not record.passes(policy):
-            why = "no paired record yet (fewer than 2 scored bars)" if record.difference is None else (
-                "does not pass the gate")
-            print(f"tactical promote: the shadow {why} ({policy}); nothing changed", file=sys.stderr)
+            why = "has no paired record yet (fewer than 2 scored bars)" if record.difference is None else (
+                f"does not pass the gate ({policy})")
+            print(f"tactical promote: the shadow {why}; nothing changed", file=sys.stderr)
             return 1
         try:
             result = rollout(clients, ModelStore(cfg.paths.model_store), record.shadow_version, cfg, token,

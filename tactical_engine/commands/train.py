@@ -80,6 +80,22 @@ def _overrides(args: argparse.Namespace) -> dict:
     return {"training": training, **({"paths": {"model_store": args.store}} if args.store else {})}
 
 
+def reachable(targets: list[str], cfg) -> None:
+    """Refuse --push before any training when a coordinator cannot be asked for its status: the run would train
+    for nothing it could roll out, and say so only in a warning per version."""
+    import grpc
+
+    from tactical_engine.client import TacticalClient
+
+    for target in targets:
+        try:
+            with TacticalClient(target, cfg, timeout=5.0) as client:
+                client.status()
+        except grpc.RpcError as exc:
+            raise CliError(f"--push: the coordinator at {target} does not answer ({exc.code().name}: "
+                           f"{exc.details()}); start the cluster (tactical up) or give --target") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from tactical.config import load_config
 
@@ -111,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     push = None
     if args.push:
         push = {"targets": coordinator_targets(args.target, cfg), "token": cluster_admin_token(cfg)}
+        reachable(push["targets"], cfg)
     options = {"logging": {"level": args.log_level, "fmt": args.log_format},
                "data": args.data, "until_ms": until_ms, "updates": cfg.training.updates, "resume": args.resume,
                "save_every": save_every}
