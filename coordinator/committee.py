@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from coordinator.aggregation import LOW_CONFIDENCE
-from market.drift import psi
+from market.drift import MIN_ROWS, psi
 
 NO_VOTE = 0  # an agent's action in the ring when it did not vote (actions are 1, 2, 3)
 
@@ -137,12 +137,12 @@ class CommitteeWatch:
             return sorted(self._votes)
 
     def drift(self, reference: dict | None) -> list[float] | None:
-        """PSI per feature of the served rows against `reference` (None without one, or before any row)."""
+        """PSI per feature of the served rows against `reference` (None without one, or before MIN_ROWS rows)."""
         if reference is None:
             return None
         self._fold()
         with self._lock:
-            if not self._rows.filled:
+            if self._rows.filled < MIN_ROWS:
                 return None
             rows = self._rows.view().copy()
         return psi(reference, rows)

@@ -19,7 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from agents.serving.model_store import ModelStore
 from cluster_helpers import opinionated_model, reserved_port, running_cluster, wait_for, write_config
 from coordinator.audit import _SCHEMA, SCHEMA_VERSION, connect
-from market.drift import SHIFTED, STABLE, psi, reference_bins
+from coordinator.committee import CommitteeWatch
+from market.drift import MIN_ROWS, SHIFTED, STABLE, psi, reference_bins
 from market.features import compute_features
 from market.synthetic import configured
 from tactical.config import load_config
@@ -190,6 +191,23 @@ def test_a_clients_trace_context_is_found_in_the_audit_log(cluster):
     res = subprocess.run([*run, "audit", "--config", str(cluster.config_path), "--trace", "nothex"],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "32 hex digits" in res.stderr
+
+
+def test_drift_is_not_judged_on_a_handful_of_decisions():
+    """17 decisions put a row or two in each of 10 bins: a PSI of noise that would read SHIFTED."""
+    rng = np.random.default_rng(0)
+    reference = reference_bins(rng.normal(size=(5000, 7)))
+    watch = CommitteeWatch(("fvg", "momentum", "entry"), 5000, 7)
+
+    def serve(n: int) -> None:
+        windows = rng.normal(size=(n, 60, 7)).astype("<f4")
+        watch.observe(1, np.ones((n, 3), bool), np.full((n, 3, 3), 1 / 3), np.full((n, 3), 1 / 3), np.zeros(n),
+                      windows.tobytes())
+
+    serve(17)
+    assert watch.drift(reference) is None
+    serve(MIN_ROWS - 17)
+    assert max(watch.drift(reference)) < SHIFTED  # the same distribution, enough rows: no shift
 
 
 @pytest.mark.cluster

@@ -92,6 +92,8 @@ def status_dict(s: cluster_pb2.ClusterStatus, health: dict | None) -> dict:
 
 def health_lines(health: dict | None) -> list[str]:
     """Committee health per version and the drift of each feature, for people."""
+    from market.drift import MIN_ROWS
+
     if not health:
         return []
     lines = []
@@ -103,7 +105,8 @@ def health_lines(health: dict | None) -> list[str]:
                      f"low confidence {h['low_confidence_hold_ratio']:.1%}; votes: {mix}")
     drift = health.get("drift")
     if drift is None:
-        lines.append("  input drift: no training reference for the active version (or nothing served yet)")
+        lines.append(f"  input drift: not judged (no training reference for the active version, or fewer than "
+                     f"{MIN_ROWS} decisions served yet)")
     else:
         worst = max(drift.values(), key=lambda d: d["psi"])["band"]
         lines.append(f"  input drift (PSI against the active version's training bars; < 0.1 stable, 0.1-0.25 "
