@@ -185,6 +185,11 @@ def _read_rows(path: Path, reader) -> tuple[array.array, array.array, array.arra
     if header is None:
         raise BarDataError(f"{path}: the file is empty")
     columns = {name.strip().lower(): i for i, name in enumerate(header)}
+    twice = [c for c in dict.fromkeys(name.strip().lower() for name in header)
+             if c and sum(name.strip().lower() == c for name in header) > 1]
+    if twice:
+        raise BarDataError(f"{path}: column(s) {', '.join(twice)} appear more than once (header: "
+                           f"{', '.join(h.strip() for h in header)}): which one holds the bars is not clear")
     missing = [c for c in _PRICE_COLUMNS if c not in columns]
     time_cols = _time_columns(columns, header)
     if time_cols is None:

@@ -80,6 +80,11 @@ def test_missing_column(tmp_path):
         load_bars_csv(write(tmp_path, "open,high,low,close,volume\n1,1,1,1,1\n"))
 
 
+def test_a_column_given_twice_is_refused_not_silently_the_last(tmp_path):
+    with pytest.raises(BarDataError, match=r"column\(s\) close appear more than once"):
+        load_bars_csv(write(tmp_path, "time,open,high,low,close,volume,Close\n2024-01-02,1,2,1,1.5,1,9\n"))
+
+
 def test_empty_and_missing_files(tmp_path):
     with pytest.raises(BarDataError, match="empty"):
         load_bars_csv(write(tmp_path, ""))
