@@ -68,6 +68,8 @@ def test_bad_config_is_named(tmp_path):
     (["demo", "--push-every", "0"], "--push-every must be at least 1, got 0"),
     (["backtest", "--synthetic", "--target", "127.0.0.1:1", "--streams", "0"], "--streams must be at least 1, got 0"),
     (["backtest", "--synthetic", "--seed", "-1"], "--seed must be at least 0, got -1"),
+    (["backtest", "--synthetic", "--from", "2024-01-05", "--to", "2024-01-04"],
+     "--from 2024-01-05 is after --to 2024-01-04"),
     (["backtest", "--synthetic", "--version", "-1"], "--version must be at least 0, got -1"),
     (["rollout", "--version", "-1"], "--version must be at least 0, got -1"),
     (["rollout", "--version", "v-1"], "--version must be at least 0, got -1"),

@@ -140,9 +140,12 @@ def run(args: argparse.Namespace) -> int:
     require_range("--periods-per-year", args.periods_per_year, 1)
     if args.plot:
         check_plot_path(args.plot)
+    from_ms, to_ms = _time(args.from_, "--from"), _time(args.to, "--to")
+    if from_ms is not None and to_ms is not None and from_ms > to_ms:
+        raise CliError(f"--from {args.from_} is after --to {args.to}")
     cfg = load_config(args.config)
     bars = load_bars(args.data) if args.data else configured(cfg.synthetic).bars
-    first, last = decision_bars(bars, cfg, _time(args.from_, "--from"), _time(args.to, "--to"))
+    first, last = decision_bars(bars, cfg, from_ms, to_ms)
     result = BacktestResult({}, first, last, bars, np.zeros(0))
     notes = []
     store = ModelStore(cfg.paths.model_store)
