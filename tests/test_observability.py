@@ -154,6 +154,7 @@ def test_every_process_exports_live_metrics_that_the_dashboard_queries(cluster):
     with Client(cluster.coordinator.address, cfg) as client:
         for i in range(5):
             client.decide(_windows(cfg, 1, seed=40 + i)[0], instrument="EURUSD", traceparent=TRACE)
+        client.decide_windows(_windows(cfg, MIN_ROWS, seed=4))  # drift (its panel) is judged from MIN_ROWS on
     coordinator = scrape(cluster.coordinator.metrics)
     agents = [scrape(child.metrics) for child in cluster.agents]
     decided = sum(s.value for s in coordinator["tactical_decisions_total"])
