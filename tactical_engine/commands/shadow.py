@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from tactical.config import load_config
     from tactical_engine.client import TacticalClient, coordinator_clients
     from tactical_engine.rollout import stage
+    from tactical_engine.shadowing import shadow_record
 
     require_range("--version", args.version, 0)
     if (args.action == "status") == (args.version is not None or args.stop):
@@ -65,10 +66,10 @@ def run(args: argparse.Namespace) -> int:
         staged = stage(clients, store, args.version, cfg, token)
         for client in clients:
             report = client.set_shadow(args.version)
-    if running.HasField("shadow_version"):
-        print(f"replaced shadow version {running.shadow_version} and its record ({running.decisions:,} decisions, "
-              f"{len(running.active_pnl) // 8:,} bars scored beside version {running.active_version}); a new "
-              f"record starts")
+    replaced = shadow_record(running)
+    if replaced is not None:
+        print(f"replaced shadow version {replaced.shadow_version} and its record ({replaced.decisions:,} decisions, "
+              f"{replaced.bars:,} bars scored beside version {replaced.active_version}); a new record starts")
     print(f"version {args.version} shadows active version {report.active_version} on {', '.join(targets)} "
           f"(agents: {', '.join(staged)}); see `tactical shadow status`")
     return 0
