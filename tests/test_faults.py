@@ -122,10 +122,10 @@ def tmpfs(path: Path, size: str, *, readonly: bool = False):
 def disk_full(directory: Path):
     """Fill the filesystem of `directory` to the last block; room again at the end."""
     filler = directory / "filler"
-    with open(filler, "wb") as f, contextlib.suppress(OSError):
-        while True:
-            f.write(b"\0" * 65536)
-            f.flush()
+    # unbuffered: a buffered file would raise ENOSPC again from close() flushing what the full disk refused
+    with open(filler, "wb", buffering=0) as f, contextlib.suppress(OSError):
+        while f.write(b"\0" * 65536):
+            pass
     try:
         yield
     finally:
