@@ -107,6 +107,12 @@ def test_a_file_that_is_not_an_audit_log_or_a_range_that_matches_nothing_is_one_
     audit = subprocess.run([sys.executable, "-m", "tactical_engine", "audit", "--config", str(config_path),
                             "--db", str(junk)], capture_output=True, text=True, timeout=60)
     assert audit.returncode == 2 and f"{junk} is not an audit log" in audit.stderr
+    audit = subprocess.run([sys.executable, "-m", "tactical_engine", "audit", "--config", str(config_path),
+                            "--request-id", "no-such-request"], capture_output=True, text=True, timeout=60)
+    assert audit.returncode == 2 and "matches --request-id no-such-request" in audit.stderr and not audit.stdout
+    audit = subprocess.run([sys.executable, "-m", "tactical_engine", "audit", "--config", str(config_path)],
+                           capture_output=True, text=True, timeout=60)
+    assert audit.returncode == 0 and "by model version 1: " in audit.stdout, audit.stdout + audit.stderr
     reversed_range = replay(config_path, "--version", "1", "--from", "2030-01-02", "--to", "2030-01-01")
     assert reversed_range.returncode == 2 and "--from 2030-01-02 is not before --to 2030-01-01" in reversed_range.stderr
     nothing = replay(config_path, "--version", "v1", "--instrument", "NOPE")  # v1: as `tactical versions` prints it

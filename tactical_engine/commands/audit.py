@@ -14,7 +14,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "by model version, and the degraded share.")
     p.add_argument("--db", default=None, help="audit log file (overrides paths.audit_log)")
     p.add_argument("--last", type=int, default=10, help="how many recent decisions to show (default 10)")
-    p.add_argument("--request-id", default=None, metavar="ID", help="only decisions of requests with this id")
+    p.add_argument("--request-id", default=None, metavar="ID", help="only decisions of requests with this id "
+                   "(none: an error, exit 2)")
     p.add_argument("--trace", default=None, metavar="TRACE_ID",
                    help="only decisions of this W3C trace (the 32 hex digits of the traceparent the client sent)")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -39,14 +40,15 @@ def run(args: argparse.Namespace) -> int:
     if not path.exists():
         raise CliError(f"no audit log at {path} (has the coordinator run with this config?)")
     rows = latest(path, args.last, request_id=args.request_id, trace_id=args.trace)
+    if (args.request_id or args.trace) and not rows:
+        asked = " ".join(f"{flag} {value}" for flag, value in (("--request-id", args.request_id),
+                                                                ("--trace", args.trace)) if value)
+        raise CliError(f"no logged decision in {path} matches {asked}")
     counts = summary(path)
     if args.json:
         by_version = {"none" if k is None else str(k): n for k, n in counts["by_version"].items()}
         print_json({"summary": {**counts, "by_version": by_version}, "latest": rows})
         return 0
-    if (args.request_id or args.trace) and not rows:
-        print("no decision matches" + (f" request id {args.request_id!r}" if args.request_id else "")
-              + (f" trace {args.trace}" if args.trace else ""))
     print(f"{'time (UTC)':<24}{'request':<18}{'action':<7}{'conf':>6}{'version':>8}{'ms':>7}  votes")
     for r in rows:
         stamp = dt.datetime.fromtimestamp(r["time_ms"] / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:23]
@@ -59,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
               f"{r['latency_ms'] or 0:>7.2f}  {votes}{flag}")
     total = counts["decisions"]
     share = counts["degraded"] / total if total else 0.0
-    print(f"{total} decisions; degraded {counts['degraded']} ({share:.1%}); by action "
+    print(f"the whole log: {total} decisions; degraded {counts['degraded']} ({share:.1%}); by action "
           + ", ".join(f"{k} {v}" for k, v in counts["by_action"].items())
-          + "; by version " + ", ".join(f"{'none' if k is None else f'v{k}'} {v}"
-                                        for k, v in counts["by_version"].items()))
+          + "; by model version " + ", ".join(f"{'none' if k is None else k}: {v}"
+                                              for k, v in counts["by_version"].items()))
     return 0
