@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -88,6 +89,14 @@ class Bars:
             ("time", "open", "high", "low", "close", "volume"), bar, strict=True)))
 
 
+def bar_stamp(time_ms: int) -> str:
+    """A bar's time for people and files: ISO 8601 UTC (milliseconds since the epoch when out of range)."""
+    try:
+        return dt.datetime.fromtimestamp(time_ms / 1000, tz=dt.UTC).isoformat().replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError):
+        return f"{time_ms} ms"
+
+
 def validate_bars(bars: Bars, *, min_bars: int = 1, name_of: Callable[[int], str] | None = None) -> None:
     """Raise BarDataError for the first bar that breaks the contract.
 
@@ -120,7 +129,8 @@ def validate_bars(bars: Bars, *, min_bars: int = 1, name_of: Callable[[int], str
     back = np.flatnonzero(t[1:] <= t[:-1])
     if back.size and (first is None or back[0] + 1 < first[0]):
         i = int(back[0]) + 1
-        first = (i, f"time {t[i]} ms is not after the previous bar's {t[i - 1]} ms (bars out of time order)")
+        first = (i, f"time {bar_stamp(int(t[i]))} is not after the previous bar's {bar_stamp(int(t[i - 1]))} "
+                    f"(bars out of time order)")
     if first is not None:
         error = BarDataError(f"{name(first[0])}: {first[1]}")
         error.bar = first[0]

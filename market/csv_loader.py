@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from market.bars import BarDataError, Bars, validate_bars
+from market.bars import BarDataError, Bars, bar_stamp, validate_bars
 from tactical.atomic import atomic_open
 
 _TIME_COLUMNS = ("time", "timestamp", "datetime", "date", "ts")
@@ -251,8 +251,7 @@ def write_bars_csv(bars: Bars, path: str | Path) -> None:
         writer.writerow(["time", *_PRICE_COLUMNS])
         for t, o, h, lo, c, v in zip(bars.time.tolist(), bars.open.tolist(), bars.high.tolist(), bars.low.tolist(),
                                      bars.close.tolist(), bars.volume.tolist(), strict=True):
-            stamp = dt.datetime.fromtimestamp(t / 1000, tz=dt.UTC).isoformat().replace("+00:00", "Z")
-            writer.writerow([stamp, repr(o), repr(h), repr(lo), repr(c), repr(v)])
+            writer.writerow([bar_stamp(t), repr(o), repr(h), repr(lo), repr(c), repr(v)])
 
 
 # ---------------------------------------------------------------- columns of other containers (pandas, Parquet)

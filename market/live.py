@@ -13,24 +13,15 @@ refused until its history is sent again). Numpy only.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
 
-from market.bars import BarDataError, Bars, validate_bars
+from market.bars import BarDataError, Bars, bar_stamp, validate_bars
 from market.features import compute_features
 from tactical.config import FeatureConfig
 from tactical.wire import N_FEATURES, NO_HISTORY
-
-
-def bar_stamp(time_ms: int) -> str:
-    """A bar's time for messages: ISO 8601 UTC."""
-    try:
-        return dt.datetime.fromtimestamp(time_ms / 1000, tz=dt.UTC).isoformat().replace("+00:00", "Z")
-    except (OverflowError, OSError, ValueError):
-        return f"{time_ms} ms"
 
 
 class NoHistory(BarDataError):

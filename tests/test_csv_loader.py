@@ -58,7 +58,8 @@ HEADER = "time,open,high,low,close,volume\n"
 @pytest.mark.parametrize("bad_row,problem", [
     ("2024-01-02T09:32:00Z,101,100,102,101,5", "high 100.0 is below low 102.0"),
     ("2024-01-02T09:32:00Z,101,102,100,101,-3", "negative volume -3.0"),
-    ("2024-01-02T09:30:30Z,101,102,100,101,3", "not after the previous bar"),
+    ("2024-01-02T09:30:30Z,101,102,100,101,3",
+     "time 2024-01-02T09:30:30Z is not after the previous bar's 2024-01-02T09:31:00Z"),
     ("2024-01-02T09:31:00Z,101,102,100,101,3", "not after the previous bar"),
     ("2024-01-02T09:32:00Z,101,nan,100,101,3", "non-finite value"),
     ("2024-01-02T09:32:00Z,101,102,100,abc,3", "close 'abc' is not a number"),
