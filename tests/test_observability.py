@@ -220,7 +220,10 @@ def test_drift_stays_stable_on_the_training_market_and_crosses_the_band_when_vol
     def drift() -> dict[str, dict]:
         res = subprocess.run([*run, "--json"], capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res.stderr
-        return json.loads(res.stdout)["health"]["drift"]
+        out = json.loads(res.stdout)
+        settings = [agent["info"]["feature_settings"] for agent in out["agents"]]
+        assert all(s and all(isinstance(v, dict) and "window" in v for v in s.values()) for s in settings), settings
+        return out["health"]["drift"]
 
     with Client(cluster.coordinator.address, cfg, timeout=60) as client:
         client.decide_windows(_windows(cfg, HEALTH_WINDOW, seed=5))

@@ -78,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def status_dict(s: cluster_pb2.ClusterStatus, health: dict | None) -> dict:
-    """`tactical status --json`: the ClusterStatus, with committee health and drift as objects."""
+    """`tactical status --json`: the ClusterStatus, with committee health, drift and each version's feature
+    settings as objects (the wire carries them as JSON text)."""
+    import json
+
     from tactical_engine.json_output import message_dict
 
     out = message_dict(s)
@@ -87,6 +90,8 @@ def status_dict(s: cluster_pb2.ClusterStatus, health: dict | None) -> dict:
     for agent in out["agents"]:
         if agent["info"] is not None:
             agent["info"].pop("feature_references")  # each version's training histograms: not for people
+            agent["info"]["feature_settings"] = {v: json.loads(text)
+                                                 for v, text in agent["info"]["feature_settings"].items()}
     return out
 
 
