@@ -93,6 +93,17 @@ def test_numbers_out_of_range_are_refused_before_any_work(capsys, args, message)
     assert err == f"tactical {args[0]}: error: {message}\n"
 
 
+@pytest.mark.parametrize("args,source", [
+    (["features", "--csv", "bars.csv", "--seed", "3"], "--csv"),
+    (["decide", "--window", "w.npy", "--seed", "3"], "--window"),
+    (["decide", "--csv", "bars.csv", "--seed", "0"], "--csv"),
+])
+def test_a_seed_beside_other_bars_is_refused_not_ignored(capsys, args, source):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err == f"tactical {args[0]}: error: --seed sets the synthetic market's seed; it does nothing with {source}\n"
+
+
 @pytest.mark.parametrize("values,message", [
     (np.full((60, 7), "x"), "must hold real numbers (integers or floats), got dtype <U1"),
     (np.zeros((60, 7), complex), "must hold real numbers (integers or floats), got dtype complex128"),

@@ -74,6 +74,13 @@ def require_range(flag: str, value: float | None, minimum: float, maximum: float
         raise CliError(f"{flag} must be between {minimum} and {maximum}, got {value}")
 
 
+def refuse_unused_seed(args: argparse.Namespace, *sources: str) -> None:
+    """--seed picks the synthetic market: given with another source of bars it would be silently ignored."""
+    used = [f"--{source}" for source in sources if getattr(args, source, None)]
+    if args.seed is not None and used:
+        raise CliError(f"--seed sets the synthetic market's seed; it does nothing with {used[0]}")
+
+
 def require_seconds(flag: str, value: float | None) -> None:
     """Refuse a duration flag that is not a positive, finite number of seconds (gRPC would time out at once)."""
     if value is not None and not (value > 0 and math.isfinite(value)):

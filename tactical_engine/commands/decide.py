@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from tactical_engine.commands import CliError, add_config_option, add_target_option, require_range, require_seconds
+from tactical_engine.commands import (
+    CliError,
+    add_config_option,
+    add_target_option,
+    refuse_unused_seed,
+    require_range,
+    require_seconds,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -45,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from tactical_engine.client import TacticalClient, version_text
 
     require_range("--seed", args.seed, 0)
+    refuse_unused_seed(args, "csv", "window")
     require_seconds("--timeout", args.timeout)
     cfg = load_config(args.config, {"synthetic": {"seed": args.seed}} if args.seed is not None else None)
     need = cfg.features.min_bars

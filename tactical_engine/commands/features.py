@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from tactical_engine.commands import add_config_option, require_range
+from tactical_engine.commands import add_config_option, refuse_unused_seed, require_range
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     require_range("--synthetic", args.synthetic, 1)
     require_range("--seed", args.seed, 0)
+    refuse_unused_seed(args, "csv")
     synthetic = {key: value for key, value in (("bars", args.synthetic), ("seed", args.seed)) if value is not None}
     cfg = load_config(args.config, {"synthetic": synthetic})
     if args.csv:
