@@ -56,7 +56,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="model-store version to run in process (default: the newest; 0 is the embedded "
                             "default, written into the store if missing)")
     which.add_argument("--target", metavar="HOST:PORT",
-                       help="ask this running coordinator instead (its active version), sending bars over gRPC")
+                       help="ask this running coordinator instead (its active version), sending bars over gRPC. "
+                            "The cluster serves them as live traffic on instruments backtest-1..N: they enter its "
+                            "audit log (so the gate's evaluation set), its live scores, a shadow's record and the "
+                            "guard's drawdown. Point it at a staging cluster, not the one trading")
     p.add_argument("--streams", type=int, default=4, help="concurrent gRPC streams with --target (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random-votes baseline (default 0)")
     add_scoring_options(p)
