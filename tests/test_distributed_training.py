@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -82,3 +84,26 @@ def test_nproc_2_trains_and_rank_0_judges_and_publishes_once(tmp_path):
     assert [r["update"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2]
     assert res.stdout.count("trained updates 1-2 (stopped early") == 1 and res.stderr.count("held out: Sharpe") == 1
     assert res.stderr.count("published version 1") == 1 and "trained updates 1-2" in res.stdout
+
+
+def test_a_sigint_to_the_launcher_alone_stops_every_rank_after_its_update_and_publishes(tmp_path):
+    """`kill -INT <pid of tactical train --nproc 2>` (no terminal to signal the ranks): it stops as Ctrl-C does."""
+    config = tmp_path / "small.yaml"
+    metrics = tmp_path / "metrics.jsonl"
+    config.write_text(json.dumps({"training": SMALL, "synthetic": {"bars": 3000},
+                                  "paths": {"model_store": str(tmp_path / "store"), "metrics": str(metrics)}}))
+    proc = subprocess.Popen([sys.executable, "-m", "tactical_engine", "train", "--config", str(config), "--updates",
+                             "500", "--nproc", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not metrics.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert "(stopped by Ctrl-C)" in out and err.count("published version 1") == 1, out + err[-2000:]
+    done = len(read_metrics(metrics))
+    assert 1 <= done < 500
+    assert ModelStore(tmp_path / "store").versions() == [0, 1]

@@ -105,6 +105,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _rank_main(rank: int, world_size: int, port: int, fn: Callable[..., Any], args: tuple) -> None:
+    os.setpgrp()  # out of the terminal's process group: its Ctrl-C reaches the launcher, which passes it on once
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
                        "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     with process_group():
@@ -114,12 +115,22 @@ def _rank_main(rank: int, world_size: int, port: int, fn: Callable[..., Any], ar
 def launch(nproc: int, fn: Callable[..., Any], *args: Any) -> None:
     """Run fn(*args) on `nproc` ranks on this machine (127.0.0.1, a free port), as torchrun would.
 
-    fn must be importable (a module-level function). Ctrl-C reaches every rank, which finish
-    their current update; this process waits for them instead of dying first.
+    fn must be importable (a module-level function). A SIGINT to this process (Ctrl-C, or `kill -INT`
+    to it alone) is passed on to every rank, once; they finish their current update, a second one
+    aborts them. This process waits for them instead of dying first.
     """
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # until the ranks exist to pass it to
     try:
-        mp.start_processes(_rank_main, args=(nproc, free_port(), fn, args), nprocs=nproc, join=True,
-                           start_method="spawn")
+        ranks = mp.start_processes(_rank_main, args=(nproc, free_port(), fn, args), nprocs=nproc, join=False,
+                                   start_method="spawn")
+
+        def pass_on(signum: int, frame: object) -> None:
+            for process in ranks.processes:
+                if process.is_alive():
+                    os.kill(process.pid, signal.SIGINT)
+
+        signal.signal(signal.SIGINT, pass_on)
+        while not ranks.join():
+            pass
     finally:
         signal.signal(signal.SIGINT, previous)
