@@ -65,14 +65,17 @@ class Paired:
         return "\n".join(lines)
 
     def cpu_table(self, variants: Sequence[str], streams_list: Sequence[int]) -> str:
-        """CPU microseconds per decision of each process (and the client), over the slices (warm-ups included)."""
+        """CPU microseconds per decision of each process (and the client), over the slices (warm-ups included), and
+        of all together: on cores the load keeps busy, a variant's latency moves with that sum (a closed loop's
+        latency is its streams over the throughput the CPU allows)."""
         processes = list(self.cpu_s[(variants[0], streams_list[0])])
-        lines = [f"{'CPU us per decision':<22}" + "".join(f"{name:>16}" for name in processes)]
+        lines = [f"{'CPU us per decision':<22}" + "".join(f"{name:>16}" for name in [*processes, "all"])]
         for streams in streams_list:
             for variant in variants:
                 cpu, n = self.cpu_s[(variant, streams)], len(self.latencies_ms[(variant, streams)])
                 lines.append(f"{variant + ', ' + str(streams) + ' stream(s)':<22}"
-                             + "".join(f"{cpu[name] / n * 1e6:>16,.0f}" for name in processes))
+                             + "".join(f"{cpu[name] / n * 1e6:>16,.0f}" for name in processes)
+                             + f"{sum(cpu.values()) / n * 1e6:>16,.0f}")
         return "\n".join(lines)
 
     def change(self, on: str, off: str, streams: int, q: float = 99, seed: int = 0) -> Interval:
