@@ -215,6 +215,9 @@ class ServingConfig:
     @property
     def local_coordinator(self) -> str:
         """Where a client on this machine reaches the coordinator by default."""
+        if self.coordinator_port == 0:
+            raise ConfigError("serving.coordinator_port is 0: the coordinator picked its port when it started; "
+                              "give --target HOST:PORT as `tactical up` printed it")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"{host}:{self.coordinator_port}"
 

@@ -137,6 +137,16 @@ def test_a_coordinator_that_is_not_there_is_one_line_that_says_what_to_check(cap
 
 
 
+@pytest.mark.parametrize("command", [["status"], ["decide"], ["versions"], ["health"], ["rollback"]])
+def test_a_coordinator_on_port_0_needs_a_target_and_says_so(tmp_path, capsys, command):
+    config = tmp_path / "port0.yaml"
+    config.write_text("serving:\n  coordinator_port: 0\n  admin_token: t\n")
+    assert main([*command, "--config", str(config)]) == 2
+    assert capsys.readouterr().err == (f"tactical {command[0]}: error: serving.coordinator_port is 0: the coordinator "
+                                       f"picked its port when it started; give --target HOST:PORT as `tactical up` "
+                                       f"printed it\n")
+
+
 def test_health_of_a_coordinator_that_is_not_there_shows_no_numbers_it_does_not_have(capsys):
     assert main(["health", "--json", "--target", f"127.0.0.1:{reserved_port()}", "--timeout", "1"]) == 1
     row, = json.loads(capsys.readouterr().out)["processes"]
