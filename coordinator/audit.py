@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 trouble_log = RateLimitedLog(log, interval_s=30.0)
 
 FAIL_OPEN, FAIL_CLOSED = "fail-open", "fail-closed"
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 _LENGTH = struct.Struct("<I")
 PIPE_BYTES = 1 << 20  # pipe capacity: a flush interval's frames at several thousand decisions/s
 _F_SETPIPE_SZ = 1031  # Linux fcntl
@@ -96,6 +96,7 @@ _SCHEMA = (
     window BLOB,                       -- zlib of the float32 window the agents saw; NULL past audit_window_days
     shadow_version INTEGER,            -- the shadow version run beside the active one, NULL when none
     shadow_action TEXT,                -- its action on the same window
+    backtest INTEGER NOT NULL DEFAULT 0,  -- 1: historical bars a backtest replayed, not live traffic
     UNIQUE (run, seq)
 )""",
     """CREATE TABLE IF NOT EXISTS events (
@@ -112,13 +113,13 @@ _SCHEMA = (
 )
 _COLUMNS = ("run, seq, request_id, time_ms, window_sha256, bar_time_ms, action, confidence, model_version, "
             "latency_ms, degraded, reason, decision, instrument, traceparent, close, window, shadow_version, "
-            "shadow_action")
-_INSERT = f"INSERT OR IGNORE INTO decisions ({_COLUMNS}) VALUES ({', '.join('?' * 19)})"
+            "shadow_action, backtest")
+_INSERT = f"INSERT OR IGNORE INTO decisions ({_COLUMNS}) VALUES ({', '.join('?' * 20)})"
 _INSERT_EVENT = "INSERT OR IGNORE INTO events (run, seq, time_ms, kind, detail) VALUES (?, ?, ?, ?, ?)"
 def _v2_table() -> str:
     """The table as layout 2 had it (what migrating a layout-1 database starts from): the columns added later
     are added by their own steps."""
-    later = ("instrument", "traceparent", "close", "window", "shadow_version", "shadow_action")
+    later = ("instrument", "traceparent", "close", "window", "shadow_version", "shadow_action", "backtest")
     return "\n".join(line for line in _SCHEMA[0].splitlines() if line.split()[0] not in later)
 
 
@@ -140,6 +141,8 @@ _MIGRATIONS = {
     4: ("ALTER TABLE decisions ADD COLUMN close REAL", "ALTER TABLE decisions ADD COLUMN window BLOB",
         "ALTER TABLE decisions ADD COLUMN shadow_version INTEGER",
         "ALTER TABLE decisions ADD COLUMN shadow_action TEXT"),
+    # version 5: before backtest traffic was marked
+    5: ("ALTER TABLE decisions ADD COLUMN backtest INTEGER NOT NULL DEFAULT 0",),
 }
 
 
@@ -254,7 +257,7 @@ def row(payload: bytes, keep_window: bool = True) -> tuple[str, tuple[Any, ...]]
             record.close if math.isfinite(record.close) and record.close > 0 else None,
             zlib.compress(record.window, 1) if keep_window else None,
             record.shadow_version if record.HasField("shadow_version") else None,
-            action_label(record.shadow_action) if record.HasField("shadow_version") else None)
+            action_label(record.shadow_action) if record.HasField("shadow_version") else None, int(record.backtest))
 
 
 @dataclass(frozen=True)
@@ -396,12 +399,14 @@ class AuditLog:
         return self.policy == FAIL_OPEN or self.trouble() is None
 
     def record(self, decision: decision_pb2.Decision, window: bytes, traceparent: str = "",
-               close: float = math.nan, shadow_version: int | None = None, shadow_action: int = 0) -> None:
+               close: float = math.nan, shadow_version: int | None = None, shadow_action: int = 0,
+               backtest: bool = False) -> None:
         """Take a decision's record (a few microseconds); the writer gets it within flush_ms."""
         self.answered += 1
         data = self._framed(audit_pb2.AuditRecord(window=window, decision=decision.SerializeToString(),
                                                   traceparent=traceparent, close=close,
-                                                  shadow_version=shadow_version, shadow_action=shadow_action))
+                                                  shadow_version=shadow_version, shadow_action=shadow_action,
+                                                  backtest=backtest))
         full = self._memory_bytes + len(data) > self.backlog_limit
         if self._spill is not None and (self._spill.pending or full) and self._spill.append(data):
             pass
@@ -741,7 +746,7 @@ def latest(path: str | Path, limit: int, *, request_id: str | None = None,
     for record in reversed(rows):
         entry = dict(record)
         entry.pop("window")  # the features (bytes; replay reads them): window_sha256 names them
-        entry["degraded"] = bool(entry["degraded"])
+        entry["degraded"], entry["backtest"] = bool(entry["degraded"]), bool(entry["backtest"])
         decision = decision_pb2.Decision.FromString(entry.pop("decision"))
         entry["probabilities"] = [round(p, 6) for p in decision.probabilities]
         entry["votes"] = [{"agent": v.agent, "ok": v.ok, "action": action_label(v.action),
@@ -752,17 +757,19 @@ def latest(path: str | Path, limit: int, *, request_id: str | None = None,
 
 
 def summary(path: str | Path) -> dict[str, Any]:
-    """Counts by action and by model version, degraded share, time range."""
+    """Counts by action and by model version, degraded and backtest decisions, time range."""
     conn = open_log(path)
     try:
-        total, degraded = conn.execute("SELECT COUNT(*), COALESCE(SUM(degraded), 0) FROM decisions").fetchone()
+        total, degraded, backtest = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(degraded), 0), COALESCE(SUM(backtest), 0) FROM decisions").fetchone()
         by_action = dict(conn.execute("SELECT action, COUNT(*) FROM decisions GROUP BY action").fetchall())
         by_version = dict(conn.execute(
             "SELECT model_version, COUNT(*) FROM decisions GROUP BY model_version ORDER BY model_version").fetchall())
         first, last = conn.execute("SELECT MIN(time_ms), MAX(time_ms) FROM decisions").fetchone()
     finally:
         conn.close()
-    return {"decisions": total, "degraded": degraded, "by_action": by_action, "by_version": by_version,
+    return {"decisions": total, "degraded": degraded, "backtest": backtest, "by_action": by_action,
+            "by_version": by_version,
             "first_ms": first, "last_ms": last}
 
 

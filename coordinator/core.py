@@ -183,25 +183,28 @@ class Coordinator:
         self.committee.observe(version, voted, probs, agg.combined, agg.hold_reason,
                                windows if version is not None else b"".join(item.window for item in items))
         if shadow_actions is not None:
-            self._count_shadow(decisions, shadow_actions)
+            self._count_shadow(items, decisions, shadow_actions)
         if self.scoring():
             self._score(items, decisions, version, shadow_actions)
         if self.audit is not None:
             for k, (item, d) in enumerate(zip(items, decisions, strict=True)):
                 self.audit.record(d, item.window, traceparent, item.close, shadow,
-                                  0 if shadow_actions is None else shadow_actions[k])
+                                  0 if shadow_actions is None else shadow_actions[k], item.backtest)
         return decisions
 
-    def _count_shadow(self, decisions: list[decision_pb2.Decision], shadow_actions: list[int]) -> None:
+    def _count_shadow(self, items: list[Decoded], decisions: list[decision_pb2.Decision],
+                      shadow_actions: list[int]) -> None:
+        """The shadow record's decisions and agreement: live traffic only, as its scores."""
         s = self.scores.shadow
         if s is not None:
-            s.decisions += len(decisions)
-            s.agreed += sum(d.action == a for d, a in zip(decisions, shadow_actions, strict=True))
+            live = [(d, a) for item, d, a in zip(items, decisions, shadow_actions, strict=True) if not item.backtest]
+            s.decisions += len(live)
+            s.agreed += sum(d.action == a for d, a in live)
 
     def _score(self, items: list[Decoded], decisions: list[decision_pb2.Decision], version: int | None,
                shadow_actions: list[int] | None) -> None:
         for k, (item, d) in enumerate(zip(items, decisions, strict=True)):
-            if item.close == item.close and d.action:  # priced (a bar request) and answered
+            if item.close == item.close and d.action and not item.backtest:  # priced, answered, live
                 self.scores.observe(item.instrument, item.bar_time, item.close, version, d.action - 2.0,
                                     None if shadow_actions is None else shadow_actions[k] - 2.0)
 

@@ -34,6 +34,7 @@ class Decoded:
     window: bytes = b""
     bar_time: int = 0  # the last bar's time for bar(s) requests, else 0
     close: float = math.nan  # the last bar's close for bar(s) requests, else NaN
+    backtest: bool = False  # historical bars replayed (DecideRequest.backtest): not scored live
     error: ValueError | None = None
 
 
@@ -79,7 +80,8 @@ class RequestDecoder:
                     item.window, item.bar_time, item.close = self._window(request, kind, item.instrument)
                 seen.add(item.instrument)
             except (WireError, BarDataError) as exc:
-                item = Decoded(request.request_id[:MAX_REQUEST_ID], request.instrument[:64], error=exc)
+                item = Decoded(request.request_id[:MAX_REQUEST_ID], request.instrument[:64], backtest=request.backtest,
+                               error=exc)
             items.append(item)
         if ticks:
             names = [item.instrument for item, _, _ in ticks]
@@ -98,7 +100,8 @@ class RequestDecoder:
     def _identify(self, request: decision_pb2.DecideRequest) -> Decoded:
         if len(request.request_id) > MAX_REQUEST_ID:
             raise WireError(f"request_id is {len(request.request_id)} characters, at most {MAX_REQUEST_ID}")
-        return Decoded(request.request_id or f"{self._prefix}{next(self._ids)}", instrument_name(request.instrument))
+        return Decoded(request.request_id or f"{self._prefix}{next(self._ids)}", instrument_name(request.instrument),
+                       backtest=request.backtest)
 
     def _window(self, request: decision_pb2.DecideRequest, kind: str | None,
                 instrument: str) -> tuple[bytes, int, float]:

@@ -40,10 +40,11 @@ class LoggedTraffic:
 
 
 def read_traffic(path: str | Path, *, start_ms: int | None = None, end_ms: int | None = None,
-                 instrument: str | None = None, last: int | None = None, shape: tuple[int, int] = (60, 7)
-                 ) -> LoggedTraffic:
-    """The decisions answered in [start_ms, end_ms) (of `instrument`; only the `last` N), oldest first."""
-    where, params = ["1"], []
+                 instrument: str | None = None, last: int | None = None, shape: tuple[int, int] = (60, 7),
+                 live_only: bool = False) -> LoggedTraffic:
+    """The decisions answered in [start_ms, end_ms) (of `instrument`; only the `last` N), oldest first;
+    `live_only` leaves out what backtests replayed through the cluster."""
+    where, params = ["backtest = 0"] if live_only else ["1"], []
     for clause, value in (("time_ms >= ?", start_ms), ("time_ms < ?", end_ms), ("instrument = ?", instrument)):
         if value is not None:
             where.append(clause)

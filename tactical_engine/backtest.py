@@ -71,7 +71,7 @@ def local_decisions(engine: Engine, bars: Bars, cfg: Config, first: int, last: i
 
 
 async def _remote(target: str, cfg: Config, bars: Bars, first: int, last: int, streams: int,
-                  progress: Callable[[int], None] | None, result: BacktestResult) -> np.ndarray:
+                  progress: Callable[[int], None] | None, result: BacktestResult, as_live: bool) -> np.ndarray:
     import grpc
 
     from tactical.rpc import aio_channel
@@ -86,7 +86,7 @@ async def _remote(target: str, cfg: Config, bars: Bars, first: int, last: int, s
         call = stub.DecideStream()
         for t in chunk.tolist():
             request = decision_pb2.DecideRequest(request_id=f"backtest-{t}", instrument=instrument,
-                                                 bars=encode_bars(bars[t + 1 - need:t + 1]))
+                                                 bars=encode_bars(bars[t + 1 - need:t + 1]), backtest=not as_live)
             started = asyncio.get_running_loop().time()
             await call.write(request)
             d = await call.read()
@@ -103,15 +103,18 @@ async def _remote(target: str, cfg: Config, bars: Bars, first: int, last: int, s
 
     async with aio_channel(target, cfg.serving) as channel:
         stub = decision_pb2_grpc.DecisionServiceStub(channel)
-        # each stream its own instrument: its bars arrive in order, as a live feed's would (live scoring, the gate)
+        # each stream its own instrument: its bars arrive in order, as a live feed's would
         await asyncio.gather(*(walk(stub, chunk, f"backtest-{k + 1}") for k, chunk in enumerate(chunks) if len(chunk)))
     return positions
 
 
 def remote_decisions(target: str, cfg: Config, bars: Bars, first: int, last: int, result: BacktestResult,
-                     streams: int = 4, progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """Positions from a running cluster (bars sent over DecideStream, `streams` at a time)."""
-    return asyncio.run(_remote(target, cfg, bars, first, last, streams, progress, result))
+                     streams: int = 4, progress: Callable[[int], None] | None = None, as_live: bool = False
+                     ) -> np.ndarray:
+    """Positions from a running cluster (bars sent over DecideStream, `streams` at a time). The requests are
+    marked as a backtest's, kept out of the cluster's live scores and the gate's evaluation set, unless
+    `as_live` (a staging cluster fed a recorded stream as if it were the market)."""
+    return asyncio.run(_remote(target, cfg, bars, first, last, streams, progress, result, as_live))
 
 
 def baseline_positions(model: np.ndarray, rule: AggregationRule, rng: np.random.Generator) -> dict[str, np.ndarray]:

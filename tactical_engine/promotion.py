@@ -1,7 +1,8 @@
 """The promotion gate: a candidate version goes live only if it beats the active one where it will trade.
 
 Both versions decide, in process, on an evaluation set: the most recent bars the cluster served
-(from the audit log: serving.promotion_bars decisions) or bars from a file. Each decision is
+live (from the audit log: serving.promotion_bars decisions; what backtests replayed through it is
+left out) or bars from a file. Each decision is
 scored on the next bar, net of training.transaction_cost, and the per-bar P&L differences are
 paired, so the block-bootstrap interval of their mean accounts for both having traded the same
 bars. Policies (serving.promotion_gate): `off`; `better`, the candidate earned more;
@@ -85,10 +86,10 @@ def evaluation_set(cfg: Config, eval_data: str | Path | None,
         return (np.ascontiguousarray(windows[first - offset:last - offset + 1]), scoreable_bars(bars, first, last),
                 str(eval_data))
     path = Path(audit_log or cfg.paths.audit_log)
-    source = f"the last {cfg.serving.promotion_bars:,} decisions of {path}"
+    source = f"the last {cfg.serving.promotion_bars:,} live decisions of {path}"
     if not path.exists():
         return (*nothing, source)
-    traffic = read_traffic(path, last=cfg.serving.promotion_bars, shape=(cfg.features.window, 7))
+    traffic = read_traffic(path, last=cfg.serving.promotion_bars, shape=(cfg.features.window, 7), live_only=True)
     return traffic.windows, scoreable(traffic), source
 
 

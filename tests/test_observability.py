@@ -86,7 +86,7 @@ def test_an_audit_log_of_the_layout_before_traces_is_brought_up_to_date_with_its
     old = sqlite3.connect(path)
     old.execute("\n".join(line for line in _SCHEMA[0].splitlines()
                            if line.split()[0] not in ("traceparent", "close", "window", "shadow_version",
-                                                      "shadow_action")))
+                                                      "shadow_action", "backtest")))
     old.execute("INSERT INTO decisions (run, seq, request_id, time_ms, window_sha256, bar_time_ms, action, degraded, "
                 "reason, decision) VALUES ('r', 1, 'kept', 1, 'x', 0, 'Hold', 0, '', x'')")
     old.execute("PRAGMA user_version = 3")
@@ -94,7 +94,7 @@ def test_an_audit_log_of_the_layout_before_traces_is_brought_up_to_date_with_its
     old.close()
     conn = connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    assert conn.execute("SELECT request_id, traceparent FROM decisions").fetchall() == [("kept", None)]
+    assert conn.execute("SELECT request_id, traceparent, backtest FROM decisions").fetchall() == [("kept", None, 0)]
     conn.close()
 
 

@@ -77,7 +77,7 @@ def test_a_worse_candidate_is_refused_on_the_audit_logs_recent_bars(setup):
     res = tactical_rollout(setup, SHORT, "--gate", "better")
     assert res.returncode == 1, res.stdout + res.stderr
     assert "promotion gate (better) REFUSED: version 2 against active version 1 over 150 bars of the last 5,000 " \
-           "decisions of" in res.stderr and "nothing was staged or switched" in res.stderr, res.stderr
+           "live decisions of" in res.stderr and "nothing was staged or switched" in res.stderr, res.stderr
     assert active(setup) == LONG
 
 

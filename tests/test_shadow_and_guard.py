@@ -13,10 +13,12 @@ import torch
 
 from agents.serving.model_store import ModelStore
 from cluster_helpers import always, reserved_port, running_cluster, trending_bars, wait_for, write_config
+from market.csv_loader import write_bars_csv
 from tactical.config import load_config
 from tactical.rpc import admin_token
 from tactical_engine import Client
 from tactical_engine.client import TacticalClient
+from tactical_engine.promotion import evaluation_set
 from tactical_engine.rollout import rollout
 from training.system import TacticalMARLSystem
 from training.versions import ensure_default_version, publish
@@ -75,6 +77,44 @@ def test_a_shadow_beside_the_untrained_default_earns_a_significant_record_and_is
                           "'RISING'").fetchall()
     assert len(rows) == len(served) and set(rows) == {(0, LONG, "Long")}  # each served decision, its shadow beside
 
+
+
+def test_a_backtest_through_the_cluster_is_audited_as_one_and_judges_nothing_live_unless_sent_as_live(tmp_path):
+    """Historical bars replayed by `tactical backtest --target` must not move a shadow's record, the guard's
+    drawdown or the gate's evaluation set; --as-live (a staging cluster fed a recorded stream) makes them count."""
+    config_path, cfg, store = start(tmp_path)
+    falling = tmp_path / "falling.csv"
+    write_bars_csv(trending_bars(cfg.features.min_bars + 60, -0.001), falling)
+    with running_cluster(config_path) as cluster:
+        target = ("--target", cluster.coordinator.address)
+        token = admin_token(cfg)
+        with TacticalClient(cluster.coordinator.address, cfg, admin_token=token) as admin:
+            rollout(admin, store, 0, cfg, token, gate="off")
+        assert tactical(config_path, "shadow", "--version", str(LONG), *target).returncode == 0
+
+        def replay_and_drain(*flags: str) -> dict:
+            res = tactical(config_path, "backtest", "--data", str(falling), *flags, *target)
+            assert res.returncode == 0, res.stderr
+            with Client(cluster.coordinator.address, cfg) as client:
+                wait_for(lambda: client.status().audit_waiting == 0, timeout=30)
+            return json.loads(tactical(config_path, "shadow", "status", "--json", *target).stdout)
+
+        record = replay_and_drain()
+        assert record["decisions"] == 0 and record["bars"] == 0, record
+        with sqlite3.connect(cfg.paths.audit_log) as db:
+            rows, marked = db.execute("SELECT COUNT(*), SUM(backtest) FROM decisions").fetchone()
+        assert rows == marked >= 60
+        windows, _, source = evaluation_set(cfg, None, None)
+        assert len(windows) == 0 and "live decisions" in source
+        summary = tactical(config_path, "audit")
+        assert f"from backtests {rows}" in summary.stdout and "BACKTEST" in summary.stdout, summary.stdout
+
+        record = replay_and_drain("--as-live")
+        assert record["decisions"] == rows and 0 < record["bars"] < rows, record
+        windows, _, _ = evaluation_set(cfg, None, None)
+        assert len(windows) == rows
+    assert tactical(config_path, "backtest", "--synthetic", "--as-live").stderr.strip().endswith(
+        "--as-live is for bars sent to a cluster: give --target HOST:PORT")
 
 
 def test_a_shadow_record_is_of_one_active_version_and_the_cli_says_what_it_replaces_or_stops(tmp_path):

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tactical/v1/audit.proto\x12\x0btactical.v1\"\xd8\x01\n\x0b\x41uditRecord\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x13\n\x0b\x61nswered_ms\x18\x03 \x01(\x03\x12\x0e\n\x06window\x18\x04 \x01(\x0c\x12\x10\n\x08\x64\x65\x63ision\x18\x05 \x01(\x0c\x12\x13\n\x0btraceparent\x18\x06 \x01(\t\x12\r\n\x05\x63lose\x18\x07 \x01(\x01\x12\x1b\n\x0eshadow_version\x18\x08 \x01(\x04H\x00\x88\x01\x01\x12\x15\n\rshadow_action\x18\t \x01(\x05\x12\r\n\x05\x65vent\x18\n \x01(\tB\x11\n\x0f_shadow_versionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tactical/v1/audit.proto\x12\x0btactical.v1\"\xea\x01\n\x0b\x41uditRecord\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x13\n\x0b\x61nswered_ms\x18\x03 \x01(\x03\x12\x0e\n\x06window\x18\x04 \x01(\x0c\x12\x10\n\x08\x64\x65\x63ision\x18\x05 \x01(\x0c\x12\x13\n\x0btraceparent\x18\x06 \x01(\t\x12\r\n\x05\x63lose\x18\x07 \x01(\x01\x12\x1b\n\x0eshadow_version\x18\x08 \x01(\x04H\x00\x88\x01\x01\x12\x15\n\rshadow_action\x18\t \x01(\x05\x12\r\n\x05\x65vent\x18\n \x01(\t\x12\x10\n\x08\x62\x61\x63ktest\x18\x0b \x01(\x08\x42\x11\n\x0f_shadow_versionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,5 +32,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tactical.v1.audit_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AUDITRECORD']._serialized_start=41
-  _globals['_AUDITRECORD']._serialized_end=257
+  _globals['_AUDITRECORD']._serialized_end=275
 # @@protoc_insertion_point(module_scope)

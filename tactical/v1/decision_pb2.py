@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from tactical.v1 import common_pb2 as tactical_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atactical/v1/decision.proto\x12\x0btactical.v1\x1a\x18tactical/v1/common.proto\"\xb0\x01\n\rDecideRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x06window\x18\x02 \x01(\x0b\x32\x13.tactical.v1.WindowH\x00\x12&\n\x04\x62\x61rs\x18\x03 \x01(\x0b\x32\x16.tactical.v1.BarSeriesH\x00\x12\x1f\n\x03\x62\x61r\x18\x05 \x01(\x0b\x32\x10.tactical.v1.BarH\x00\x12\x12\n\ninstrument\x18\x04 \x01(\tB\x07\n\x05input\"?\n\x12\x44\x65\x63ideBatchRequest\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.tactical.v1.DecideRequest\"?\n\x13\x44\x65\x63ideBatchResponse\x12(\n\tdecisions\x18\x01 \x03(\x0b\x32\x15.tactical.v1.Decision\"\x94\x01\n\tAgentVote\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12#\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x13.tactical.v1.Action\x12\x15\n\rprobabilities\x18\x04 \x03(\x02\x12\r\n\x05value\x18\x05 \x01(\x02\x12\x12\n\nlatency_ms\x18\x06 \x01(\x01\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"\xc5\x02\n\x08\x44\x65\x63ision\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12#\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x13.tactical.v1.Action\x12\x12\n\nconfidence\x18\x03 \x01(\x02\x12\x15\n\rprobabilities\x18\x04 \x03(\x02\x12%\n\x05votes\x18\x05 \x03(\x0b\x32\x16.tactical.v1.AgentVote\x12\x1a\n\rmodel_version\x18\x06 \x01(\x04H\x00\x88\x01\x01\x12\x12\n\nlatency_ms\x18\x07 \x01(\x01\x12\x10\n\x08\x64\x65graded\x18\x08 \x01(\x08\x12\x0e\n\x06reason\x18\t \x01(\t\x12!\n\x05\x65rror\x18\n \x01(\x0b\x32\x12.tactical.v1.Error\x12\x13\n\x0b\x62\x61r_time_ms\x18\x0b \x01(\x03\x12\x12\n\ninstrument\x18\x0c \x01(\tB\x10\n\x0e_model_version2\xe7\x01\n\x0f\x44\x65\x63isionService\x12;\n\x06\x44\x65\x63ide\x12\x1a.tactical.v1.DecideRequest\x1a\x15.tactical.v1.Decision\x12\x45\n\x0c\x44\x65\x63ideStream\x12\x1a.tactical.v1.DecideRequest\x1a\x15.tactical.v1.Decision(\x01\x30\x01\x12P\n\x0b\x44\x65\x63ideBatch\x12\x1f.tactical.v1.DecideBatchRequest\x1a .tactical.v1.DecideBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atactical/v1/decision.proto\x12\x0btactical.v1\x1a\x18tactical/v1/common.proto\"\xc2\x01\n\rDecideRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x06window\x18\x02 \x01(\x0b\x32\x13.tactical.v1.WindowH\x00\x12&\n\x04\x62\x61rs\x18\x03 \x01(\x0b\x32\x16.tactical.v1.BarSeriesH\x00\x12\x1f\n\x03\x62\x61r\x18\x05 \x01(\x0b\x32\x10.tactical.v1.BarH\x00\x12\x12\n\ninstrument\x18\x04 \x01(\t\x12\x10\n\x08\x62\x61\x63ktest\x18\x06 \x01(\x08\x42\x07\n\x05input\"?\n\x12\x44\x65\x63ideBatchRequest\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.tactical.v1.DecideRequest\"?\n\x13\x44\x65\x63ideBatchResponse\x12(\n\tdecisions\x18\x01 \x03(\x0b\x32\x15.tactical.v1.Decision\"\x94\x01\n\tAgentVote\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12#\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x13.tactical.v1.Action\x12\x15\n\rprobabilities\x18\x04 \x03(\x02\x12\r\n\x05value\x18\x05 \x01(\x02\x12\x12\n\nlatency_ms\x18\x06 \x01(\x01\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"\xc5\x02\n\x08\x44\x65\x63ision\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12#\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x13.tactical.v1.Action\x12\x12\n\nconfidence\x18\x03 \x01(\x02\x12\x15\n\rprobabilities\x18\x04 \x03(\x02\x12%\n\x05votes\x18\x05 \x03(\x0b\x32\x16.tactical.v1.AgentVote\x12\x1a\n\rmodel_version\x18\x06 \x01(\x04H\x00\x88\x01\x01\x12\x12\n\nlatency_ms\x18\x07 \x01(\x01\x12\x10\n\x08\x64\x65graded\x18\x08 \x01(\x08\x12\x0e\n\x06reason\x18\t \x01(\t\x12!\n\x05\x65rror\x18\n \x01(\x0b\x32\x12.tactical.v1.Error\x12\x13\n\x0b\x62\x61r_time_ms\x18\x0b \x01(\x03\x12\x12\n\ninstrument\x18\x0c \x01(\tB\x10\n\x0e_model_version2\xe7\x01\n\x0f\x44\x65\x63isionService\x12;\n\x06\x44\x65\x63ide\x12\x1a.tactical.v1.DecideRequest\x1a\x15.tactical.v1.Decision\x12\x45\n\x0c\x44\x65\x63ideStream\x12\x1a.tactical.v1.DecideRequest\x1a\x15.tactical.v1.Decision(\x01\x30\x01\x12P\n\x0b\x44\x65\x63ideBatch\x12\x1f.tactical.v1.DecideBatchRequest\x1a .tactical.v1.DecideBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,15 +33,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tactical.v1.decision_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DECIDEREQUEST']._serialized_start=70
-  _globals['_DECIDEREQUEST']._serialized_end=246
-  _globals['_DECIDEBATCHREQUEST']._serialized_start=248
-  _globals['_DECIDEBATCHREQUEST']._serialized_end=311
-  _globals['_DECIDEBATCHRESPONSE']._serialized_start=313
-  _globals['_DECIDEBATCHRESPONSE']._serialized_end=376
-  _globals['_AGENTVOTE']._serialized_start=379
-  _globals['_AGENTVOTE']._serialized_end=527
-  _globals['_DECISION']._serialized_start=530
-  _globals['_DECISION']._serialized_end=855
-  _globals['_DECISIONSERVICE']._serialized_start=858
-  _globals['_DECISIONSERVICE']._serialized_end=1089
+  _globals['_DECIDEREQUEST']._serialized_end=264
+  _globals['_DECIDEBATCHREQUEST']._serialized_start=266
+  _globals['_DECIDEBATCHREQUEST']._serialized_end=329
+  _globals['_DECIDEBATCHRESPONSE']._serialized_start=331
+  _globals['_DECIDEBATCHRESPONSE']._serialized_end=394
+  _globals['_AGENTVOTE']._serialized_start=397
+  _globals['_AGENTVOTE']._serialized_end=545
+  _globals['_DECISION']._serialized_start=548
+  _globals['_DECISION']._serialized_end=873
+  _globals['_DECISIONSERVICE']._serialized_start=876
+  _globals['_DECISIONSERVICE']._serialized_end=1107
 # @@protoc_insertion_point(module_scope)

@@ -8,18 +8,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class DecideRequest(_message.Message):
-    __slots__ = ("request_id", "window", "bars", "bar", "instrument")
+    __slots__ = ("request_id", "window", "bars", "bar", "instrument", "backtest")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     BARS_FIELD_NUMBER: _ClassVar[int]
     BAR_FIELD_NUMBER: _ClassVar[int]
     INSTRUMENT_FIELD_NUMBER: _ClassVar[int]
+    BACKTEST_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     window: _common_pb2.Window
     bars: _common_pb2.BarSeries
     bar: _common_pb2.Bar
     instrument: str
-    def __init__(self, request_id: _Optional[str] = ..., window: _Optional[_Union[_common_pb2.Window, _Mapping]] = ..., bars: _Optional[_Union[_common_pb2.BarSeries, _Mapping]] = ..., bar: _Optional[_Union[_common_pb2.Bar, _Mapping]] = ..., instrument: _Optional[str] = ...) -> None: ...
+    backtest: bool
+    def __init__(self, request_id: _Optional[str] = ..., window: _Optional[_Union[_common_pb2.Window, _Mapping]] = ..., bars: _Optional[_Union[_common_pb2.BarSeries, _Mapping]] = ..., bar: _Optional[_Union[_common_pb2.Bar, _Mapping]] = ..., instrument: _Optional[str] = ..., backtest: _Optional[bool] = ...) -> None: ...
 
 class DecideBatchRequest(_message.Message):
     __slots__ = ("items",)

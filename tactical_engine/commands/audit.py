@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     for r in rows:
         stamp = dt.datetime.fromtimestamp(r["time_ms"] / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:23]
         votes = " ".join(f"{v['agent']}={v['action'] if v['ok'] else 'none'}" for v in r["votes"])
-        flag = "  DEGRADED" if r["degraded"] else ""
+        flag = ("  DEGRADED" if r["degraded"] else "") + ("  BACKTEST" if r["backtest"] else "")
         flag += f"  trace {r['traceparent'][3:35]}" if r["traceparent"] else ""
         version = "-" if r["model_version"] is None else r["model_version"]
         confidence = "-" if r["confidence"] is None else f"{r['confidence']:.3f}"
@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
               f"{r['latency_ms'] or 0:>7.2f}  {votes}{flag}")
     total = counts["decisions"]
     share = counts["degraded"] / total if total else 0.0
-    print(f"the whole log: {total} decisions; degraded {counts['degraded']} ({share:.1%}); by action "
+    print(f"the whole log: {total} decisions; degraded {counts['degraded']} ({share:.1%}); "
+          f"from backtests {counts['backtest']}; by action "
           + ", ".join(f"{k} {v}" for k, v in counts["by_action"].items())
           + "; by model version " + ", ".join(f"{'none' if k is None else k}: {v}"
                                               for k, v in counts["by_version"].items()))

@@ -56,11 +56,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="model-store version to run in process (default: the newest; 0 is the embedded "
                             "default, written into the store if missing)")
     which.add_argument("--target", metavar="HOST:PORT",
-                       help="ask this running coordinator instead (its active version), sending bars over gRPC. "
-                            "The cluster serves them as live traffic on instruments backtest-1..N: they enter its "
-                            "audit log (so the gate's evaluation set), its live scores, a shadow's record and the "
-                            "guard's drawdown. Point it at a staging cluster, not the one trading")
+                       help="ask this running coordinator instead (its active version), sending bars over gRPC "
+                            "on instruments backtest-1..N. They are marked as a backtest's: audited as such and "
+                            "kept out of what judges versions live (live scores, a shadow's record, the guard's "
+                            "drawdown, the promotion gate's evaluation set)")
     p.add_argument("--streams", type=int, default=4, help="concurrent gRPC streams with --target (default 4)")
+    p.add_argument("--as-live", action="store_true",
+                   help="with --target: send the bars as live traffic, judged like the market's (a staging "
+                        "cluster fed a recorded stream: its live scores, shadow, guard and gate see them)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random-votes baseline (default 0)")
     add_scoring_options(p)
     p.add_argument("--plot", metavar="FILE.png",
@@ -141,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
     require_range("--streams", args.streams, 1)
     require_range("--seed", args.seed, 0)
     require_range("--periods-per-year", args.periods_per_year, 1)
+    if args.as_live and not args.target:
+        raise CliError("--as-live is for bars sent to a cluster: give --target HOST:PORT")
     if args.plot:
         check_plot_path(args.plot)
     from_ms, to_ms = _time(args.from_, "--from"), _time(args.to, "--to")
@@ -154,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
     store = ModelStore(cfg.paths.model_store)
     if args.target:
         with progress_bar(last - first + 1, "decisions", "bar", enabled=not args.json) as bar:
-            result.positions = remote_decisions(args.target, cfg, bars, first, last, result, args.streams, bar.update)
+            result.positions = remote_decisions(args.target, cfg, bars, first, last, result, args.streams, bar.update,
+                                                as_live=args.as_live)
         source = f"cluster {args.target}, version(s) {dict(result.versions)}"
     else:
         from tactical_engine.engine import Engine

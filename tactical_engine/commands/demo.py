@@ -112,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
                       f"version {d.model_version}  {d.latency_ms:.2f} ms  votes: {votes}")
         result = BacktestResult({}, first, last, bars, np.zeros(0))
         with progress_bar(last - first + 1, "  decisions", "bar") as bar:
-            result.positions = remote_decisions(target, cfg, bars, first, last, result, progress=bar.update)
+            # the demo's cluster is its own: these bars are its market (live scores, the shadow, the guard)
+            result.positions = remote_decisions(target, cfg, bars, first, last, result, progress=bar.update,
+                                                as_live=True)
         lat = np.asarray(result.latencies_ms)
         print(f"  {len(lat):,} decisions, version(s) {dict(result.versions)}, {result.degraded} degraded; latency "
               f"p50 {np.percentile(lat, 50):.2f} ms, p99 {np.percentile(lat, 99):.2f} ms (client, 4 streams)")
