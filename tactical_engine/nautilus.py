@@ -57,6 +57,7 @@ class TacticalStrategyConfig(StrategyConfig, frozen=True):
     coordinator: str
     config_path: str | None = None  # the cluster's config file (TLS, features), for the client
     unit: Decimal = Decimal(1)  # quantity of one unit of target position
+    backtest: bool = False  # historical bars (Nautilus's BacktestEngine): kept out of the cluster's live judging
 
 
 class TacticalStrategy(Strategy):
@@ -90,7 +91,8 @@ class TacticalStrategy(Strategy):
             if len(self.warmup) < self.client.cfg.features.min_bars:
                 self.decisions.append((index, None))
                 return
-            self.stream = self.client.stream(self.config.instrument, Bars.from_arrays(*zip(*self.warmup, strict=True)))
+            self.stream = self.client.stream(self.config.instrument, Bars.from_arrays(*zip(*self.warmup, strict=True)),
+                                             backtest=self.config.backtest)
             decision = self.stream.first
         else:
             decision = self.stream.send(ours)
@@ -149,7 +151,8 @@ def equity(symbol: str, price_precision: int, fee: float) -> Equity:
 
 def run_backtest(bars: Bars, coordinator: str, *, instrument: str = "NAUTILUS", config_path: str | None = None,
                  fee: float = 0.0001, price_precision: int = 4) -> NautilusResult:
-    """Nautilus's BacktestEngine over `bars`, TacticalStrategy asking the cluster at `coordinator` each bar.
+    """Nautilus's BacktestEngine over `bars`, TacticalStrategy asking the cluster at `coordinator` each bar (its
+    requests marked as a backtest's: the cluster does not judge versions on them).
 
     `fee` is the share of notional paid per unit traded (training.transaction_cost's convention).
     """
@@ -170,7 +173,7 @@ def run_backtest(bars: Bars, coordinator: str, *, instrument: str = "NAUTILUS", 
         engine.add_data(nautilus_bars)
         strategy = TacticalStrategy(TacticalStrategyConfig(instrument_id=inst.id, bar_type=bar_type,
                                                            instrument=instrument, coordinator=coordinator,
-                                                           config_path=config_path))
+                                                           config_path=config_path, backtest=True))
         engine.add_strategy(strategy)
         engine.run()
         closes = np.array([b.close.as_double() for b in nautilus_bars])

@@ -116,9 +116,10 @@ class Client:
             out += [_answer(d, instrument) for d in response.decisions]
         return out
 
-    def stream(self, instrument: str, history: Bars) -> TickStream:
-        """A DecideStream for one instrument: `history` first (its decision is `.first`), then send(bar)."""
-        return TickStream(self, instrument, history)
+    def stream(self, instrument: str, history: Bars, *, backtest: bool = False) -> TickStream:
+        """A DecideStream for one instrument: `history` first (its decision is `.first`), then send(bar).
+        `backtest`: historical bars replayed, kept out of what judges versions live (DecideRequest.backtest)."""
+        return TickStream(self, instrument, history, backtest)
 
     def status(self) -> cluster_pb2.ClusterStatus:
         """The coordinator's view of the cluster (an operator's message, as `tactical status` shows it)."""
@@ -138,21 +139,21 @@ class Client:
 class TickStream:
     """One instrument's bars over a DecideStream (sync): its history at once, then one bar at a time."""
 
-    def __init__(self, client: Client, instrument: str, history: Bars):
-        self.client, self.instrument = client, instrument
+    def __init__(self, client: Client, instrument: str, history: Bars, backtest: bool = False):
+        self.client, self.instrument, self.backtest = client, instrument, backtest
         self.history = history[max(0, len(history) - client.cfg.features.min_bars):]
         self._open()
-        self.first = self._exchange(request_for(history, instrument))
+        self.first = self._exchange(self._request(history))
 
     def send(self, bar: Bar) -> Decision:
         """The decision on the instrument's next bar (DecisionRefused for a bar out of order, repeated...)."""
         try:
-            d = self._exchange(request_for(bar, self.instrument))
+            d = self._exchange(self._request(bar))
         except DecisionRefused as refused:
             if refused.reason != NO_HISTORY:
                 raise
-            self._exchange(request_for(self.history, self.instrument))  # the coordinator forgot: remind it
-            d = self._exchange(request_for(bar, self.instrument))
+            self._exchange(self._request(self.history))  # the coordinator forgot: remind it
+            d = self._exchange(self._request(bar))
         grown = self.history.append(bar)
         self.history = grown[len(grown) - len(self.history):]
         return d
@@ -171,6 +172,9 @@ class TickStream:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _request(self, item: Input) -> decision_pb2.DecideRequest:
+        return request_for(item, self.instrument, backtest=self.backtest)
+
     def _open(self) -> None:
         self._requests: queue.Queue = queue.Queue()
         self._responses: Iterator[decision_pb2.Decision] = self.client.stub.DecideStream(
@@ -188,7 +192,7 @@ class TickStream:
                     raise _refused(exc) from None
                 self._open()
                 if request.WhichOneof("input") == "bar":
-                    self._requests.put(request_for(self.history, self.instrument))
+                    self._requests.put(self._request(self.history))
                     next(self._responses)
         raise AssertionError("unreachable")
 
@@ -240,9 +244,9 @@ class AsyncClient:
                 self.histories.sent(name, items[name])
         return answers
 
-    async def stream(self, instrument: str, history: Bars) -> AsyncTickStream:
-        """An opened AsyncTickStream (its history sent; `.first` is that decision)."""
-        stream = AsyncTickStream(self, instrument, history)
+    async def stream(self, instrument: str, history: Bars, *, backtest: bool = False) -> AsyncTickStream:
+        """An opened AsyncTickStream (its history sent; `.first` is that decision); `backtest` as in Client.stream."""
+        stream = AsyncTickStream(self, instrument, history, backtest)
         await stream.open()
         return stream
 
@@ -259,24 +263,24 @@ class AsyncClient:
 class AsyncTickStream:
     """One instrument's bars over a DecideStream (asyncio); see TickStream."""
 
-    def __init__(self, client: AsyncClient, instrument: str, history: Bars):
-        self.client, self.instrument = client, instrument
+    def __init__(self, client: AsyncClient, instrument: str, history: Bars, backtest: bool = False):
+        self.client, self.instrument, self.backtest = client, instrument, backtest
         self.history = history[max(0, len(history) - client.cfg.features.min_bars):]
         self.first: Decision | None = None
         self._call = None
 
     async def open(self) -> None:
         self._call = self.client.stub.DecideStream()
-        self.first = await self._exchange(request_for(self.history, self.instrument))
+        self.first = await self._exchange(self._request(self.history))
 
     async def send(self, bar: Bar) -> Decision:
         try:
-            d = await self._exchange(request_for(bar, self.instrument))
+            d = await self._exchange(self._request(bar))
         except DecisionRefused as refused:
             if refused.reason != NO_HISTORY:
                 raise
-            await self._exchange(request_for(self.history, self.instrument))
-            d = await self._exchange(request_for(bar, self.instrument))
+            await self._exchange(self._request(self.history))
+            d = await self._exchange(self._request(bar))
         grown = self.history.append(bar)
         self.history = grown[len(grown) - len(self.history):]
         return d
@@ -291,6 +295,9 @@ class AsyncTickStream:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def _request(self, item: Input) -> decision_pb2.DecideRequest:
+        return request_for(item, self.instrument, backtest=self.backtest)
+
     async def _exchange(self, request: decision_pb2.DecideRequest) -> Decision:
         for attempt in range(2):
             try:
@@ -304,6 +311,6 @@ class AsyncTickStream:
                     raise _refused(exc) from None
                 self._call = self.client.stub.DecideStream()
                 if request.WhichOneof("input") == "bar":
-                    await self._call.write(request_for(self.history, self.instrument))
+                    await self._call.write(self._request(self.history))
                     await self._call.read()
         raise AssertionError("unreachable")

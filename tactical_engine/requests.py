@@ -20,14 +20,18 @@ from tactical.wire import encode_bars, encode_window
 Input = np.ndarray | Bars | Bar
 
 
-def request_for(item: Input, instrument: str = "", request_id: str = "") -> decision_pb2.DecideRequest:
-    """The DecideRequest of one input (see the module docstring)."""
+def request_for(item: Input, instrument: str = "", request_id: str = "",
+                backtest: bool = False) -> decision_pb2.DecideRequest:
+    """The DecideRequest of one input (see the module docstring); `backtest`: historical bars, not live traffic."""
+    request = decision_pb2.DecideRequest(request_id=request_id, instrument=instrument, backtest=backtest)
     if isinstance(item, Bar):
-        return decision_pb2.DecideRequest(request_id=request_id, instrument=instrument, bar=common_pb2.Bar(
-            time_ms=item.time_ms, open=item.open, high=item.high, low=item.low, close=item.close, volume=item.volume))
-    if isinstance(item, Bars):
-        return decision_pb2.DecideRequest(request_id=request_id, instrument=instrument, bars=encode_bars(item))
-    return decision_pb2.DecideRequest(request_id=request_id, instrument=instrument, window=encode_window(item))
+        request.bar.CopyFrom(common_pb2.Bar(time_ms=item.time_ms, open=item.open, high=item.high, low=item.low,
+                                            close=item.close, volume=item.volume))
+    elif isinstance(item, Bars):
+        request.bars.CopyFrom(encode_bars(item))
+    else:
+        request.window.CopyFrom(encode_window(item))
+    return request
 
 
 class Histories:

@@ -9,6 +9,7 @@ again by itself.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import grpc
 import numpy as np
@@ -182,7 +183,7 @@ def test_the_async_client_answers_as_the_sync_one(cluster):
         async with AsyncClient(cluster.coordinator.address, config=cluster.cfg_path) as client:
             one = await client.decide(random_window(9), instrument="ASYNC")
             many = await client.decide_many({"A1": random_window(1), "A2": bars})
-            async with await client.stream("ASYNC-S", bars[:need]) as stream:
+            async with await client.stream("ASYNC-S", bars[:need], backtest=True) as stream:
                 ticks = [await stream.send(bars.bar(t)) for t in range(need, need + 5)]
             return one, many, ticks
 
@@ -191,3 +192,9 @@ def test_the_async_client_answers_as_the_sync_one(cluster):
         assert client.decide(random_window(9), instrument="ASYNC").probabilities == one.probabilities
         assert client.decide(random_window(1)).probabilities == many["A1"].probabilities
     assert many["A2"].bar_time is not None and len(ticks) == 5 and all(isinstance(t, Decision) for t in ticks)
+    with Client(cluster.coordinator.address, config=cluster.cfg_path) as client:  # the stream was a backtest's
+        wait_for(lambda: client.status().audit_waiting == 0, timeout=30)
+    with sqlite3.connect(cluster.cfg.paths.audit_log) as db:
+        marked = dict(db.execute("SELECT instrument, MIN(backtest) * 10 + MAX(backtest) FROM decisions "
+                                 "WHERE instrument IN ('ASYNC', 'ASYNC-S') GROUP BY instrument").fetchall())
+    assert marked == {"ASYNC": 0, "ASYNC-S": 11}

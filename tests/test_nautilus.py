@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cluster_helpers import opinionated_model, running_cluster, write_config
+from cluster_helpers import opinionated_model, running_cluster, wait_for, write_config
 from market.csv_loader import write_bars_csv
 from market.synthetic import synthetic_bars
 from tactical.config import load_config
@@ -66,6 +67,14 @@ def test_nautilus_fills_follow_the_decisions_bar_for_bar(cluster):
     with engine.stream("CHECK", bars[:need]) as stream:
         expected = [stream.first.position] + [stream.send(bars.bar(t)).position for t in range(need, len(bars))]
     np.testing.assert_array_equal(decided[need - 1:], expected)
+    # a backtest's requests: audited as such, so they do not judge versions live (shadow, guard, gate)
+    from tactical_engine import Client
+
+    with Client(cluster.coordinator.address, config=cluster.cfg_path) as client:
+        wait_for(lambda: client.status().audit_waiting == 0, timeout=30)
+    with sqlite3.connect(cluster.cfg.paths.audit_log) as db:
+        assert db.execute("SELECT COUNT(*), SUM(backtest) FROM decisions WHERE instrument = 'NAUTILUS'"
+                          ).fetchone() == (len(deciding), len(deciding))
 
 
 def test_the_example_runs_over_a_csv(cluster):
