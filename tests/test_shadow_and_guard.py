@@ -42,6 +42,14 @@ def tactical(config_path, *args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+def activate(cluster, cfg, store, *versions: int) -> None:
+    """Roll each version out in turn, without the gate (the test's own market is what it judges)."""
+    token = admin_token(cfg)
+    with TacticalClient(cluster.coordinator.address, cfg, admin_token=token) as admin:
+        for version in versions:
+            rollout(admin, store, version, cfg, token, gate="off")
+
+
 def stream(cluster, cfg, bars, instrument: str) -> list:
     """The bars one by one over a DecideStream (after the history a first decision needs); every decision."""
     need = cfg.features.min_bars
@@ -53,9 +61,7 @@ def test_a_shadow_beside_the_untrained_default_earns_a_significant_record_and_is
     config_path, cfg, store = start(tmp_path)
     with running_cluster(config_path) as cluster:
         target = ("--target", cluster.coordinator.address)
-        token = admin_token(cfg)
-        with TacticalClient(cluster.coordinator.address, cfg, admin_token=token) as admin:
-            rollout(admin, store, 0, cfg, token, gate="off")  # the untrained default serves
+        activate(cluster, cfg, store, 0)  # the untrained default serves
         started = tactical(config_path, "shadow", "--version", str(LONG), *target)
         assert started.returncode == 0 and "version 1 shadows active version 0" in started.stdout, started.stderr
         bars = trending_bars(cfg.features.min_bars + 200, 0.0005)  # a rising market: Long earns, v0 mostly holds
@@ -87,9 +93,7 @@ def test_a_backtest_through_the_cluster_is_audited_as_one_and_judges_nothing_liv
     write_bars_csv(trending_bars(cfg.features.min_bars + 60, -0.001), falling)
     with running_cluster(config_path) as cluster:
         target = ("--target", cluster.coordinator.address)
-        token = admin_token(cfg)
-        with TacticalClient(cluster.coordinator.address, cfg, admin_token=token) as admin:
-            rollout(admin, store, 0, cfg, token, gate="off")
+        activate(cluster, cfg, store, 0)
         assert tactical(config_path, "shadow", "--version", str(LONG), *target).returncode == 0
 
         def replay_and_drain(*flags: str) -> dict:
@@ -123,12 +127,10 @@ def test_a_shadow_record_is_of_one_active_version_and_the_cli_says_what_it_repla
     short = publish(store, always(TacticalMARLSystem(), 0), source="test: always Short")
     with running_cluster(config_path) as cluster:
         target = ("--target", cluster.coordinator.address)
-        token = admin_token(cfg)
-        with TacticalClient(cluster.coordinator.address, cfg, admin_token=token) as admin:
-            rollout(admin, store, 0, cfg, token, gate="off")
-            assert tactical(config_path, "shadow", "--version", str(LONG), *target).returncode == 0
-            beside_v0 = stream(cluster, cfg, trending_bars(cfg.features.min_bars + 30, 0.0005), "FIRST")
-            rollout(admin, store, short, cfg, token, gate="off")  # another active version: the record restarts
+        activate(cluster, cfg, store, 0)
+        assert tactical(config_path, "shadow", "--version", str(LONG), *target).returncode == 0
+        beside_v0 = stream(cluster, cfg, trending_bars(cfg.features.min_bars + 30, 0.0005), "FIRST")
+        activate(cluster, cfg, store, short)  # another active version: the record restarts
         status = json.loads(tactical(config_path, "shadow", "status", "--json", *target).stdout)
         assert status["active_version"] == short and status["decisions"] == 0 and status["bars"] == 0
         assert status["agreement"] is None
@@ -150,10 +152,7 @@ def test_the_guard_rolls_a_losing_version_back_with_the_reason_in_the_log_and_th
     metrics = reserved_port()
     config_path, cfg, store = start(tmp_path, guard_max_drawdown=0.01, guard_min_decisions=20, metrics_port=metrics)
     with running_cluster(config_path, log_dir=tmp_path / "logs") as cluster:
-        token = admin_token(cfg)
-        with TacticalClient(cluster.coordinator.address, cfg, admin_token=token) as admin:
-            rollout(admin, store, 0, cfg, token, gate="off")
-            rollout(admin, store, LONG, cfg, token, gate="off")  # always Long, about to meet a falling market
+        activate(cluster, cfg, store, 0, LONG)  # always Long, about to meet a falling market
         served = stream(cluster, cfg, trending_bars(cfg.features.min_bars + 300, -0.001), "FALLING")
         with Client(cluster.coordinator.address, cfg) as client:
             wait_for(lambda: client.status().active_version == 0, timeout=30)
