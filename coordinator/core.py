@@ -180,8 +180,14 @@ class Coordinator:
             items, version, list(self.agents), probs, values, answered, errors, latencies, self.rule,
             self.cfg.aggregation, (time.perf_counter() - start) * 1e3, shadow_probs)
         self._account(decisions, version, answered, voted, errors, latencies)
-        self.committee.observe(version, voted, probs, agg.combined, agg.hold_reason,
-                               windows if version is not None else b"".join(item.window for item in items))
+        if not any(item.backtest for item in items):
+            self.committee.observe(version, voted, probs, agg.combined, agg.hold_reason,
+                                   windows if version is not None else b"".join(item.window for item in items))
+        else:  # drift and the committee's health (which the guard reads) describe live traffic only
+            live = np.array([not item.backtest for item in items])
+            if live.any():
+                self.committee.observe(version, voted[live], probs[live], agg.combined[live], agg.hold_reason[live],
+                                       b"".join(item.window for item in items if not item.backtest))
         if shadow_actions is not None:
             self._count_shadow(items, decisions, shadow_actions)
         if self.scoring():

@@ -86,8 +86,9 @@ def test_a_shadow_beside_the_untrained_default_earns_a_significant_record_and_is
 
 
 def test_a_backtest_through_the_cluster_is_audited_as_one_and_judges_nothing_live_unless_sent_as_live(tmp_path):
-    """Historical bars replayed by `tactical backtest --target` must not move a shadow's record, the guard's
-    drawdown or the gate's evaluation set; --as-live (a staging cluster fed a recorded stream) makes them count."""
+    """Historical bars replayed by `tactical backtest --target` must not move a shadow's record, the guard (its
+    drawdown, the committee's disagreement), drift or the gate's evaluation set; --as-live (a staging cluster fed a
+    recorded stream) makes them count."""
     config_path, cfg, store = start(tmp_path)
     falling = tmp_path / "falling.csv"
     write_bars_csv(trending_bars(cfg.features.min_bars + 60, -0.001), falling)
@@ -103,8 +104,13 @@ def test_a_backtest_through_the_cluster_is_audited_as_one_and_judges_nothing_liv
                 wait_for(lambda: client.status().audit_waiting == 0, timeout=30)
             return json.loads(tactical(config_path, "shadow", "status", "--json", *target).stdout)
 
+        def committee() -> dict:  # what drift and the guard's disagreement check read
+            status = json.loads(tactical(config_path, "status", "--json", *target).stdout)
+            return status["health"]["versions"]
+
         record = replay_and_drain()
         assert record["decisions"] == 0 and record["bars"] == 0, record
+        assert committee() == {}
         with sqlite3.connect(cfg.paths.audit_log) as db:
             rows, marked = db.execute("SELECT COUNT(*), SUM(backtest) FROM decisions").fetchone()
         assert rows == marked >= 60
@@ -115,6 +121,7 @@ def test_a_backtest_through_the_cluster_is_audited_as_one_and_judges_nothing_liv
 
         record = replay_and_drain("--as-live")
         assert record["decisions"] == rows and 0 < record["bars"] < rows, record
+        assert committee()["0"]["decisions"] == rows
         windows, _, _ = evaluation_set(cfg, None, None)
         assert len(windows) == rows
     assert tactical(config_path, "backtest", "--synthetic", "--as-live").stderr.strip().endswith(
