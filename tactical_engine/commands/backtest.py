@@ -58,8 +58,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--target", metavar="HOST:PORT",
                        help="ask this running coordinator instead (its active version), sending bars over gRPC "
                             "on instruments backtest-1..N. They are marked as a backtest's: audited as such and "
-                            "kept out of what judges versions live (live scores, a shadow's record, the guard's "
-                            "drawdown, the promotion gate's evaluation set)")
+                            "kept out of what judges versions live (live scores, a shadow's record, the guard, "
+                            "drift, the promotion gate's evaluation set)")
     p.add_argument("--streams", type=int, default=4, help="concurrent gRPC streams with --target (default 4)")
     p.add_argument("--as-live", action="store_true",
                    help="with --target: send the bars as live traffic, judged like the market's (a staging "
