@@ -769,8 +769,7 @@ def summary(path: str | Path) -> dict[str, Any]:
     finally:
         conn.close()
     return {"decisions": total, "degraded": degraded, "backtest": backtest, "by_action": by_action,
-            "by_version": by_version,
-            "first_ms": first, "last_ms": last}
+            "by_version": by_version, "first_ms": first, "last_ms": last}
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import grpc
 import numpy as np
 
-from coordinator.aggregation import AggregationRule
+from coordinator.aggregation import Aggregate, AggregationRule
 from coordinator.audit import AuditLog, AuditUnavailable
 from coordinator.committee import CommitteeWatch
 from coordinator.decisions import decide_block
@@ -180,14 +180,7 @@ class Coordinator:
             items, version, list(self.agents), probs, values, answered, errors, latencies, self.rule,
             self.cfg.aggregation, (time.perf_counter() - start) * 1e3, shadow_probs)
         self._account(decisions, version, answered, voted, errors, latencies)
-        if not any(item.backtest for item in items):
-            self.committee.observe(version, voted, probs, agg.combined, agg.hold_reason,
-                                   windows if version is not None else b"".join(item.window for item in items))
-        else:  # drift and the committee's health (which the guard reads) describe live traffic only
-            live = np.array([not item.backtest for item in items])
-            if live.any():
-                self.committee.observe(version, voted[live], probs[live], agg.combined[live], agg.hold_reason[live],
-                                       b"".join(item.window for item in items if not item.backtest))
+        self._watch(items, version, voted, probs, agg, windows if version is not None else None)
         if shadow_actions is not None:
             self._count_shadow(items, decisions, shadow_actions)
         if self.scoring():
@@ -197,6 +190,20 @@ class Coordinator:
                 self.audit.record(d, item.window, traceparent, item.close, shadow,
                                   0 if shadow_actions is None else shadow_actions[k], item.backtest)
         return decisions
+
+    def _watch(self, items: list[Decoded], version: int | None, voted: np.ndarray, probs: np.ndarray,
+               agg: Aggregate, windows: bytes | None) -> None:
+        """The block's live decisions to the committee watch: drift and the committee's health (which the guard
+        reads) describe live traffic, not what a backtest replayed."""
+        combined, hold_reason = agg.combined, agg.hold_reason
+        if any(item.backtest for item in items):
+            live = np.array([not item.backtest for item in items])
+            if not live.any():
+                return
+            voted, probs, combined, hold_reason = voted[live], probs[live], combined[live], hold_reason[live]
+            items, windows = [item for item in items if not item.backtest], None
+        self.committee.observe(version, voted, probs, combined, hold_reason,
+                               windows if windows is not None else b"".join(item.window for item in items))
 
     def _count_shadow(self, items: list[Decoded], decisions: list[decision_pb2.Decision],
                       shadow_actions: list[int]) -> None:

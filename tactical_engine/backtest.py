@@ -112,8 +112,8 @@ def remote_decisions(target: str, cfg: Config, bars: Bars, first: int, last: int
                      streams: int = 4, progress: Callable[[int], None] | None = None, as_live: bool = False
                      ) -> np.ndarray:
     """Positions from a running cluster (bars sent over DecideStream, `streams` at a time). The requests are
-    marked as a backtest's, kept out of the cluster's live scores and the gate's evaluation set, unless
-    `as_live` (a staging cluster fed a recorded stream as if it were the market)."""
+    marked as a backtest's (DecideRequest.backtest: the cluster judges no version on them) unless `as_live`
+    (a staging cluster fed a recorded stream as if it were the market)."""
     return asyncio.run(_remote(target, cfg, bars, first, last, streams, progress, result, as_live))
 
 

@@ -74,6 +74,11 @@ def require_range(flag: str, value: float | None, minimum: float, maximum: float
         raise CliError(f"{flag} must be between {minimum} and {maximum}, got {value}")
 
 
+def flags_given(*flags: tuple[str, object]) -> str:
+    """"--flag value" for each (flag, value) given, for a message saying what matched nothing."""
+    return " ".join(f"{flag} {value}" for flag, value in flags if value)
+
+
 def refuse_unused_seed(args: argparse.Namespace, *sources: str) -> None:
     """--seed picks the synthetic market: given with another source of bars it would be silently ignored."""
     used = [f"--{source}" for source in sources if getattr(args, source, None)]

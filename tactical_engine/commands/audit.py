@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tactical_engine.commands import CliError, add_config_option, require_range
+from tactical_engine.commands import CliError, add_config_option, flags_given, require_range
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,9 +41,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"no audit log at {path} (has the coordinator run with this config?)")
     rows = latest(path, args.last, request_id=args.request_id, trace_id=args.trace)
     if (args.request_id or args.trace) and not rows:
-        asked = " ".join(f"{flag} {value}" for flag, value in (("--request-id", args.request_id),
-                                                                ("--trace", args.trace)) if value)
-        raise CliError(f"no logged decision in {path} matches {asked}")
+        raise CliError(f"no logged decision in {path} matches "
+                       f"{flags_given(('--request-id', args.request_id), ('--trace', args.trace))}")
     counts = summary(path)
     if args.json:
         by_version = {"none" if k is None else str(k): n for k, n in counts["by_version"].items()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tactical_engine.commands import CliError, add_config_option, require_range, version_number
+from tactical_engine.commands import CliError, add_config_option, flags_given, require_range, version_number
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -62,8 +62,7 @@ def run(args: argparse.Namespace) -> int:
     traffic = read_traffic(path, start_ms=bounds.get("--from"), end_ms=bounds.get("--to"),
                            instrument=args.instrument, shape=(cfg.features.window, 7))
     if not len(traffic) and not traffic.tampered and not traffic.without_window:
-        asked = " ".join(f"{flag} {value}" for flag, value in
-                         (("--from", args.from_), ("--to", args.to), ("--instrument", args.instrument)) if value)
+        asked = flags_given(("--from", args.from_), ("--to", args.to), ("--instrument", args.instrument))
         raise CliError(f"no logged decisions in {path}" + (f" match {asked}" if asked else ""))
     actions, combined = replay_actions(Engine(store, args.version, cfg), traffic.windows)
     clean = ~traffic.degraded & (traffic.version >= 0)
